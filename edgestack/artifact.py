@@ -1,0 +1,170 @@
+"""The artifact directory: the contract between export and everything downstream.
+
+An artifact is one model version in a folder::
+
+    artifacts/<served-name>/<version>/
+        manifest.json        what it is, how to feed it, how good each variant is
+        model.fp32.onnx      one file per variant (fp32, int8, fp16, ...)
+        ...                  anything else the family needs (labels, vocabulary, tokenizer)
+
+Every file is listed in the manifest with its sha256; loading refuses an artifact whose
+files do not match, so a half-copied or tampered model never gets served. This module
+imports neither torch nor onnxruntime: serving, batch jobs and edge runners all use it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+
+
+class ArtifactError(RuntimeError):
+    """An artifact is missing, incomplete or does not match its manifest."""
+
+
+def default_root() -> Path:
+    """Where artifacts live: $EDGESTACK_ARTIFACTS, else ./artifacts."""
+    return Path(os.environ.get("EDGESTACK_ARTIFACTS", "artifacts")).resolve()
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_manifest(directory: Path, manifest: dict[str, Any]) -> Path:
+    """Checksum every file in `directory` (except the manifest) and write the manifest.
+
+    External ONNX weight files (`*.onnx.data`) are ordinary files here, so they are
+    covered by the checksums like the graphs that reference them.
+    """
+    directory = Path(directory)
+    files = {
+        str(p.relative_to(directory)): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+        for p in sorted(directory.rglob("*"))
+        if p.is_file() and p.name != MANIFEST
+    }
+    manifest = {"schema_version": SCHEMA_VERSION, **manifest, "files": files}
+    tmp = directory / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+    tmp.replace(directory / MANIFEST)
+    return directory / MANIFEST
+
+
+@dataclass(frozen=True)
+class Artifact:
+    path: Path
+    manifest: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return self.manifest["name"]
+
+    @property
+    def version(self) -> str:
+        return str(self.manifest["version"])
+
+    @property
+    def task(self) -> str:
+        return self.manifest["task"]
+
+    @property
+    def variants(self) -> dict[str, dict[str, Any]]:
+        return self.manifest["variants"]
+
+    def variant_path(self, variant: str) -> Path:
+        if variant not in self.variants:
+            raise ArtifactError(
+                f"{self.name} v{self.version} has no variant {variant!r}; "
+                f"it has {sorted(self.variants)}"
+            )
+        return self.path / self.variants[variant]["file"]
+
+    def file(self, relative: str) -> Path:
+        return self.path / relative
+
+
+def verify(directory: Path, manifest: dict[str, Any]) -> None:
+    problems = []
+    for relative, meta in manifest.get("files", {}).items():
+        path = directory / relative
+        if not path.is_file():
+            problems.append(f"{relative}: missing")
+        elif sha256_file(path) != meta["sha256"]:
+            problems.append(f"{relative}: sha256 mismatch (file changed or partly copied)")
+    if problems:
+        raise ArtifactError(
+            f"refusing artifact {directory}: " + "; ".join(problems)
+            + ". Rebuild it with `edgestack build --force` or restore the original files."
+        )
+
+
+def load(directory: Path, *, check: bool = True) -> Artifact:
+    """Read and (by default) verify an artifact directory."""
+    directory = Path(directory)
+    manifest_path = directory / MANIFEST
+    if not manifest_path.is_file():
+        raise ArtifactError(f"no {MANIFEST} in {directory}: not an edgestack artifact")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(f"{manifest_path} is not valid JSON: {exc}") from exc
+    if manifest.get("schema_version") != SCHEMA_VERSION:
+        raise ArtifactError(
+            f"{manifest_path} has schema_version {manifest.get('schema_version')!r}, "
+            f"this edgestack reads {SCHEMA_VERSION}"
+        )
+    if check:
+        verify(directory, manifest)
+    return Artifact(directory, manifest)
+
+
+def latest_version_dir(name: str, root: Path | None = None) -> Path | None:
+    """The highest numbered version folder of a served name that has a manifest."""
+    base = (root or default_root()) / name
+    if not base.is_dir():
+        return None
+    versions = [p for p in base.iterdir() if p.is_dir() and (p / MANIFEST).is_file()]
+    versions = [p for p in versions if p.name.isdigit()]
+    return max(versions, key=lambda p: int(p.name)) if versions else None
+
+
+def load_latest(name: str, root: Path | None = None, *, check: bool = True) -> Artifact:
+    directory = latest_version_dir(name, root)
+    if directory is None:
+        raise ArtifactError(
+            f"no artifact for {name!r} under {(root or default_root())}; "
+            f"build it with `edgestack build {name}`"
+        )
+    return load(directory, check=check)
+
+
+def fresh_version_dir(name: str, root: Path | None = None) -> Path:
+    """A new, empty staging folder for the next version; commit it with `publish`."""
+    base = (root or default_root()) / name
+    base.mkdir(parents=True, exist_ok=True)
+    existing = [int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit()]
+    version = str(max(existing, default=0) + 1)
+    staging = base / f".staging-{version}"
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir()
+    return staging
+
+
+def publish(staging: Path) -> Path:
+    """Atomically turn a staging folder into its version folder (no half-written versions)."""
+    final = staging.parent / staging.name.removeprefix(".staging-")
+    staging.rename(final)
+    return final

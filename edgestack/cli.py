@@ -1,0 +1,223 @@
+"""`edgestack`: one command for the whole flow.
+
+    edgestack build [MODEL ...]      train + export what is missing (default: the default models)
+    edgestack train MODEL [opts]     train only (checkpoint, metrics, plots under runs/MODEL)
+    edgestack export MODEL           export the last training run into a new artifact version
+    edgestack serve                  serve every built model with BentoML on ONNX Runtime
+    edgestack predict MODEL FILE...  classify image files (or IDX/arrays) through a server
+    edgestack bench MODEL            PyTorch vs ORT fp32 vs ORT int8, in process and over HTTP
+    edgestack models                 list served names and which artifacts exist
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from edgestack import artifact, registry
+
+
+def _add_train_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("training options (defaults come from the model's registry entry)")
+    g.add_argument("--epochs", type=int, help="most epochs (early stopping may end sooner)")
+    g.add_argument("--batch-size", type=int, help="mini-batch size")
+    g.add_argument("--lr", type=float, help="learning rate (Adam)")
+    g.add_argument("--seed", type=int, help="seed for splits, init and shuffling: same seed, same model")
+    g.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                   help="random rotations/shifts of training images")
+    g.add_argument("--patience", type=int, help="early stopping: epochs without a better validation score")
+    g.add_argument("--data-dir", help="your own data instead of the packaged set (e.g. a folder of IDX files)")
+    g.add_argument("--train-limit", type=int, help="train on only the first N training examples")
+
+
+def _train_overrides(args: argparse.Namespace) -> dict:
+    keys = ("epochs", "batch_size", "lr", "seed", "augment", "patience", "data_dir", "train_limit")
+    return {k: getattr(args, k, None) for k in keys}
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from edgestack.build import build
+
+    names = args.models or registry.DEFAULT_MODELS
+    for name in names:
+        registry.get(name)
+    for name in names:
+        build(name, _train_overrides(args), force=args.force)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from edgestack.build import train
+
+    run_dir, metrics = train(args.model, _train_overrides(args))
+    print(f"[{args.model}] best epoch {metrics['best_epoch']}, test accuracy {metrics.get('test_acc')}; "
+          f"checkpoint, metrics and plots in {run_dir}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from edgestack.build import export, runs_root
+
+    run_dir = Path(args.run_dir) if args.run_dir else runs_root() / args.model
+    built = export(args.model, run_dir)
+    print(f"[{args.model}] artifact v{built.version}: {built.path}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    # Verify every artifact before starting BentoML: a refused artifact should stop the
+    # command with its reason, not leave a server that never becomes ready.
+    names = args.models or [n for n in registry.MODELS if artifact.latest_version_dir(n) is not None]
+    if not names:
+        raise artifact.ArtifactError(f"nothing to serve under {artifact.default_root()}: run `edgestack build` first")
+    for name in names:
+        registry.get(name)
+        art = artifact.load_latest(name)
+        print(f"[{name}] v{art.version} verified ({len(art.manifest['files'])} files)", flush=True)
+    env = dict(os.environ)
+    if args.models:
+        env["EDGESTACK_MODELS"] = ",".join(args.models)
+    env.setdefault("EDGESTACK_ARTIFACTS", str(artifact.default_root()))
+    for flag, var in (("device", "EDGESTACK_DEVICE"), ("variant", "EDGESTACK_VARIANT"),
+                      ("threads", "EDGESTACK_THREADS"), ("max_body_bytes", "EDGESTACK_MAX_BODY_BYTES")):
+        if getattr(args, flag) is not None:
+            env[var] = str(getattr(args, flag))
+    root = Path(__file__).resolve().parent.parent
+    command = [sys.executable, "-m", "bentoml", "serve", "serving.service:EdgeStack",
+               "--host", args.host, "--port", str(args.port), "--working-dir", str(root)]
+    print("serving:", " ".join(command[2:]), flush=True)
+    return subprocess.call(command, env=env)
+
+
+def _load_inputs(paths: list[str], limit: int | None):
+    """Image files -> ('files', [paths]); an IDX file -> ('pixels', array)."""
+    if len(paths) == 1 and ("idx" in Path(paths[0]).name or paths[0].endswith(".npy")):
+        import numpy as np
+
+        from training.data.images import read_idx
+
+        array = np.load(paths[0]) if paths[0].endswith(".npy") else read_idx(Path(paths[0]))
+        return "pixels", array[: limit or 8]
+    return "files", paths
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from clients import Client, EdgestackError
+
+    kind, inputs = _load_inputs(args.inputs, args.limit)
+    try:
+        with Client(args.url, timeout=args.timeout) as client:
+            if kind == "files":
+                result = client.classify_images(inputs, model=args.model, top_k=args.top_k)
+                names = inputs
+            else:
+                result = client.classify(inputs, model=args.model, top_k=args.top_k)
+                names = [f"{args.inputs[0]}[{i}]" for i in range(len(inputs))]
+    except EdgestackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps([{"input": str(n), "label": p.label,
+                           "top_k": [s.__dict__ for s in p.top_k]} for n, p in zip(names, result.predictions)], indent=2))
+    else:
+        for name, pred in zip(names, result.predictions):
+            scores = ", ".join(f"{s.label} {s.probability:.3f}" for s in pred.top_k)
+            print(f"{name}: {pred.label}   ({scores})")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from edgestack.bench import run_bench
+
+    run_bench(args)
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    for name, spec in registry.MODELS.items():
+        try:
+            art = artifact.load_latest(name)
+            state = f"v{art.version} " + " ".join(
+                f"{v}={m.get('test_accuracy', float('nan')):.4f}" for v, m in art.variants.items())
+        except artifact.ArtifactError as exc:
+            state = f"not built ({exc})" if artifact.latest_version_dir(name) else "not built"
+        print(f"{name:24s} {spec.family:6s} {state}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edgestack", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    names = ", ".join(registry.MODELS)
+
+    b = sub.add_parser("build", help="train + export missing models", description=
+                       "Build an artifact (train, export, parity check, quantize, measure) for each model "
+                       "that has no verified artifact yet. Artifacts go under $EDGESTACK_ARTIFACTS (./artifacts).")
+    b.add_argument("models", nargs="*", help=f"served names (default: {', '.join(registry.DEFAULT_MODELS)}); known: {names}")
+    b.add_argument("--force", action="store_true", help="build a new version even if one exists")
+    _add_train_options(b)
+    b.set_defaults(func=cmd_build)
+
+    t = sub.add_parser("train", help="train a model (checkpoint + metrics + plots)")
+    t.add_argument("model", choices=list(registry.MODELS))
+    _add_train_options(t)
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("export", help="export a training run to a new artifact version")
+    e.add_argument("model", choices=list(registry.MODELS))
+    e.add_argument("--run-dir", help="training run folder (default: runs/MODEL)")
+    e.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("serve", help="serve built models over HTTP (BentoML + ONNX Runtime)")
+    s.add_argument("models", nargs="*", help="served names (default: every built model)")
+    s.add_argument("--host", default="0.0.0.0")
+    s.add_argument("--port", type=int, default=3000)
+    s.add_argument("--device", choices=["auto", "cpu", "cuda", "tensorrt"], help="auto: TensorRT > CUDA > CPU")
+    s.add_argument("--variant", help="force a variant (fp32, int8, fp16); default int8 on CPU, fp16 on GPU")
+    s.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads per model (default: all cores)")
+    s.add_argument("--max-body-bytes", type=int, help="largest accepted request body (default 8 MiB)")
+    s.set_defaults(func=cmd_serve)
+
+    pr = sub.add_parser("predict", help="classify images through a running server")
+    pr.add_argument("model", help=f"served name ({names})")
+    pr.add_argument("inputs", nargs="+", help="image files (PNG/JPEG/...), or one IDX/.npy file of 28x28 images")
+    pr.add_argument("--url", default=os.environ.get("EDGESTACK_URL", "http://localhost:3000"))
+    pr.add_argument("--top-k", type=int, default=3)
+    pr.add_argument("--limit", type=int, help="with an IDX/.npy file: how many images (default 8)")
+    pr.add_argument("--timeout", type=float, default=30.0)
+    pr.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    pr.set_defaults(func=cmd_predict)
+
+    be = sub.add_parser("bench", help="benchmark one model: table on screen, JSON on disk")
+    be.add_argument("model", choices=list(registry.MODELS))
+    be.add_argument("--iterations", type=int, default=200, help="timed runs per variant and batch size")
+    be.add_argument("--http-requests", type=int, default=400, help="requests per HTTP concurrency level")
+    be.add_argument("--no-http", action="store_true", help="skip the HTTP part (no server started)")
+    be.add_argument("--port", type=int, default=0, help="port for the benchmark server (0: a free one)")
+    be.add_argument("--threads", type=int, help="intra-op threads for torch and ORT (default: all cores)")
+    be.add_argument("--out", default="bench-results", help="folder for the JSON result")
+    be.set_defaults(func=cmd_bench)
+
+    m = sub.add_parser("models", help="list models and their artifacts")
+    m.set_defaults(func=cmd_models)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except (artifact.ArtifactError, KeyError, ValueError, FileNotFoundError) as exc:
+        print(f"edgestack {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

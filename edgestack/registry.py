@@ -1,0 +1,54 @@
+"""Served models: one entry per served name, naming the module of each stage.
+
+Modules are named as strings and imported on demand, so the server never imports torch
+(training/export modules) and the edge runner never imports bentoml. Adding a model
+family means one module per stage plus an entry here.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    family: str
+    task: str
+    train_module: str      # has Config (dataclass) and train(cfg, out_dir, progress=) -> metrics
+    export_module: str     # has export(run_dir, staging, name=, progress=) -> manifest
+    runner: str            # "module:Class" built from an Artifact at serve time (ORT only)
+    defaults: dict[str, Any] = field(default_factory=dict)  # Config overrides for the default build
+    description: str = ""
+
+
+MODELS: dict[str, ModelSpec] = {
+    "digits-cnn": ModelSpec(
+        "digits-cnn", "cnn", "image-classification", "training.cnn", "export.cnn",
+        "serving.image_classifier:ImageClassifier",
+        defaults={"dataset": "digits", "epochs": 40, "augment": True, "patience": 8},
+        description="handwritten digit classifier (28x28 grey, 10 classes)"),
+    "fashion-cnn": ModelSpec(
+        "fashion-cnn", "cnn", "image-classification", "training.cnn", "export.cnn",
+        "serving.image_classifier:ImageClassifier",
+        defaults={"dataset": "fashion", "epochs": 15, "augment": False, "patience": 3},
+        description="Fashion-MNIST clothing classifier (28x28 grey, 10 classes)"),
+}
+
+DEFAULT_MODELS = ["digits-cnn", "fashion-cnn"]
+
+
+def get(name: str) -> ModelSpec:
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise KeyError(f"unknown model {name!r}; known: {', '.join(MODELS)}") from None
+
+
+def load_object(path: str):
+    """'package.module:Attr' -> the attribute (imported lazily)."""
+    module, _, attr = path.partition(":")
+    obj = importlib.import_module(module)
+    return getattr(obj, attr) if attr else obj

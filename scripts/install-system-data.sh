@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs the Debian dataset packages the default models train on, when they are missing.
+# Without root or apt, it says what is missing and how to use your own files instead.
+set -euo pipefail
+FASHION_DIR=/usr/share/datasets/fashion-mnist
+if [ -f "$FASHION_DIR/train-images-idx3-ubyte.gz" ]; then
+  exit 0
+fi
+if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+  echo ">> installing Debian package dataset-fashion-mnist (Fashion-MNIST, 60k/10k images)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist
+  exit 0
+fi
+cat >&2 <<MSG
+!! Fashion-MNIST is missing: $FASHION_DIR has no IDX files.
+   Install it as root with:   apt-get install dataset-fashion-mnist
+   or point edgestack at your own IDX files (train-images-idx3-ubyte[.gz] etc.):
+       export EDGESTACK_FASHION_DIR=/path/to/fashion-mnist
+MSG
+[ -n "${EDGESTACK_FASHION_DIR:-}" ] && exit 0
+exit 1

@@ -1,0 +1,106 @@
+"""What every served model has in common: an artifact, one ORT session, a batcher.
+
+Family runners (image classifier, text classifier, music generator) subclass this and
+add their own pre- and post-processing. `infer` is the raw tensor path the v2 protocol uses.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgestack.artifact import Artifact
+from serving.batching import MicroBatcher
+from serving.errors import InputError
+from serving.runtime import choose_providers, choose_variant, open_session
+
+log = logging.getLogger("edgestack.serving")
+
+
+@dataclass
+class RunnerOptions:
+    device: str = "auto"            # auto | cpu | cuda | tensorrt
+    variant: str | None = None      # None: int8 on CPU, fp16 on GPU
+    threads: int | None = None      # intra-op threads per session (None: all cores)
+    max_batch: int = 64             # adaptive batching: most rows in one ORT call
+    max_wait_ms: float = 2.0        # adaptive batching: longest wait for company
+    max_items: int = 256            # most items one request may carry
+
+    @classmethod
+    def from_env(cls) -> "RunnerOptions":
+        env = os.environ.get
+        return cls(device=env("EDGESTACK_DEVICE", "auto"), variant=env("EDGESTACK_VARIANT") or None,
+                   threads=int(env("EDGESTACK_THREADS", 0)) or None,
+                   max_batch=int(env("EDGESTACK_MAX_BATCH", 64)),
+                   max_wait_ms=float(env("EDGESTACK_MAX_WAIT_MS", 2.0)),
+                   max_items=int(env("EDGESTACK_MAX_ITEMS", 256)))
+
+
+class ModelRunner:
+    def __init__(self, art: Artifact, options: RunnerOptions | None = None, on_batch=None):
+        self.artifact, self.options = art, options or RunnerOptions()
+        providers = choose_providers(device=self.options.device)
+        self.variant = choose_variant(list(art.variants), providers, self.options.variant)
+        self.session = open_session(art.variant_path(self.variant), providers=providers,
+                                    threads=self.options.threads)
+        self.batcher = MicroBatcher(self._run_rows, max_batch=self.options.max_batch,
+                                    max_wait_ms=self.options.max_wait_ms, name=art.name,
+                                    on_batch=on_batch)
+        log.info("%s v%s: variant %s on %s", art.name, art.version, self.variant, self.session.providers[0])
+
+    @property
+    def name(self) -> str:
+        return self.artifact.name
+
+    @property
+    def inputs(self) -> list[dict]:
+        return self.artifact.manifest["inputs"]
+
+    @property
+    def outputs(self) -> list[dict]:
+        return self.artifact.manifest["outputs"]
+
+    def describe(self) -> dict:
+        m = self.artifact.manifest
+        return {"name": self.name, "version": self.artifact.version, "task": m["task"],
+                "variant": self.variant, "provider": self.session.providers[0],
+                "inputs": self.inputs, "outputs": self.outputs, "labels": m.get("labels"),
+                "accuracy": {v: meta.get("test_accuracy") for v, meta in m["variants"].items()}}
+
+    def _run_rows(self, rows: np.ndarray) -> list[np.ndarray]:
+        """Single-input models: one array of rows in, every output out."""
+        return self.session.run({self.session.input_names[0]: rows})
+
+    def check_tensor(self, name: str, array: np.ndarray) -> np.ndarray:
+        """Validate a raw input tensor against the manifest's dtype and shape (-1 = any)."""
+        spec = next((i for i in self.inputs if i["name"] == name), None)
+        if spec is None:
+            raise InputError(f"{self.name} has no input {name!r}; inputs: {[i['name'] for i in self.inputs]}")
+        shape = spec["shape"]
+        if array.ndim != len(shape) or any(d not in (-1, a) for d, a in zip(shape, array.shape)):
+            raise InputError(f"input {name!r} must have shape {shape} (-1 = any), got {list(array.shape)}")
+        if len(array) == 0:
+            raise InputError(f"input {name!r} is empty (batch of 0)")
+        if len(array) > self.options.max_items:
+            raise InputError(f"input {name!r} has {len(array)} items; the limit is {self.options.max_items}", 413)
+        if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+            raise InputError(f"input {name!r} contains NaN or infinity")
+        return array.astype(spec["dtype"], copy=False)
+
+    async def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Raw model I/O (the v2 protocol path): checked tensors in, named outputs out."""
+        expected = [i["name"] for i in self.inputs]
+        if sorted(feeds) != sorted(expected):
+            missing, extra = set(expected) - set(feeds), set(feeds) - set(expected)
+            raise InputError(f"{self.name} takes inputs {expected}"
+                             + (f"; missing {sorted(missing)}" if missing else "")
+                             + (f"; unexpected {sorted(extra)}" if extra else ""))
+        checked = {k: self.check_tensor(k, v) for k, v in feeds.items()}
+        outputs = await self.batcher.submit(checked[expected[0]])
+        return dict(zip([o["name"] for o in self.outputs], outputs))
+
+    def warm_up(self) -> None:
+        raise NotImplementedError

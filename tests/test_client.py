@@ -1,0 +1,74 @@
+import asyncio
+import time
+
+import numpy as np
+import pytest
+
+from clients import AsyncClient, ClassifyResult, Client, RequestError, Unavailable
+from edgestack.cli import main
+from tests.conftest import free_port
+from training.data import images
+
+
+@pytest.fixture(scope="module")
+def digits_test():
+    data = images.digits()
+    return data.test.images[:8], data.test.labels[:8]
+
+
+def test_sync_client_typed_results(server, digits_test):
+    pixels, labels = digits_test
+    with Client(server) as client:
+        assert client.ready()
+        result = client.classify(pixels, model="digits-cnn", top_k=2)
+        assert isinstance(result, ClassifyResult) and result.variant == "int8"
+        assert len(result.predictions) == 8 and len(result.predictions[0].top_k) == 2
+        assert np.mean([int(p.label) == y for p, y in zip(result.predictions, labels)]) >= 0.75
+        assert [m["name"] for m in client.models()] == ["digits-cnn"]
+
+
+def test_async_client_concurrent_calls(server, digits_test):
+    pixels, _ = digits_test
+
+    async def go():
+        async with AsyncClient(server) as client:
+            return await asyncio.gather(*(client.classify(p, model="digits-cnn") for p in pixels))
+
+    results = asyncio.run(go())
+    assert len(results) == 8 and all(len(r.predictions) == 1 for r in results)
+
+
+def test_client_error_carries_the_servers_message(server):
+    with Client(server) as client:
+        with pytest.raises(RequestError) as info:
+            client.classify([[0] * 5], model="digits-cnn")
+    assert info.value.status == 400 and "must have shape" in info.value.message
+
+
+def test_client_retries_connection_errors_then_gives_up():
+    port = free_port()  # nothing listens there
+    with Client(f"http://127.0.0.1:{port}", retries=2, backoff=0.1, timeout=2) as client:
+        started = time.time()
+        with pytest.raises(Unavailable, match="cannot reach"):
+            client.classify([[0] * 28] * 28)
+    assert time.time() - started >= 0.3  # waited 0.1 + 0.2 between the three attempts
+
+
+def test_predict_command_on_image_files(server, digits_test, tmp_path, capsys):
+    from PIL import Image
+
+    pixels, labels = digits_test
+    paths = []
+    for i in range(3):
+        paths.append(tmp_path / f"digit{i}.png")
+        Image.fromarray(pixels[i]).save(paths[-1])
+    assert main(["predict", "digits-cnn", *map(str, paths), "--url", server, "--top-k", "1"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 3 and out[0].startswith(str(paths[0]))
+
+
+def test_predict_command_reports_server_errors(server, tmp_path, capsys):
+    bad = tmp_path / "notes.png"
+    bad.write_text("not an image")
+    assert main(["predict", "digits-cnn", str(bad), "--url", server]) == 2
+    assert "not an image" in capsys.readouterr().err

@@ -1,0 +1,73 @@
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from edgestack import artifact
+from export.onnx_utils import MAX_IR_VERSION, ParityError, check_parity
+from serving.runtime import open_session
+from training.data import images
+
+
+def test_manifest_describes_every_variant_with_accuracy_and_checksums(digits_artifact):
+    m = digits_artifact.manifest
+    assert m["name"] == "digits-cnn" and m["task"] == "image-classification"
+    assert m["inputs"] == [{"name": "images", "dtype": "float32", "shape": [-1, 1, 28, 28]}]
+    assert set(m["variants"]) == {"fp32", "int8", "fp16"}
+    for variant in m["variants"].values():
+        assert variant["test_size"] == 500 and 0.8 < variant["test_accuracy"] <= 1.0
+        assert variant["file"] in m["files"]
+    assert m["parity"]["passed"] and m["parity"]["max_abs_diff"] <= m["parity"]["atol"] + 1e-3
+    assert {"torch", "onnx", "onnxruntime"} <= set(m["versions"])
+    assert m["training"]["config"]["dataset"] == "digits"
+    assert all(len(f["sha256"]) == 64 for f in m["files"].values())
+    assert "checkpoint/model.safetensors" in m["files"]
+
+
+def test_int8_is_really_quantized_and_within_budget(digits_artifact):
+    variants = digits_artifact.variants
+    assert variants["int8"]["op_types"].get("QuantizeLinear", 0) > 0
+    assert variants["int8"]["op_types"].get("DequantizeLinear", 0) > 0
+    assert "ConvInteger" not in variants["int8"]["op_types"]  # dynamic int8 convs are slow: never
+    assert variants["fp32"]["test_accuracy"] - variants["int8"]["test_accuracy"] <= 0.005
+
+
+def test_every_variant_loads_in_onnxruntime_with_dynamic_batch(digits_artifact):
+    data = images.digits()
+    x = data.test.images[:7].astype(np.float32)[:, None] / 255.0
+    outputs = {}
+    for variant in digits_artifact.variants:
+        path = digits_artifact.variant_path(variant)
+        assert onnx.load(str(path)).ir_version <= MAX_IR_VERSION
+        outputs[variant] = open_session(path, device="cpu").run({"images": x})[0]
+        assert outputs[variant].shape == (7, 10)
+    # fp16 runs on CPU too and agrees with fp32 on the predicted classes
+    assert np.array_equal(outputs["fp16"].argmax(1), outputs["fp32"].argmax(1))
+    assert np.abs(outputs["fp16"] - outputs["fp32"]).max() < 0.05
+
+
+def test_parity_check_fails_loudly_beyond_tolerance():
+    a = np.zeros((2, 10), np.float32)
+    assert check_parity(a, a + 1e-6, atol=1e-4, rtol=0, what="x")["passed"]
+    with pytest.raises(ParityError, match="exceeds"):
+        check_parity(a, a + 1e-2, atol=1e-4, rtol=0, what="x")
+    with pytest.raises(ParityError, match="shape"):
+        check_parity(a, a[:1], atol=1e-4, rtol=0, what="x")
+
+
+def test_loading_refuses_an_artifact_whose_checksum_does_not_match(tampered_root):
+    with pytest.raises(artifact.ArtifactError, match=r"model\.int8\.onnx: sha256 mismatch"):
+        artifact.load_latest("digits-cnn", tampered_root)
+
+
+def test_loading_refuses_an_artifact_with_a_missing_file(digits_artifact, tmp_path):
+    import shutil
+
+    copy = tmp_path / "digits-cnn" / "1"
+    shutil.copytree(digits_artifact.path, copy)
+    (copy / "model.fp16.onnx").unlink()
+    with pytest.raises(artifact.ArtifactError, match="model.fp16.onnx: missing"):
+        artifact.load(copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    assert manifest["schema_version"] == artifact.SCHEMA_VERSION

@@ -1,0 +1,168 @@
+"""The seeds' CNN image classifier and its training loop.
+
+conv 32 -> pool -> conv 64 -> pool -> fc 128 -> fc 10, Adam 1e-3, cross-entropy.
+Reads top to bottom: data, model, one epoch, the loop with early stopping, the outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm import tqdm
+
+from training.data import images as image_data
+from training.plots import plot_confusion, plot_curves
+
+# What the exported graph expects; serving repeats exactly this in numpy.
+PREPROCESS = {"layout": "NCHW", "height": 28, "width": 28, "channels": 1,
+              "scale": 1 / 255.0, "mean": 0.0, "std": 1.0, "dark_background": True}
+
+
+@dataclass
+class Config:
+    dataset: str = "fashion"          # fashion | digits
+    data_dir: str | None = None       # your own IDX folder instead of the packaged data
+    epochs: int = 12
+    batch_size: int = 128
+    lr: float = 1e-3
+    augment: bool = True              # small random rotations and shifts
+    patience: int = 3                 # early stopping: epochs without a better validation accuracy
+    seed: int = 0
+    dropout: float = 0.25
+    train_limit: int | None = None    # use only the first N training images (tests, quick runs)
+    threads: int | None = None
+
+
+class ConvNet(nn.Module):
+    def __init__(self, num_classes: int = 10, dropout: float = 0.25):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 32, 3, padding=1)
+        self.conv2 = nn.Conv2d(32, 64, 3, padding=1)
+        self.fc1 = nn.Linear(64 * 7 * 7, 128)
+        self.fc2 = nn.Linear(128, num_classes)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        x = self.dropout(F.relu(self.fc1(x.flatten(1))))
+        return self.fc2(x)
+
+
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 [N, 28, 28] -> float32 [N, 1, 28, 28] exactly as PREPROCESS says."""
+    x = torch.from_numpy(images.astype(np.float32) * PREPROCESS["scale"])
+    return ((x - PREPROCESS["mean"]) / PREPROCESS["std"]).unsqueeze(1)
+
+
+def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random rotation (+-10 degrees) and shift (+-2 px) of a batch."""
+    n = x.shape[0]
+    angle = (torch.rand(n, generator=generator) * 2 - 1) * math.radians(10)
+    shift = (torch.rand(n, 2, generator=generator) * 2 - 1) * (2 / 14)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1),
+                         torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
+
+
+def load_dataset(cfg: Config) -> image_data.ImageDataset:
+    loader = {"fashion": image_data.fashion_mnist, "digits": image_data.digits}[cfg.dataset]
+    return loader(cfg.data_dir, seed=cfg.seed)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+    model.eval()
+    return np.concatenate([model(to_tensor(images[i:i + batch_size])).numpy()
+                           for i in range(0, len(images), batch_size)])
+
+
+def train(cfg: Config, out_dir: Path, *, progress: bool = True) -> dict:
+    """Train, keep the best epoch by validation accuracy, write checkpoint + metrics + plots."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    data = load_dataset(cfg)
+    train_split = data.train.head(cfg.train_limit)
+    x_train, y_train = to_tensor(train_split.images), torch.from_numpy(train_split.labels)
+    model = ConvNet(len(data.labels), cfg.dropout)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    generator = torch.Generator().manual_seed(cfg.seed)
+
+    history: list[dict] = []
+    best_acc, best_state, best_epoch, stale = -1.0, None, 0, 0
+    started = time.time()
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        order = torch.randperm(len(y_train), generator=generator)
+        batches = range(0, len(order), cfg.batch_size)
+        bar = tqdm(batches, desc=f"{cfg.dataset} epoch {epoch}/{cfg.epochs}", unit="batch",
+                   disable=not progress or not sys.stderr.isatty(), leave=False)
+        total_loss, seen = 0.0, 0
+        for start in bar:
+            idx = order[start:start + cfg.batch_size]
+            xb, yb = x_train[idx], y_train[idx]
+            if cfg.augment:
+                xb = augment(xb, generator)
+            loss = F.cross_entropy(model(xb), yb)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total_loss += loss.item() * len(idx)
+            seen += len(idx)
+            bar.set_postfix(loss=f"{total_loss / seen:.4f}")
+        val_logits = predict(model, data.val.images)
+        val_loss = F.cross_entropy(torch.from_numpy(val_logits), torch.from_numpy(data.val.labels)).item()
+        val_acc = float((val_logits.argmax(1) == data.val.labels).mean())
+        history.append({"epoch": epoch, "train_loss": total_loss / seen, "val_loss": val_loss, "val_acc": val_acc})
+        if progress:
+            print(f"{cfg.dataset} epoch {epoch}: train loss {total_loss / seen:.4f}  "
+                  f"val loss {val_loss:.4f}  val acc {val_acc:.4f}", flush=True)
+        if val_acc > best_acc:
+            best_acc, best_epoch, stale = val_acc, epoch, 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            stale += 1
+            if stale >= cfg.patience:
+                if progress:
+                    print(f"early stop: no better validation accuracy for {cfg.patience} epochs")
+                break
+
+    model.load_state_dict(best_state)
+    test_pred = predict(model, data.test.images).argmax(1)
+    test_acc = float((test_pred == data.test.labels).mean())
+    save_file(best_state, str(out_dir / "model.safetensors"))
+    config = {**asdict(cfg), "num_classes": len(data.labels), "architecture": "conv32-pool-conv64-pool-fc128-fc10"}
+    metrics = {"best_epoch": best_epoch, "val_acc": best_acc, "test_acc": test_acc,
+               "test_size": len(data.test), "train_size": len(train_split),
+               "train_seconds": round(time.time() - started, 1), "history": history}
+    (out_dir / "config.json").write_text(json.dumps(config, indent=2))
+    (out_dir / "labels.json").write_text(json.dumps(data.labels))
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    plot_curves(history, out_dir / "curves.png", title=f"{cfg.dataset} CNN")
+    plot_confusion(data.test.labels, test_pred, data.labels, out_dir / "confusion.png",
+                   title=f"{cfg.dataset} CNN, test accuracy {test_acc:.2%}")
+    return metrics
+
+
+def load_checkpoint(run_dir: Path) -> tuple[ConvNet, dict]:
+    """Rebuild the model from a run folder (safetensors only: nothing is unpickled)."""
+    run_dir = Path(run_dir)
+    config = json.loads((run_dir / "config.json").read_text())
+    model = ConvNet(config["num_classes"], config["dropout"])
+    model.load_state_dict(load_file(str(run_dir / "model.safetensors")))
+    return model.eval(), config
