@@ -40,6 +40,27 @@ MODELS: dict[str, ModelSpec] = {
 DEFAULT_MODELS = ["digits-cnn", "fashion-cnn"]
 
 
+@dataclass(frozen=True)
+class FamilyTools:
+    """Offline tools of a model family (module paths, imported on demand)."""
+    batch: str   # "module:Class": batch-job adapter (reads inputs, runs ORT, returns rows) -- batch/
+    edge: str    # "module": the device-side runner module copied into bundles -- bundle/edge_runner/
+
+
+# A family listed here gets `edgestack batch` and `edgestack bundle`; one entry per family.
+FAMILY_TOOLS: dict[str, FamilyTools] = {
+    "cnn": FamilyTools(batch="batch.images:ImageBatch", edge="bundle.edge_runner.image"),
+}
+
+
+def family_tools(name: str) -> FamilyTools:
+    spec = get(name)
+    if spec.family not in FAMILY_TOOLS:
+        raise ValueError(f"{name}: family {spec.family!r} has no batch/bundle adapter yet "
+                         f"(covered: {', '.join(FAMILY_TOOLS)}); add one to registry.FAMILY_TOOLS")
+    return FAMILY_TOOLS[spec.family]
+
+
 def get(name: str) -> ModelSpec:
     try:
         return MODELS[name]
