@@ -20,7 +20,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml requirements-data.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade "pip>=24" "setuptools<81" wheel
-	$(BIN)/pip install -e ".[$(ORT),train,dev]"
+	$(BIN)/pip install -e ".[$(ORT),train,dev,batch]"
 	$(BIN)/pip install --no-deps -r requirements-data.txt
 	rm -f $(VENV)/.installed-*
 	touch $@
