@@ -13,9 +13,6 @@ import contextlib
 import json
 import os
 import platform
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from edgestack import artifact, registry
+from edgestack.serverproc import free_port, running_server
 
 INTERESTING_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_int8", "amx_bf16", "avx_vnni")
 
@@ -63,41 +61,6 @@ def interleaved(candidates: dict[str, Callable[[], object]], iterations: int, wa
             fn()
             samples[name].append(time.perf_counter() - start)
     return samples
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def running_server(model: str, port: int, threads: int, timeout: float = 120.0):
-    """Start `edgestack serve MODEL` as a real process; yield its URL; stop it."""
-    env = {**os.environ, "EDGESTACK_THREADS": str(threads)}
-    proc = subprocess.Popen([sys.executable, "-m", "edgestack.cli", "serve", model, "--port", str(port),
-                             "--host", "127.0.0.1"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
-    import httpx
-
-    deadline = time.time() + timeout
-    try:
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited: {proc.stderr.read().decode()[-2000:]}")
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                    break
-            if time.time() > deadline:
-                raise TimeoutError(f"server not ready after {timeout}s")
-            time.sleep(0.3)
-        yield url
-    finally:
-        proc.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(20)
-        if proc.poll() is None:
-            proc.kill()
 
 
 async def http_load(url: str, path: str, body: dict, concurrency: int, requests: int) -> tuple[list[float], float]:
@@ -161,7 +124,7 @@ def bench_cnn(art: artifact.Artifact, args) -> dict:
     if not args.no_http:
         port = args.port or free_port()
         body = {"model": art.name, "pixels": data.test.images[:1].tolist(), "top_k": 1}
-        with running_server(art.name, port, threads) as url:
+        with running_server([art.name], port=port, env={"EDGESTACK_THREADS": str(threads)}) as (url, _):
             for concurrency in (1, 16):
                 latencies, wall = asyncio.run(http_load(url, "/classify", body, concurrency, args.http_requests))
                 row = percentiles(latencies, 1)
@@ -182,7 +145,13 @@ def bench_cnn(art: artifact.Artifact, args) -> dict:
     return {**results, "ratios": ratios, "threads": threads}
 
 
-BENCHES = {"cnn": bench_cnn}
+def bench_lstm(art: artifact.Artifact, args) -> dict:
+    from edgestack.bench_lstm import bench_lstm as run  # tokens/s and time to first token
+
+    return run(art, args)
+
+
+BENCHES = {"cnn": bench_cnn, "lstm": bench_lstm}
 
 
 def run_bench(args) -> dict:

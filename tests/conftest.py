@@ -6,25 +6,15 @@ the Debian package), real ONNX Runtime sessions and a real `bentoml serve` proce
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from edgestack import artifact
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from edgestack.serverproc import free_port, running_server  # noqa: F401 (tests import free_port from here)
 
 
 @pytest.fixture(scope="session")
@@ -42,35 +32,11 @@ def digits_artifact(artifacts_root) -> artifact.Artifact:
     return build("digits-cnn", {"epochs": 3, "patience": 3}, root=artifacts_root, progress=False)
 
 
-@contextlib.contextmanager
 def serve(models: list[str], env_extra: dict | None = None, timeout: float = 90.0):
-    """Start `edgestack serve` as a real process on a free port; yield (url, process)."""
-    port = free_port()
-    env = {**os.environ, "EDGESTACK_THREADS": "1", **(env_extra or {})}
-    log = open(Path(os.environ["EDGESTACK_ARTIFACTS"]) / f"server-{port}.log", "w+")
-    proc = subprocess.Popen([sys.executable, "-m", "edgestack.cli", "serve", *models, "--port", str(port),
-                             "--host", "127.0.0.1"], env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + timeout
-        while True:
-            if proc.poll() is not None:
-                log.seek(0)
-                raise RuntimeError(f"server exited with {proc.returncode}:\n{log.read()[-3000:]}")
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                    break
-            if time.time() > deadline:
-                raise TimeoutError("server did not become ready")
-            time.sleep(0.3)
-        yield url, proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    """Start `edgestack serve` as a real process on a free port; a context yielding (url, process)."""
+    env = {"EDGESTACK_THREADS": "1", **(env_extra or {})}
+    log = Path(os.environ["EDGESTACK_ARTIFACTS"]) / f"server-{'-'.join(models)}-{time.time_ns()}.log"
+    return running_server(models, env=env, timeout=timeout, log_path=log)
 
 
 @pytest.fixture(scope="session")
