@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -90,7 +89,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     command = [sys.executable, "-m", "bentoml", "serve", "serving.service:EdgeStack",
                "--host", args.host, "--port", str(args.port), "--working-dir", str(root)]
     print("serving:", " ".join(command[2:]), flush=True)
-    return subprocess.call(command, env=env)
+    # Become the server (no child): a SIGTERM to `edgestack serve` (tests, systemd,
+    # Kubernetes) then reaches BentoML itself instead of leaving an orphaned server behind.
+    os.execve(sys.executable, command, env)
 
 
 def _load_inputs(paths: list[str], limit: int | None):

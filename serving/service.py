@@ -27,6 +27,7 @@ from edgestack import artifact, registry
 from serving.errors import InputError, UnknownModel
 from serving.limits import BodySizeLimit
 from serving.runner import ModelRunner, RunnerOptions
+from serving import v2
 
 log = logging.getLogger("edgestack.serving")
 
@@ -128,3 +129,6 @@ class EdgeStack:
 
 
 EdgeStack.add_asgi_middleware(BodySizeLimit)
+# The Open Inference Protocol (KServe/Triton v2 REST) on the same runners. Mounted at "/"
+# with absolute /v2/... routes: a mount at "/v2" would not match `GET /v2` itself.
+EdgeStack.mount_asgi_app(v2.build_app(RUNNERS), path="/", name="v2")

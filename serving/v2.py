@@ -1,0 +1,252 @@
+"""The Open Inference Protocol (KServe / Triton v2 REST) for every served model.
+
+A Starlette app mounted beside the BentoML service (serving/service.py); it uses the same
+runners (serving.service.RUNNERS), so the convenience endpoints and this protocol share
+sessions and the adaptive batcher. Routes (as Triton and KServe name them):
+
+    GET  /v2                                   server metadata (name, version, extensions)
+    GET  /v2/health/live, /v2/health/ready     liveness; readiness (every model loaded)
+    GET  /v2/models/{m}[/versions/{v}]         model metadata: inputs/outputs, v2 datatypes, -1 = dynamic
+    GET  /v2/models/{m}[/versions/{v}]/ready
+    POST /v2/models/{m}[/versions/{v}]/infer   JSON tensors, or the binary tensor data extension
+
+Inputs and outputs are the manifest's (artifact.manifest["inputs"/"outputs"]); a runner
+declares text inputs as dtype "bytes" (v2 BYTES) and receives them as a numpy object array
+of `str` (UTF-8 decoded here), and every runner gets its tensors through
+`runner.infer(feeds)`, which families with several inputs or text inputs override.
+
+Beyond the core protocol: FP16 data is accepted for an FP32 input (widened exactly; half
+the upload), request bodies may be gzip/deflate compressed (tritonclient's
+`request_compression_algorithm`), and the classification extension (`class_count` in
+tritonclient: "score:index:label" strings) works for models whose manifest has labels.
+Every caller mistake is a 4xx `{"error": "..."}`; anything else is a 500 with the same
+shape, and the server keeps serving.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import zlib
+
+import numpy as np
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+import edgestack
+from edgestack import v2protocol as v2
+from serving.errors import InputError, UnknownModel
+from serving.limits import max_body_bytes
+
+log = logging.getLogger("edgestack.v2")
+
+EXTENSIONS = ["binary_tensor_data", "classification"]
+
+
+def error(message: str, status: int = 400) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def model_hints(manifest: dict) -> dict:
+    """What a client needs beyond the tensors (task, preprocessing, labels); also written
+    into Triton configs by export/triton.py so a client finds the same hints there."""
+    return {k: manifest[k] for k in ("task", "preprocessing", "labels") if manifest.get(k) is not None}
+
+
+def tensor_specs(entries: list[dict]) -> list[dict]:
+    """Manifest inputs/outputs -> v2 metadata tensors."""
+    return [{"name": e["name"], "datatype": v2.datatype(e["dtype"]).v2, "shape": list(e["shape"])} for e in entries]
+
+
+class V2App:
+    def __init__(self, runners: dict):
+        self.runners = runners  # the service's dict; filled when the service starts
+
+    # ------------------------------------------------------------------ lookup
+    def runner(self, request: Request):
+        name = request.path_params["model"]
+        runner = self.runners.get(name)
+        if runner is None:
+            raise UnknownModel(name, list(self.runners))
+        version = request.path_params.get("version")
+        if version is not None and version != runner.artifact.version:
+            raise InputError(f"model {name!r} has no version {version!r} on this server; "
+                             f"it serves version {runner.artifact.version}", 404)
+        return runner
+
+    # ------------------------------------------------------------------ routes
+    async def server_metadata(self, request: Request) -> Response:
+        return JSONResponse({"name": "edgestack", "version": edgestack.__version__, "extensions": EXTENSIONS})
+
+    async def live(self, request: Request) -> Response:
+        return JSONResponse({"live": True})
+
+    async def ready(self, request: Request) -> Response:
+        ready = bool(self.runners)
+        return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
+
+    async def model_metadata(self, request: Request) -> Response:
+        try:
+            runner = self.runner(request)
+        except InputError as exc:
+            return error(str(exc), exc.status)
+        manifest = runner.artifact.manifest
+        return JSONResponse({
+            "name": runner.name, "versions": [runner.artifact.version], "platform": "onnxruntime_onnx",
+            "inputs": tensor_specs(runner.inputs), "outputs": tensor_specs(runner.outputs),
+            "parameters": {"variant": runner.variant, "provider": runner.session.providers[0],
+                           "edgestack": json.dumps(model_hints(manifest))},
+        })
+
+    async def model_ready(self, request: Request) -> Response:
+        try:
+            runner = self.runner(request)
+        except InputError as exc:
+            return error(str(exc), exc.status)
+        return JSONResponse({"name": runner.name, "ready": True})
+
+    async def infer(self, request: Request) -> Response:
+        try:
+            runner = self.runner(request)
+            body = decompress(await request.body(), request.headers.get("content-encoding"))
+            header, binary = v2.split_body(body, request.headers.get(v2.HEADER_LENGTH))
+            feeds = self.feeds(runner, header, binary)
+            wanted = requested_outputs(runner, header)
+            outputs = await runner.infer(feeds)
+        except (InputError, v2.ProtocolError) as exc:
+            return error(str(exc), getattr(exc, "status", 400))
+        except Exception as exc:  # a bug or a runtime failure: 500 with a message, keep serving
+            log.exception("v2 inference failed")
+            return error(f"inference failed: {type(exc).__name__}: {exc}", 500)
+        return self.respond(runner, header, outputs, wanted)
+
+    # ------------------------------------------------------------------ request -> feeds
+    def feeds(self, runner, header: dict, binary: memoryview) -> dict[str, np.ndarray]:
+        inputs = header.get("inputs")
+        if not isinstance(inputs, list) or not inputs:
+            raise v2.ProtocolError("the request needs `inputs`: a non-empty list of tensors")
+        if "id" in header and not isinstance(header["id"], str):
+            raise v2.ProtocolError("`id` must be a string")
+        arrays = v2.read_tensors(inputs, binary)
+        declared = {spec["name"]: v2.datatype(spec["dtype"]) for spec in runner.inputs}
+        feeds = {}
+        for name, array in arrays.items():
+            want, got = declared.get(name), v2.of_numpy(array.dtype)
+            # names the model does not take are left to runner.infer, which lists missing and extra inputs
+            if want is not None and got is not want:
+                if want.v2 == "FP32" and got.v2 == "FP16":
+                    array = array.astype(np.float32)  # exact: every FP16 value is an FP32 value
+                else:
+                    raise InputError(f"input {name!r} of {runner.name} is {want.v2}, got {got.v2}")
+            if want is not None and want.v2 == "BYTES":
+                array = as_text(array, name)
+            feeds[name] = array
+        return feeds
+
+    # ------------------------------------------------------------------ outputs -> response
+    def respond(self, runner, header: dict, outputs: dict[str, np.ndarray], wanted: list[dict]) -> Response:
+        default_binary = bool((header.get("parameters") or {}).get("binary_data_output", False))
+        entries, raws = [], []
+        for request in wanted or [{"name": name} for name in outputs]:
+            params = request.get("parameters") or {}
+            binary = bool(params.get("binary_data", default_binary))
+            array = outputs[request["name"]]
+            if params.get("classification"):
+                array = classify(array, int(params["classification"]), runner.artifact.manifest.get("labels"))
+            entry, raw = v2.tensor_entry(request["name"], array, binary=binary)
+            entries.append(entry)
+            if raw is not None:
+                raws.append(raw)
+        response = {"model_name": runner.name, "model_version": runner.artifact.version, "outputs": entries}
+        if "id" in header:
+            response = {"id": header["id"], **response}
+        body, header_length = v2.join_body(response, raws)
+        if header_length is None:
+            return Response(body, media_type="application/json")
+        return Response(body, media_type="application/octet-stream",
+                        headers={v2.HEADER_LENGTH: str(header_length)})
+
+    def routes(self) -> list[Route]:
+        get, post = ["GET"], ["POST"]
+        routes = [Route("/v2", self.server_metadata, methods=get),
+                  Route("/v2/health/live", self.live, methods=get),
+                  Route("/v2/health/ready", self.ready, methods=get)]
+        for base in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
+            routes += [Route(base, self.model_metadata, methods=get),
+                       Route(base + "/ready", self.model_ready, methods=get),
+                       Route(base + "/infer", self.infer, methods=post)]
+        return routes
+
+
+def requested_outputs(runner, header: dict) -> list[dict]:
+    """The request's `outputs` (checked against the model's), [] for all of them."""
+    wanted = header.get("outputs")
+    if wanted is None:
+        return []
+    if not isinstance(wanted, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in wanted):
+        raise v2.ProtocolError("`outputs` must be a list of objects with a `name`")
+    names = [o["name"] for o in runner.outputs]
+    for request in wanted:
+        if request["name"] not in names:
+            raise InputError(f"{runner.name} has no output {request['name']!r}; outputs: {names}")
+        params = request.get("parameters") or {}
+        if not isinstance(params, dict):
+            raise v2.ProtocolError(f"output {request['name']!r}: `parameters` must be an object")
+        k = params.get("classification")
+        if k is not None and (not isinstance(k, int) or isinstance(k, bool) or k < 0):
+            raise v2.ProtocolError(f"output {request['name']!r}: `classification` must be a non-negative integer")
+    return wanted
+
+
+def classify(scores: np.ndarray, k: int, labels: list[str] | None) -> np.ndarray:
+    """The classification extension: [batch, classes] -> [batch, k] BYTES "score:index[:label]"."""
+    if scores.ndim != 2 or scores.dtype.kind != "f":
+        raise InputError("classification needs an output of scores shaped [batch, classes]")
+    k = min(k, scores.shape[1])
+    best = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    out = np.empty(best.shape, dtype=object)
+    for (row, col), index in np.ndenumerate(best):
+        label = f":{labels[index]}" if labels else ""
+        out[row, col] = f"{float(scores[row, index]):f}:{index}{label}".encode()
+    return out
+
+
+def as_text(array: np.ndarray, name: str) -> np.ndarray:
+    """BYTES elements -> str (UTF-8), as the text runners take them."""
+    out = np.empty(array.shape, dtype=object)
+    for position, item in np.ndenumerate(array):
+        try:
+            out[position] = item.decode("utf-8") if isinstance(item, bytes) else str(item)
+        except UnicodeDecodeError:
+            raise InputError(f"input {name!r}: element {position} is not valid UTF-8 text") from None
+    return out
+
+
+def decompress(body: bytes, encoding: str | None) -> bytes:
+    """Content-Encoding gzip/deflate (tritonclient's request compression) -> plain body."""
+    if not encoding or encoding == "identity":
+        return body
+    wbits = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}.get(encoding)
+    if wbits is None:
+        raise InputError(f"Content-Encoding {encoding!r} is not supported (gzip, deflate)", 415)
+    limit = max_body_bytes()  # the same limit as for plain bodies: no decompression bombs
+    try:
+        inflater = zlib.decompressobj(wbits)
+        plain = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise v2.ProtocolError(f"the body is not valid {encoding} data: {exc}") from None
+    if len(plain) > limit:
+        raise InputError(f"the decompressed body exceeds the limit of {limit} bytes", 413)
+    return plain
+
+
+async def http_error(request: Request, exc: HTTPException) -> Response:
+    """Starlette's own refusals (a GET on /infer, ...) in the protocol's error shape."""
+    return error(f"{request.method} {request.url.path}: {exc.detail}", exc.status_code)
+
+
+def build_app(runners: dict) -> Starlette:
+    return Starlette(routes=V2App(runners).routes(), exception_handlers={HTTPException: http_error})

@@ -1,0 +1,316 @@
+"""The Open Inference Protocol (v2) on a real server: the real, unmodified tritonclient
+(sync and async, binary and JSON tensors) for every model that has an artifact fixture,
+outputs compared with an in-process ONNX Runtime session; then every kind of malformed
+request over raw HTTP, each answered with a 4xx JSON error, and the server still serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import struct
+
+import httpx
+import numpy as np
+import pytest
+import tritonclient.http as tc
+import tritonclient.http.aio as tc_aio
+from tritonclient.utils import InferenceServerException
+
+from edgestack import registry
+from edgestack import v2protocol as v2
+from serving.runner import RunnerOptions
+from serving.runtime import open_session
+from tests import conftest
+from tests.conftest import serve
+from training.data import images
+
+# Extension point: served name -> the session fixture in tests/conftest.py that builds a
+# small artifact of it. A model joins the compatibility matrix as soon as both exist.
+ARTIFACT_FIXTURES = {
+    "digits-cnn": "digits_artifact",
+    "fashion-cnn": "fashion_artifact",
+    "folk-lstm": "folk_artifact",
+    "sentiment-transformer": "sentiment_artifact",
+    "topic-transformer": "topic_artifact",
+}
+MODELS = [m for m, fx in ARTIFACT_FIXTURES.items() if m in registry.MODELS and hasattr(conftest, fx)]
+SAMPLE_TEXT = ["a gripping, beautifully acted film", "dull, predictable and far too long",
+               "Shares rose after the bank reported record profits", "The striker scored twice in the final"]
+MAX_ITEMS = 16
+
+
+@pytest.fixture(scope="module")
+def built(request) -> dict:
+    return {m: request.getfixturevalue(ARTIFACT_FIXTURES[m]) for m in MODELS}
+
+
+@pytest.fixture(scope="module")
+def v2_url(built):
+    env = {"EDGESTACK_MAX_BODY_BYTES": str(1024 * 1024), "EDGESTACK_MAX_ITEMS": str(MAX_ITEMS)}
+    with serve(MODELS, env) as (url, _):
+        yield url
+
+
+@pytest.fixture(scope="module")
+def digit_pixels():
+    return images.digits().test.images[:8]
+
+
+def image_tensor(art, pixels: np.ndarray) -> np.ndarray:
+    pre = art.manifest["preprocessing"]
+    return ((pixels.astype(np.float32) * pre["scale"] - pre["mean"]) / pre["std"])[:, None].astype(np.float32)
+
+
+def example_inputs(art, pixels: np.ndarray, batch: int = 4) -> dict[str, np.ndarray]:
+    """Real digit images for image models; for the others, values their manifest admits
+    (every -1 dimension = `batch`): sample sentences for BYTES, small ids for integers."""
+    if art.task == "image-classification":
+        return {art.manifest["inputs"][0]["name"]: image_tensor(art, pixels[:batch])}
+    rng = np.random.default_rng(0)
+    feeds = {}
+    for spec in art.manifest["inputs"]:
+        shape = [batch if d == -1 else d for d in spec["shape"]]
+        dt = v2.datatype(spec["dtype"])
+        if dt.v2 == "BYTES":
+            values = [SAMPLE_TEXT[i % len(SAMPLE_TEXT)].encode() for i in range(int(np.prod(shape)))]
+            feeds[spec["name"]] = np.array(values, dtype=object).reshape(shape)
+        elif dt.numpy.kind in "iu":
+            feeds[spec["name"]] = rng.integers(0, 10, shape).astype(dt.numpy)
+        else:
+            feeds[spec["name"]] = (rng.standard_normal(shape) * 0.1).astype(dt.numpy)
+    return feeds
+
+
+def reference(art, variant: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The same variant in process: the bare ORT session when the graph takes the manifest's
+    inputs as they are, else the family's runner (tokenization etc.) without HTTP."""
+    session = open_session(art.variant_path(variant), device="cpu", threads=1)
+    if sorted(session.input_names) == sorted(feeds) and all(a.dtype != object for a in feeds.values()):
+        names = [o["name"] for o in art.manifest["outputs"]]
+        return dict(zip(names, session.run(feeds, names)))
+    runner = registry.load_object(registry.get(art.name).runner)(
+        art, RunnerOptions(device="cpu", variant=variant, threads=1))
+    text = {k: np.vectorize(lambda b: b.decode(), otypes=[object])(a) if a.dtype == object else a
+            for k, a in feeds.items()}
+    return asyncio.run(runner.infer(text))
+
+
+def assert_outputs_match(result, expected: dict[str, np.ndarray]) -> None:
+    for name, want in expected.items():
+        got = result.as_numpy(name)
+        assert got is not None, f"output {name} missing"
+        if want.dtype == object:
+            assert [x.decode() if isinstance(x, bytes) else x for x in got.reshape(-1)] == list(want.reshape(-1))
+        else:
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def triton_inputs(module, feeds: dict[str, np.ndarray], binary: bool) -> list:
+    inputs = []
+    for name, array in feeds.items():
+        item = module.InferInput(name, list(array.shape), v2.of_numpy(array.dtype).v2)
+        item.set_data_from_numpy(array, binary_data=binary)
+        inputs.append(item)
+    return inputs
+
+
+def host(url: str) -> str:
+    return url.removeprefix("http://")
+
+
+# ------------------------------------------------------------------------ tritonclient, sync
+
+def test_server_health_and_metadata_through_tritonclient(v2_url):
+    with tc.InferenceServerClient(host(v2_url)) as client:
+        assert client.is_server_live() and client.is_server_ready()
+        meta = client.get_server_metadata()
+        assert meta["name"] == "edgestack" and "binary_tensor_data" in meta["extensions"]
+        assert not client.is_model_ready("no-such-model")
+        with pytest.raises(InferenceServerException) as info:
+            client.get_model_metadata("no-such-model")
+        assert info.value.status() == "404" and "unknown model 'no-such-model'" in info.value.message()
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_model_ready_and_metadata(v2_url, built, model):
+    art = built[model]
+    with tc.InferenceServerClient(host(v2_url)) as client:
+        assert client.is_model_ready(model) and client.is_model_ready(model, art.version)
+        assert not client.is_model_ready(model, str(int(art.version) + 100))
+        meta = client.get_model_metadata(model)
+        assert client.get_model_metadata(model, art.version) == meta
+    assert meta["name"] == model and meta["versions"] == [art.version]
+    for kind in ("inputs", "outputs"):
+        want = [{"name": t["name"], "datatype": v2.datatype(t["dtype"]).v2, "shape": t["shape"]}
+                for t in art.manifest[kind]]
+        assert meta[kind] == want
+    if art.task == "image-classification":
+        assert meta["inputs"][0] == {"name": "images", "datatype": "FP32", "shape": [-1, 1, 28, 28]}
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
+@pytest.mark.parametrize("model", MODELS)
+def test_infer_sync_matches_in_process_ort(v2_url, built, digit_pixels, model, binary):
+    art = built[model]
+    feeds = example_inputs(art, digit_pixels)
+    with tc.InferenceServerClient(host(v2_url)) as client:
+        variant = client.get_model_metadata(model)["parameters"]["variant"]
+        # binary=False: JSON inputs, and JSON outputs asked for by name (tritonclient asks
+        # for binary outputs whenever no output is named)
+        outputs = None if binary else [tc.InferRequestedOutput(o["name"], binary_data=False)
+                                       for o in art.manifest["outputs"]]
+        result = client.infer(model, triton_inputs(tc, feeds, binary), outputs=outputs, request_id="req-7")
+    response = result.get_response()
+    assert response["id"] == "req-7" and response["model_name"] == model
+    assert all(("data" in o) != binary for o in response["outputs"])
+    assert_outputs_match(result, reference(art, variant, feeds))
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
+@pytest.mark.parametrize("model", MODELS)
+def test_infer_async_matches_in_process_ort(v2_url, built, digit_pixels, model, binary):
+    art = built[model]
+    feeds = [example_inputs(art, digit_pixels[i:], batch=1 + i % 3) for i in range(4)]
+
+    async def go():
+        async with tc_aio.InferenceServerClient(host(v2_url)) as client:
+            assert await client.is_server_live() and await client.is_server_ready()
+            assert await client.is_model_ready(model)
+            meta = await client.get_model_metadata(model)
+            outputs = None if binary else [tc_aio.InferRequestedOutput(o["name"], binary_data=False)
+                                           for o in art.manifest["outputs"]]
+            results = await asyncio.gather(*(client.infer(model, triton_inputs(tc_aio, f, binary), outputs=outputs)
+                                             for f in feeds))
+            return meta, results
+
+    meta, results = asyncio.run(go())
+    assert [i["name"] for i in meta["inputs"]] == [i["name"] for i in art.manifest["inputs"]]
+    for f, result in zip(feeds, results):
+        assert_outputs_match(result, reference(art, meta["parameters"]["variant"], f))
+
+
+# ------------------------------------------------------------------------ protocol details
+
+def test_requested_outputs_classification_fp16_and_compression(v2_url, built, digit_pixels):
+    art = built["digits-cnn"]
+    x = image_tensor(art, digit_pixels[:3])
+    with tc.InferenceServerClient(host(v2_url)) as client:
+        plain = client.infer("digits-cnn", triton_inputs(tc, {"images": x}, True)).as_numpy("logits")
+        # classification extension: "score:index:label", best first
+        top = client.infer("digits-cnn", triton_inputs(tc, {"images": x}, True),
+                           outputs=[tc.InferRequestedOutput("logits", class_count=2)]).as_numpy("logits")
+        assert top.shape == (3, 2)
+        for row, scores in zip(top, plain):
+            score, index, label = row[0].decode().split(":")
+            assert int(index) == scores.argmax() and label == art.manifest["labels"][int(index)]
+            assert float(score) == pytest.approx(scores.max(), abs=1e-5)
+        # FP16 data for the FP32 input is widened exactly: same as sending the rounded values as FP32
+        half = x.astype(np.float16)
+        got = client.infer("digits-cnn", triton_inputs(tc, {"images": half}, True)).as_numpy("logits")
+        want = client.infer("digits-cnn", triton_inputs(tc, {"images": half.astype(np.float32)}, True)).as_numpy("logits")
+        np.testing.assert_array_equal(got, want)
+        # compressed request bodies
+        for algorithm in ("gzip", "deflate"):
+            squeezed = client.infer("digits-cnn", triton_inputs(tc, {"images": x}, True),
+                                    request_compression_algorithm=algorithm).as_numpy("logits")
+            np.testing.assert_allclose(squeezed, plain, rtol=1e-5, atol=1e-5)
+
+
+def test_bytes_codec_round_trip_and_refusals():
+    values = np.array([[b"", "h\u00e9llo".encode()], [b"\x00\xff", b"abc"]], dtype=object)
+    raw = v2.serialize_bytes(values)
+    assert raw[:4] == struct.pack("<I", 0) and len(raw) == 4 * 4 + 0 + 6 + 2 + 3
+    back = v2.from_raw(raw, v2.BY_V2["BYTES"], [2, 2], "t")
+    assert back.tolist() == values.tolist()
+    with pytest.raises(v2.ProtocolError, match="claims 9 bytes"):
+        v2.deserialize_bytes(struct.pack("<I", 9) + b"abc")
+    with pytest.raises(v2.ProtocolError, match="stray"):
+        v2.deserialize_bytes(struct.pack("<I", 1) + b"a" + b"\x01")
+    with pytest.raises(v2.ProtocolError, match="needs 3 BYTES element"):
+        v2.from_raw(raw, v2.BY_V2["BYTES"], [3], "t")
+
+
+# ------------------------------------------------------------------------ malformed requests
+
+def digits_request(x: np.ndarray | None = None, **overrides) -> dict:
+    x = np.zeros((1, 1, 28, 28), np.float32) if x is None else x
+    tensor = {"name": "images", "datatype": "FP32", "shape": list(x.shape), "data": x.reshape(-1).tolist()}
+    tensor.update(overrides)
+    return {"inputs": [tensor]}
+
+
+def binary_body(x: np.ndarray, *, declared: int | None = None, cut: int = 0, extra: bytes = b"",
+                header_length: str | None = None):
+    raw = x.astype(np.float32).tobytes()
+    header = json.dumps({"inputs": [{"name": "images", "datatype": "FP32", "shape": list(x.shape),
+                                     "parameters": {"binary_data_size": declared or len(raw)}}]}).encode()
+    body = header + raw[:len(raw) - cut] + extra
+    return body, {v2.HEADER_LENGTH: header_length or str(len(header))}
+
+
+ZEROS = np.zeros((1, 1, 28, 28), np.float32)
+INFER = "/v2/models/digits-cnn/infer"
+MALFORMED = [
+    # (case, path, json body | (bytes, headers), status, part of the error message)
+    ("unknown model", "/v2/models/nope/infer", digits_request(), 404, "unknown model 'nope'"),
+    ("unknown version", "/v2/models/digits-cnn/versions/99/infer", digits_request(), 404, "no version '99'"),
+    ("no inputs", INFER, {"inputs": []}, 400, "non-empty list"),
+    ("missing input", INFER, {"inputs": [{**digits_request()["inputs"][0], "name": "pixels"}]}, 400,
+     "missing ['images']"),
+    ("extra input", INFER, {"inputs": digits_request()["inputs"] + [
+        {"name": "mask", "datatype": "FP32", "shape": [1], "data": [1.0]}]}, 400, "unexpected ['mask']"),
+    ("input given twice", INFER, {"inputs": digits_request()["inputs"] * 2}, 400, "given twice"),
+    ("wrong datatype", INFER, digits_request(datatype="INT64", data=[0] * 784), 400, "is FP32, got INT64"),
+    ("unknown datatype", INFER, digits_request(datatype="FLOAT"), 400, "unknown datatype 'FLOAT'"),
+    ("strings for FP32", INFER, digits_request(data=["a"] * 784), 400, "must be numbers"),
+    ("shape vs data length", INFER, digits_request(shape=[2, 1, 28, 28]), 400, "needs 1568 element(s), `data` holds 784"),
+    ("shape the model refuses", INFER, digits_request(np.zeros((1, 1, 27, 29), np.float32)), 400,
+     "must have shape [-1, 1, 28, 28]"),
+    ("negative dimension", INFER, digits_request(shape=[-1, 1, 28, 28]), 400, "non-negative integers"),
+    ("NaN", INFER, (json.dumps(digits_request(data=[float("nan")] * 784)).encode(), {}), 400, "NaN"),
+    ("too many items", INFER, digits_request(np.zeros((MAX_ITEMS + 1, 1, 28, 28), np.float32)), 413,
+     f"limit is {MAX_ITEMS}"),
+    ("unknown output", INFER, {**digits_request(), "outputs": [{"name": "probs"}]}, 400, "no output 'probs'"),
+    ("id not a string", INFER, {**digits_request(), "id": 5}, 400, "`id` must be a string"),
+    ("binary size > body", INFER, binary_body(ZEROS, cut=16), 400, "runs past the end of the body"),
+    ("binary size < body", INFER, binary_body(ZEROS, extra=b"\0" * 8), 400, "holds 3144 bytes but"),
+    ("binary size vs shape", INFER, binary_body(ZEROS, declared=3000, cut=136), 400, "needs 3136 bytes, got 3000"),
+    ("header length > body", INFER, binary_body(ZEROS, header_length="99999"), 400, "but the body has"),
+    ("header length not a number", INFER, binary_body(ZEROS, header_length="ten"), 400, "must be an integer"),
+    ("malformed JSON", INFER, (b'{"inputs": [', {}), 400, "malformed JSON"),
+    ("JSON not an object", INFER, (b"[1, 2]", {}), 400, "must be a JSON object"),
+    ("empty body", INFER, (b"", {}), 400, "empty body"),
+    ("bad gzip", INFER, (b"not gzip at all", {"content-encoding": "gzip"}), 400, "not valid gzip"),
+    ("unknown encoding", INFER, (gzip.compress(b"{}"), {"content-encoding": "br"}), 415, "not supported"),
+]
+
+
+@pytest.mark.parametrize("case,path,body,status,message", MALFORMED, ids=[c[0] for c in MALFORMED])
+def test_malformed_request_gets_a_4xx_json_error(v2_url, case, path, body, status, message):
+    if isinstance(body, dict):
+        response = httpx.post(v2_url + path, json=body)
+    else:
+        response = httpx.post(v2_url + path, content=body[0], headers=body[1])
+    assert response.status_code == status, response.text
+    assert message in response.json()["error"], response.json()
+
+
+def test_wrong_method_and_oversized_body_are_json_errors(v2_url):
+    response = httpx.get(v2_url + INFER)
+    assert response.status_code == 405 and "Method Not Allowed" in response.json()["error"]
+    response = httpx.post(v2_url + INFER, content=b" " * (1024 * 1024 + 1))
+    assert response.status_code == 413 and "exceeds the limit" in response.json()["error"]
+
+
+def test_server_keeps_serving_after_malformed_requests(v2_url, built, digit_pixels):
+    for _, path, body, _, _ in MALFORMED:
+        if isinstance(body, dict):
+            httpx.post(v2_url + path, json=body)
+        else:
+            httpx.post(v2_url + path, content=body[0], headers=body[1])
+    with tc.InferenceServerClient(host(v2_url)) as client:
+        assert client.is_server_ready() and client.is_model_ready("digits-cnn")
+        x = image_tensor(built["digits-cnn"], digit_pixels[:2])
+        assert client.infer("digits-cnn", triton_inputs(tc, {"images": x}, True)).as_numpy("logits").shape == (2, 10)
