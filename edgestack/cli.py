@@ -7,6 +7,9 @@
     edgestack predict MODEL FILE...  classify image files (or IDX/arrays) through a server
     edgestack bench MODEL            PyTorch vs ORT fp32 vs ORT int8, in process and over HTTP
     edgestack models                 list served names and which artifacts exist
+    edgestack batch MODEL IN OUT     batch inference to Parquet/JSONL (local processes or Ray), resumable
+    edgestack bundle MODEL           edge-device bundle: int8 ONNX + ORT format + a numpy-only runner
+    edgestack bench-batch / bench-bundle   items/s per engine; bundle size, cold start, RSS, latency
 """
 
 from __future__ import annotations
@@ -203,6 +206,12 @@ def parser() -> argparse.ArgumentParser:
     be.add_argument("--threads", type=int, help="intra-op threads for torch and ORT (default: all cores)")
     be.add_argument("--out", default="bench-results", help="folder for the JSON result")
     be.set_defaults(func=cmd_bench)
+
+    from batch import cli as batch_cli
+    from bundle import cli as bundle_cli
+
+    batch_cli.add_parsers(sub)    # batch, bench-batch
+    bundle_cli.add_parsers(sub)   # bundle, bench-bundle
 
     m = sub.add_parser("models", help="list models and their artifacts")
     m.set_defaults(func=cmd_models)

@@ -1,0 +1,118 @@
+"""edge_runner: run an edgestack bundle with onnxruntime and numpy, nothing else.
+
+This package is copied verbatim into every bundle (`edgestack bundle MODEL`), next to the
+model files it runs. It must never import edgestack, torch, bentoml or Pillow at module
+level: a device has onnxruntime and numpy (plus `tokenizers` for text models).
+
+    python -m edge_runner INPUT...            (run from the bundle folder)
+    python path/to/bundle/edge_runner INPUT...
+
+    import sys; sys.path.insert(0, "path/to/bundle")
+    import edge_runner
+    model = edge_runner.load()                 # the bundle this package sits in
+    print(model.predict_files(["shoe.png"]))
+
+The family-specific part (input decoding, pre- and post-processing) is one module beside
+this file, named by the bundle manifest's `runner.module`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+BUNDLE_DIR = Path(__file__).resolve().parent.parent
+MANIFEST = "manifest.json"
+
+
+class BundleError(RuntimeError):
+    """The bundle is incomplete or changed, or an input cannot be used."""
+
+
+def read_manifest(bundle_dir: Path | str | None = None, *, check: bool = False) -> dict:
+    bundle_dir = Path(bundle_dir or BUNDLE_DIR)
+    path = bundle_dir / MANIFEST
+    if not path.is_file():
+        raise BundleError(f"no {MANIFEST} in {bundle_dir}: not an edgestack bundle")
+    manifest = json.loads(path.read_text())
+    if check:
+        for relative, meta in manifest.get("files", {}).items():
+            file = bundle_dir / relative
+            if not file.is_file():
+                raise BundleError(f"bundle file {relative} is missing")
+            if hashlib.sha256(file.read_bytes()).hexdigest() != meta["sha256"]:
+                raise BundleError(f"bundle file {relative} does not match its sha256 (changed or partly copied)")
+    return manifest
+
+
+def open_session(path: Path, threads: int | None = None) -> ort.InferenceSession:
+    """One CPU session. Threads: the argument, else $EDGE_THREADS, else all cores.
+
+    An ORT-format model is already optimized for its target when it was converted, so
+    graph optimization is not repeated at load time (faster cold start)."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or int(os.environ.get("EDGE_THREADS", 0)) or (os.cpu_count() or 1)
+    options.inter_op_num_threads = 1
+    if str(path).endswith(".ort"):
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def load(bundle_dir: Path | str | None = None, *, threads: int | None = None, model_format: str = "ort",
+         check: bool = False):
+    """The bundle's model, ready to predict. model_format: 'ort' (default) or 'onnx'."""
+    bundle_dir = Path(bundle_dir or BUNDLE_DIR)
+    manifest = read_manifest(bundle_dir, check=check)
+    if model_format not in manifest["models"]:
+        raise BundleError(f"model_format must be one of {sorted(manifest['models'])}, got {model_format!r}")
+    session = open_session(bundle_dir / manifest["models"][model_format], threads)
+    module = importlib.import_module(f"{__name__}.{manifest['runner']['module']}")
+    return module.Model(bundle_dir, manifest, session)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m edge_runner",
+        description="Run this bundle's model on input files and print one answer per input. "
+                    "Inputs depend on the model: images (.npy, IDX, PGM, PNG; any format Pillow "
+                    "reads when Pillow is installed) for image classifiers; text files or "
+                    "--text for text classifiers; --prompt for generators.")
+    parser.add_argument("inputs", nargs="*", help="input files")
+    parser.add_argument("--bundle", default=str(BUNDLE_DIR), help="bundle folder (default: the one this runner is in)")
+    parser.add_argument("--format", dest="model_format", default="ort", choices=["ort", "onnx"],
+                        help="run model.ort (default) or model.onnx")
+    parser.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: all cores, or $EDGE_THREADS)")
+    parser.add_argument("--top-k", type=int, default=3, help="how many labels to show per input")
+    parser.add_argument("--json", action="store_true", help="one JSON object per line instead of text")
+    parser.add_argument("--check", action="store_true", help="verify every bundle file's sha256 first")
+    parser.add_argument("--timing", action="store_true", help="print load and inference times to stderr")
+    for flag, helptext in (("--text", "a text to classify (text models; repeatable)"),
+                           ("--prompt", "a seed string (generator models; repeatable)")):
+        parser.add_argument(flag, action="append", default=[], help=helptext)
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    try:
+        model = load(args.bundle, threads=args.threads, model_format=args.model_format, check=args.check)
+        loaded = time.perf_counter()
+        results = model.run_cli(args)
+    except (BundleError, FileNotFoundError, ValueError) as exc:
+        print(f"edge_runner: {exc}", file=sys.stderr)
+        return 2
+    done = time.perf_counter()
+    for result in results:
+        if args.json:
+            print(json.dumps(result))
+        else:
+            print(model.format_text(result))
+    if args.timing:
+        print(f"load {1000 * (loaded - started):.1f} ms, run {1000 * (done - loaded):.1f} ms", file=sys.stderr)
+    return 0 if all("error" not in r for r in results) else 1

@@ -1,0 +1,208 @@
+"""`edgestack bundle MODEL`: a self-contained folder + .tar.gz for a small device.
+
+    bundles/<name>-v<version>/
+        model.onnx                          the int8 model (as exported, verified by its sha256)
+        model.ort                           the same in ONNX Runtime's ORT format (pre-optimized)
+        required_operators.config           operators for an ORT minimal build (--include_ops_by_config)
+        required_operators_and_types.config the same with types (--enable_reduced_operator_type_support)
+        manifest.json                       what it is, how to feed it, labels, accuracy, checksums
+        labels.txt                          one label per line
+        edge_runner/                        the runner: onnxruntime + numpy only (python -m edge_runner)
+        <extra files the family needs>      vocabulary / tokenizer for text models
+        README.txt
+    bundles/<name>-v<version>.tar.gz        the folder, archived reproducibly
+
+The folder is written under a staging name and renamed when complete; the archive is
+written to a temporary name and renamed, so neither is ever seen half-written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import importlib
+import importlib.util
+import io
+import json
+import logging
+import os
+import re
+import shutil
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgestack import artifact, registry
+
+EDGE_PACKAGE = Path(__file__).resolve().parent / "edge_runner"
+COMMON_FILES = ("__init__.py", "__main__.py")
+BUNDLE_SCHEMA = 1
+
+
+@dataclass
+class Bundle:
+    path: Path
+    archive: Path | None
+    manifest: dict
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def convert_to_ort(onnx_path: Path, out_dir: Path, target_platform: str | None) -> tuple[Path, Path, Path]:
+    """ONNX -> ORT format (optimizations fixed at conversion) + the minimal-build operator configs."""
+    from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
+
+    with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+        work = Path(tmp)
+        shutil.copy(onnx_path, work / "model.onnx")
+        logging.getLogger("ort_format_model.utils").setLevel(logging.WARNING)
+        with contextlib.redirect_stdout(io.StringIO()):
+            convert_onnx_models_to_ort(work / "model.onnx", output_dir=work / "out",
+                                       optimization_styles=[OptimizationStyle.Fixed],
+                                       target_platform=target_platform, enable_type_reduction=True)
+        ort_files = list((work / "out").glob("*.ort"))
+        configs = list((work / "out").glob("*.config"))
+        if len(ort_files) != 1 or len(configs) != 1:
+            raise RuntimeError(f"ORT conversion wrote {[p.name for p in (work / 'out').iterdir()]}, expected one .ort and one .config")
+        ort_path = out_dir / "model.ort"
+        shutil.move(ort_files[0], ort_path)
+        # The converter names the absolute temp path in a comment; name the bundle file instead.
+        typed = re.sub(r"(?m)^# - .*$", "# - model.ort", configs[0].read_text())
+    typed_path = out_dir / "required_operators_and_types.config"
+    typed_path.write_text(typed)
+    # Without type information: "domain;opset;Op1,Op2" per line (the {...} type lists removed).
+    plain_path = out_dir / "required_operators.config"
+    plain_path.write_text(re.sub(r"\{[^{}]*(\{[^{}]*\}[^{}]*)*\}", "", typed))
+    return ort_path, plain_path, typed_path
+
+
+def _tar_filter(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
+    if "__pycache__" in info.name:
+        return None
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    info.mtime = 0
+    return info
+
+
+def write_archive(folder: Path, archive: Path) -> Path:
+    """folder -> archive (.tar.gz), same bytes for the same files (sorted, no times, no owners)."""
+    tmp = archive.with_name(archive.name + f".tmp-{os.getpid()}")
+    with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as gz, \
+            tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for path in [folder, *sorted(folder.rglob("*"))]:
+            tar.add(path, arcname=str(Path(folder.name) / path.relative_to(folder)), recursive=False,
+                    filter=_tar_filter)
+    os.replace(tmp, archive)
+    return archive
+
+
+def readme(manifest: dict) -> str:
+    name, module = manifest["name"], manifest["runner"]["module"]
+    needs = " ".join(manifest["runner"]["requires"])
+    return f"""{name} v{manifest['version']} ({manifest['task']}, {manifest['variant']}) -- an edgestack bundle
+
+Needs only: pip install {needs}
+
+Command line (from this folder):
+    python -m edge_runner INPUT...            one answer per input (--json, --top-k, --threads, --format onnx)
+    python -m edge_runner --help
+
+Python:
+    import sys; sys.path.insert(0, "<this folder>")
+    import edge_runner
+    model = edge_runner.load(threads=1)       # model.ort; load(model_format="onnx") for model.onnx
+    {'model.predict_files(["image.png"])      # or model.classify(pixels uint8 [N, H, W])' if module == 'image' else 'model.run_cli(...)'}
+
+A reduced ONNX Runtime for a device (only the operators this model uses), from an
+onnxruntime source checkout:
+    ./build.sh --config MinSizeRel --minimal_build --disable_ml_ops --disable_exceptions \\
+        --include_ops_by_config <this folder>/required_operators_and_types.config \\
+        --enable_reduced_operator_type_support --build_wheel
+A minimal build loads model.ort only (not model.onnx).
+model.ort was converted with onnxruntime {manifest['converted_with']['onnxruntime']} for target
+'{manifest['converted_with']['target_platform']}': use an onnxruntime at least that new.
+
+Files and their sha256 are listed in manifest.json (`python -m edge_runner --check ...` verifies them).
+"""
+
+
+def make_bundle(name: str, out_root: Path | str = "bundles", *, variant: str = "int8",
+                target_platform: str | None = None, archive: bool = True, root: Path | None = None,
+                progress: bool = True) -> Bundle:
+    say = print if progress else (lambda *a, **k: None)
+    spec = registry.get(name)
+    tools = registry.family_tools(name)
+    art = artifact.load_latest(name, root)  # verifies every checksum of the source artifact
+    if variant not in art.variants:
+        raise ValueError(f"{name} v{art.version} has no {variant!r} variant (has {sorted(art.variants)})")
+    edge_module = importlib.import_module(tools.edge)
+    out_root = Path(out_root).resolve()
+    out_root.mkdir(parents=True, exist_ok=True)
+    final = out_root / f"{name}-v{art.version}"
+    staging = out_root / f".staging-{final.name}-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        started = time.time()
+        source = art.variant_path(variant)
+        shutil.copy(source, staging / "model.onnx")
+        say(f"[{name}] converting {variant} model to ORT format (target: {target_platform or 'portable'})")
+        convert_to_ort(staging / "model.onnx", staging, target_platform)
+        for relative in getattr(edge_module, "BUNDLE_FILES", ()):  # vocabulary, tokenizer, ...
+            (staging / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(art.file(relative), staging / relative)
+        runner_dir = staging / "edge_runner"
+        runner_dir.mkdir()
+        for filename in COMMON_FILES:
+            shutil.copy(EDGE_PACKAGE / filename, runner_dir / filename)
+        module_file = Path(importlib.util.find_spec(tools.edge).origin)
+        shutil.copy(module_file, runner_dir / module_file.name)
+        labels = art.manifest.get("labels") or []
+        if labels:
+            (staging / "labels.txt").write_text("".join(f"{label}\n" for label in labels))
+        import onnxruntime
+
+        m = art.manifest
+        manifest = {
+            "bundle_schema": BUNDLE_SCHEMA,
+            "name": name, "version": art.version, "family": spec.family, "task": m["task"], "variant": variant,
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "models": {"ort": "model.ort", "onnx": "model.onnx"},
+            "runner": {"module": module_file.stem, "command": "python -m edge_runner INPUT...",
+                       "requires": list(getattr(edge_module, "REQUIRES", ("onnxruntime", "numpy")))},
+            "inputs": m["inputs"], "outputs": m["outputs"],
+            "preprocessing": m.get("preprocessing"), "labels": labels,
+            **{k: m[k] for k in ("tokenizer", "vocab", "generation") if k in m},
+            "test_accuracy": art.variants[variant].get("test_accuracy"),
+            "source": {"artifact": str(art.path), "file": source.name, "sha256": sha256(source)},
+            "converted_with": {"onnxruntime": onnxruntime.__version__, "optimization_style": "Fixed",
+                               "target_platform": target_platform or "portable"},
+            "minimal_build": {"required_operators": "required_operators.config",
+                              "required_operators_and_types": "required_operators_and_types.config"},
+        }
+        manifest["files"] = {}  # filled below, README included
+        (staging / "README.txt").write_text(readme(manifest))
+        manifest["files"] = {
+            str(p.relative_to(staging)): {"sha256": sha256(p), "bytes": p.stat().st_size}
+            for p in sorted(staging.rglob("*")) if p.is_file() and "__pycache__" not in p.parts}
+        (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        if final.exists():
+            old = out_root / f".old-{final.name}-{os.getpid()}"
+            final.rename(old)
+            shutil.rmtree(old)
+        staging.rename(final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    archive_path = write_archive(final, out_root / f"{final.name}.tar.gz") if archive else None
+    size = sum(p.stat().st_size for p in final.rglob("*") if p.is_file())
+    say(f"[{name}] bundle {final} ({size / 1024:.0f} KiB"
+        + (f", archive {archive_path.stat().st_size / 1024:.0f} KiB" if archive_path else "")
+        + f") in {time.time() - started:.1f}s")
+    return Bundle(final, archive_path, manifest)
