@@ -1,0 +1,199 @@
+"""Edge bundles: built from the session's real digits model, run in a clean virtualenv that has
+only onnxruntime and numpy, answers compared with the real server's."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import io
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tarfile
+import zlib
+from pathlib import Path
+
+import httpx
+import numpy as np
+import onnxruntime as ort
+import pytest
+from PIL import Image
+
+from bundle.edge_runner import image as edge_image
+from bundle.make import make_bundle
+from training.data import images
+
+
+@pytest.fixture(scope="module")
+def digits_bundle(digits_artifact, tmp_path_factory):
+    return make_bundle("digits-cnn", tmp_path_factory.mktemp("bundles"), progress=False)
+
+
+@pytest.fixture(scope="module")
+def edge_python(tmp_path_factory) -> Path:
+    """A fresh virtualenv with `pip install onnxruntime numpy` and nothing else."""
+    venv = tmp_path_factory.mktemp("edge-venv")
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    version = importlib.metadata.version("onnxruntime")
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q",
+                    "--disable-pip-version-check", f"onnxruntime=={version}", "numpy"],
+                   check=True, capture_output=True)
+    return python
+
+
+def clean_env() -> dict:
+    return {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "EDGESTACK", "VIRTUAL_ENV"))}
+
+
+@pytest.fixture(scope="module")
+def digit_pixels():
+    data = images.digits()
+    return data.test.images[:24], data.test.labels[:24]
+
+
+def png(array: np.ndarray, mode: str = "L") -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).convert(mode).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_bundle_has_every_file_with_checksums_and_a_matching_archive(digits_bundle):
+    folder, manifest = digits_bundle.path, digits_bundle.manifest
+    for name in ("model.onnx", "model.ort", "required_operators.config", "required_operators_and_types.config",
+                 "manifest.json", "labels.txt", "README.txt", "edge_runner/__init__.py", "edge_runner/__main__.py",
+                 "edge_runner/image.py"):
+        assert (folder / name).is_file(), name
+    assert manifest["variant"] == "int8" and manifest["runner"]["requires"] == ["onnxruntime", "numpy"]
+    assert (folder / "labels.txt").read_text().split() == manifest["labels"]
+    on_disk = json.loads((folder / "manifest.json").read_text())
+    for relative, meta in on_disk["files"].items():
+        assert meta["bytes"] == (folder / relative).stat().st_size
+    # the operator list names what the converted model really runs (int8 QDQ fused kernels)
+    config = (folder / "required_operators.config").read_text()
+    assert "ai.onnx;" in config and "QLinearConv" in config and "{" not in config
+    typed = (folder / "required_operators_and_types.config").read_text()
+    assert "QLinearConv{" in typed and "/tmp" not in typed
+    ort.InferenceSession(str(folder / "model.ort"), providers=["CPUExecutionProvider"])
+    with tarfile.open(digits_bundle.archive) as tar:
+        members = {m.name for m in tar.getmembers() if m.isfile()}
+        assert all(m.uid == 0 and m.mtime == 0 for m in tar.getmembers())
+    expected = {f"{folder.name}/{p.relative_to(folder)}" for p in folder.rglob("*")
+                if p.is_file() and "__pycache__" not in p.parts}
+    assert members == expected
+
+
+def test_clean_venv_runner_matches_the_server(digits_bundle, edge_python, server, digit_pixels, tmp_path):
+    pixels, labels = digit_pixels
+    # the virtualenv really has nothing but onnxruntime, numpy and their own dependencies
+    probe = subprocess.run([str(edge_python), "-c", "import importlib.util as u; print([m for m in "
+                            "('PIL', 'torch', 'bentoml', 'edgestack', 'serving', 'pyarrow') if u.find_spec(m)])"],
+                           capture_output=True, text=True, env=clean_env(), cwd=tmp_path)
+    assert probe.stdout.strip() == "[]", probe.stdout + probe.stderr
+    files = []
+    for i in range(6):
+        files.append(tmp_path / f"digit{i}.png")
+        files[-1].write_bytes(png(pixels[i]))
+    (tmp_path / "scan-rgb.png").write_bytes(png(255 - pixels[0], "RGB"))  # dark ink on white, colour
+    (tmp_path / "frame.pgm").write_bytes(b"P5\n# a camera frame\n28 28\n255\n" + pixels[1].tobytes())
+    idx = tmp_path / "batch-idx3-ubyte"
+    idx.write_bytes(bytes([0, 0, 8, 3]) + b"".join(int(d).to_bytes(4, "big") for d in (8, 28, 28))
+                    + pixels[6:14].tobytes())
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 10)
+    inputs = [*files, tmp_path / "scan-rgb.png", tmp_path / "frame.pgm", idx, tmp_path / "broken.png"]
+    run = subprocess.run([str(edge_python), "-m", "edge_runner", *map(str, inputs), "--json", "--top-k", "10"],
+                         cwd=digits_bundle.path, capture_output=True, text=True, env=clean_env(), timeout=120)
+    assert run.returncode == 1, run.stderr  # 1: one input failed, the others were answered
+    answers = [json.loads(line) for line in run.stdout.splitlines()]
+    assert len(answers) == 6 + 1 + 1 + 8 + 1
+    assert "error" in answers[-1] and "damaged" in answers[-1]["error"]
+
+    def probabilities(prediction):
+        out = np.zeros(10)
+        for score in prediction["top_k"]:
+            out[score["index"]] = score["probability"]
+        return out
+
+    upload = [("images", (p.name, p.read_bytes(), "image/png")) for p in files + [tmp_path / "scan-rgb.png"]]
+    served = httpx.post(server + "/classify_image", files=upload, data={"model": "digits-cnn", "top_k": "10"},
+                        timeout=30).json()["predictions"]
+    served += httpx.post(server + "/classify", json={"model": "digits-cnn", "pixels": pixels[[1, *range(6, 14)]].tolist(),
+                                                      "top_k": 10}, timeout=30).json()["predictions"]
+    assert len(served) == 16
+    for mine, theirs in zip(answers[:16], served):
+        assert mine["label"] == theirs["label"]
+        np.testing.assert_allclose(probabilities(mine), probabilities(theirs), atol=1e-5)
+    assert np.mean([int(a["label"]) == y for a, y in zip(answers[8:16], labels[6:14])]) >= 0.75
+
+    # the Python API, with the ONNX file instead of the ORT one, gives the same answers
+    np.save(tmp_path / "pixels.npy", pixels[:6])
+    script = ("import sys, json, numpy as np; sys.path.insert(0, sys.argv[1]); import edge_runner; "
+              "m = edge_runner.load(threads=1, model_format='onnx', check=True); "
+              "print(json.dumps(m.probabilities(np.load(sys.argv[2])).tolist()))")
+    api = subprocess.run([str(edge_python), "-c", script, str(digits_bundle.path), str(tmp_path / "pixels.npy")],
+                         capture_output=True, text=True, env=clean_env(), cwd=tmp_path)
+    assert api.returncode == 0, api.stderr
+    np.testing.assert_allclose(json.loads(api.stdout), [probabilities(a) for a in answers[:6]], atol=1e-5)
+
+    # run as a path from anywhere, as the README says
+    by_path = subprocess.run([str(edge_python), str(digits_bundle.path / "edge_runner"), str(files[0]), "--top-k", "1"],
+                             capture_output=True, text=True, env=clean_env(), cwd=tmp_path)
+    assert by_path.returncode == 0 and by_path.stdout.startswith(f"{files[0]}: {answers[0]['label']}")
+
+
+def test_a_changed_bundle_file_is_refused_with_check(digits_bundle, digit_pixels, tmp_path):
+    copy = tmp_path / "bundle"
+    shutil.copytree(digits_bundle.path, copy)
+    model = copy / "model.ort"
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    model.write_bytes(bytes(data))
+    np.save(tmp_path / "one.npy", digit_pixels[0][0])
+    run = subprocess.run([sys.executable, "-m", "edge_runner", str(tmp_path / "one.npy"), "--check"], cwd=copy,
+                         capture_output=True, text=True, env=clean_env())
+    assert run.returncode == 2 and "model.ort does not match its sha256" in run.stderr
+
+
+def encode_png(grey: np.ndarray, filter_type: int) -> bytes:
+    """A grey PNG whose every row uses `filter_type` (Pillow never writes type 3, Average)."""
+    height, width = grey.shape
+    rows, previous = [], np.zeros(width, np.int32)
+    for line in grey.astype(np.int32):
+        left = np.concatenate([[0], line[:-1]])
+        up_left = np.concatenate([[0], previous[:-1]])
+        predictor = {0: 0, 1: left, 2: previous, 3: (left + previous) // 2,
+                     4: edge_image._paeth(left, previous, up_left)}[filter_type]
+        rows.append(bytes([filter_type]) + ((line - predictor) % 256).astype(np.uint8).tobytes())
+        previous = line
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (edge_image.PNG_SIGNATURE + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"".join(rows)))
+            + chunk(b"IEND", b""))
+
+
+def test_numpy_png_and_pgm_decoders_match_pillow(digit_pixels):
+    pixels, _ = digit_pixels
+    rng = np.random.default_rng(0)
+    for i, grey in enumerate(pixels[:5]):
+        colour = np.stack([grey, np.roll(grey, 3, 0), rng.integers(0, 256, grey.shape, dtype=np.uint8)], -1)
+        candidates = [png(grey), png(colour, "RGB"), png(colour, "RGBA"), png(grey, "LA"),
+                      png(colour, "P"), *(encode_png(grey, f) for f in range(5))]
+        for data in candidates:
+            expected = np.asarray(Image.open(io.BytesIO(data)).convert("L"))
+            np.testing.assert_array_equal(edge_image.decode_png(data), expected)
+        pgm = b"P5\n28 28\n255\n" + grey.tobytes()
+        np.testing.assert_array_equal(edge_image.decode_pnm(pgm), np.asarray(Image.open(io.BytesIO(pgm))))
+    with pytest.raises(ValueError, match="truncated"):
+        edge_image.decode_png(encode_png(pixels[0], 2)[:-30])
+
+
+def test_bundle_help_explains_the_options():
+    result = subprocess.run([sys.executable, "-m", "edgestack.cli", "bundle", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0
+    for text in ("--target-platform", "--variant", "model.ort", "required_operators", "onnxruntime and numpy"):
+        assert text in result.stdout
