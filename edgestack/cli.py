@@ -34,10 +34,12 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--patience", type=int, help="early stopping: epochs without a better validation score")
     g.add_argument("--data-dir", help="your own data instead of the packaged set (e.g. a folder of IDX files)")
     g.add_argument("--train-limit", type=int, help="train on only the first N training examples")
+    g.add_argument("--hidden-size", type=int, help="folk-lstm: LSTM hidden size (default 256; the lab's 1024 is "
+                   "the large profile: `make folk-lstm-large`)")
 
 
 def _train_overrides(args: argparse.Namespace) -> dict:
-    keys = ("epochs", "batch_size", "lr", "seed", "augment", "patience", "data_dir", "train_limit")
+    keys = ("epochs", "batch_size", "lr", "seed", "augment", "patience", "data_dir", "train_limit", "hidden_size")
     return {k: getattr(args, k, None) for k in keys}
 
 
@@ -112,6 +114,8 @@ def _load_inputs(paths: list[str], limit: int | None):
 def cmd_predict(args: argparse.Namespace) -> int:
     from clients import Client, EdgestackError
 
+    if args.protocol == "v2":
+        return _predict_v2(args)
     kind, inputs = _load_inputs(args.inputs, args.limit)
     try:
         with Client(args.url, timeout=args.timeout) as client:
@@ -134,6 +138,26 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict_v2(args: argparse.Namespace) -> int:
+    """The Open Inference Protocol path: any v2 server (ours, Triton, KServe); images are
+    decoded and preprocessed here, the server runs the bare model."""
+    from bundle.edge_runner.image import Model
+    from clients import Client, EdgestackError
+    from clients.v2 import predict_files_v2
+    from edgestack.v2protocol import client_hints
+
+    hints = client_hints(artifact.load_latest(args.model, Path(args.artifacts)).manifest) if args.artifacts else None
+    try:
+        with Client(args.url, timeout=args.timeout) as client:
+            results = predict_files_v2(client, args.model, args.inputs, top_k=args.top_k, hints=hints,
+                                       limit=args.limit)
+    except EdgestackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(results, indent=2) if args.json else "\n".join(map(Model.format_text, results)))
+    return 2 if any("error" in r for r in results) else 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from edgestack.bench import run_bench
 
@@ -146,7 +170,8 @@ def cmd_models(args: argparse.Namespace) -> int:
         try:
             art = artifact.load_latest(name)
             state = f"v{art.version} " + " ".join(
-                f"{v}={m.get('test_accuracy', float('nan')):.4f}" for v, m in art.variants.items())
+                f"{v}={m['test_accuracy']:.4f}" if "test_accuracy" in m else
+                f"{v}={m.get('test_bits_per_char', float('nan')):.4f}bpc" for v, m in art.variants.items())
         except artifact.ArtifactError as exc:
             state = f"not built ({exc})" if artifact.latest_version_dir(name) else "not built"
         print(f"{name:24s} {spec.family:6s} {state}")
@@ -195,6 +220,12 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("--limit", type=int, help="with an IDX/.npy file: how many images (default 8)")
     pr.add_argument("--timeout", type=float, default=30.0)
     pr.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    pr.add_argument("--protocol", choices=["rest", "v2"], default="rest",
+                    help="rest: our convenience endpoints (the server decodes images); v2: the Open Inference "
+                         "Protocol, against any v2 server (ours, Triton, KServe) - images are decoded and "
+                         "preprocessed here, binary tensors are sent")
+    pr.add_argument("--artifacts", help="with --protocol v2 and a server that does not describe the model's "
+                    "preprocessing and labels (not ours, no exported config): read them from this artifacts folder")
     pr.set_defaults(func=cmd_predict)
 
     be = sub.add_parser("bench", help="benchmark one model: table on screen, JSON on disk")
@@ -206,6 +237,10 @@ def parser() -> argparse.ArgumentParser:
     be.add_argument("--threads", type=int, help="intra-op threads for torch and ORT (default: all cores)")
     be.add_argument("--out", default="bench-results", help="folder for the JSON result")
     be.set_defaults(func=cmd_bench)
+
+    from edgestack import abc_check
+
+    abc_check.add_parser(sub)
 
     from batch import cli as batch_cli
     from bundle import cli as bundle_cli

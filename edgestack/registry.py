@@ -35,9 +35,14 @@ MODELS: dict[str, ModelSpec] = {
         "serving.image_classifier:ImageClassifier",
         defaults={"dataset": "fashion", "epochs": 15, "augment": False, "patience": 3},
         description="Fashion-MNIST clothing classifier (28x28 grey, 10 classes)"),
+    "folk-lstm": ModelSpec(
+        "folk-lstm", "lstm", "text-generation", "training.folk_lstm", "export.folk_lstm",
+        "serving.music_generator:MusicGenerator",
+        defaults={"corpus": "irish", "hidden_size": 256, "epochs": 15, "patience": 4, "threads": 1},
+        description="character LSTM writing Irish folk tunes in ABC notation"),
 }
 
-DEFAULT_MODELS = ["digits-cnn", "fashion-cnn"]
+DEFAULT_MODELS = ["digits-cnn", "fashion-cnn", "folk-lstm"]
 
 
 @dataclass(frozen=True)

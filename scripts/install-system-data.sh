@@ -2,6 +2,17 @@
 # Installs the Debian dataset packages the default models train on, when they are missing.
 # Without root or apt, it says what is missing and how to use your own files instead.
 set -euo pipefail
+# abc2midi (Debian abcmidi): folk-lstm renders tunes to MIDI with it, and `edgestack abc-check`
+# uses it as a strict ABC parser.
+if ! command -v abc2midi >/dev/null 2>&1; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo ">> installing Debian package abcmidi (abc2midi: ABC tunes -> MIDI)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq abcmidi
+  else
+    echo "!! abc2midi is missing: folk-lstm's /render_midi needs it (as root: apt-get install abcmidi)" >&2
+  fi
+fi
 FASHION_DIR=/usr/share/datasets/fashion-mnist
 if [ -f "$FASHION_DIR/train-images-idx3-ubyte.gz" ]; then
   exit 0

@@ -6,6 +6,9 @@ Endpoints (POST, JSON unless said):
     /classify         {"model": "fashion-cnn" (optional when one image model is served), "pixels": [[...28x28 0..255...]] | [N,28,28], "top_k": 3}
     /classify_image   multipart: images=<PNG/JPEG file>(one or more), model, top_k
     /models           what is served: version, variant, provider, accuracy, inputs/outputs
+    /generate         folk-lstm: {"prompt": "X:1\n", "temperature": 1.0, "top_k": 0, "top_p": 1.0, "seed": 7, "max_length": 1000} -> a tune
+    /generate_stream  the same as Server-Sent Events (text/event-stream)
+    /render_midi      {"abc": "X:1\nT:...\nK:D\n..."} (or generation fields) -> audio/midi
 BentoML adds GET /livez, /readyz (ready once every model is loaded and warmed up) and
 /metrics (Prometheus, with edgestack_batch_size for the adaptive batcher).
 
@@ -121,6 +124,46 @@ class EdgeStack:
             raise http_error(exc) from None
         return {"model": runner.name, "version": runner.artifact.version, "variant": runner.variant,
                 "predictions": predictions}
+
+    def _sampling(self, model, prompt, max_length, temperature, top_k, top_p, seed):
+        """folk-lstm: the runner and checked sampling parameters (4xx naming any bad one)."""
+        runner = self._runner(model, "text-generation")
+        try:
+            return runner, runner.check(prompt, max_length, temperature, top_k, top_p, seed)
+        except InputError as exc:
+            raise http_error(exc) from None
+
+    @bentoml.api
+    async def generate(self, model: str | None = None, prompt: str | None = None, max_length: int | None = None,
+                       temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: int | None = None) -> dict:
+        """Write a folk tune in ABC notation (folk-lstm). prompt: how the tune begins (default "X:1\\n");
+        stops at the end of the tune or after max_length new characters; same seed, same tune."""
+        runner, params = self._sampling(model, prompt, max_length, temperature, top_k, top_p, seed)
+        return await runner.generate(params)
+
+    @bentoml.api
+    async def generate_stream(self, model: str | None = None, prompt: str | None = None,
+                              max_length: int | None = None, temperature: float = 1.0, top_k: int = 0,
+                              top_p: float = 1.0, seed: int | None = None) -> str:
+        """Like /generate, streamed as Server-Sent Events (text/event-stream): start, piece..., end."""
+        from serving.music_http import sse_response
+
+        return sse_response(*self._sampling(model, prompt, max_length, temperature, top_k, top_p, seed))
+
+    @bentoml.api
+    async def render_midi(self, abc: str | None = None, model: str | None = None, prompt: str | None = None,
+                          temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+                          seed: int | None = None) -> bytes:
+        """ABC -> MIDI (audio/midi). Send `abc`, or leave it out to render a tune generated with the other fields."""
+        from serving.music_http import midi_response
+
+        try:
+            if abc is None:
+                runner, params = self._sampling(model, prompt, None, temperature, top_k, top_p, seed)
+                abc = (await runner.generate(params))["tune"]
+            return await midi_response(abc)
+        except InputError as exc:
+            raise http_error(exc) from None
 
     @bentoml.api
     def models(self) -> dict:

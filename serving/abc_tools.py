@@ -1,0 +1,143 @@
+"""ABC notation checks and ABC -> MIDI, for serving and the quality gate (no torch, no music21).
+
+`header_problems` is a structural check of one tune: the X:, T:, M: and K: header fields
+and a body of music after K:. MIDI comes from `abc2midi` (Debian package `abcmidi`), a strict
+external parser: it lists every error it finds, and the MIDI it writes is checked for notes.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from serving.errors import InputError
+
+REQUIRED_HEADERS = ("X", "T", "M", "K")
+MAX_ABC_CHARS = 20_000
+ABC2MIDI_TIMEOUT_S = 10.0
+_FIELD = re.compile(r"^([A-Za-z]):(.*)$")
+_NOTE = re.compile(r"[A-Ga-gz]")
+
+
+def header_problems(text: str) -> list[str]:
+    """What keeps `text` from being one tune with X:, T:, M:, K: headers and a body (empty: fine)."""
+    lines = [line.rstrip() for line in text.strip().splitlines()]
+    if not lines or not lines[0].startswith("X:"):
+        return ["a tune must start with an X: (reference number) line"]
+    seen: dict[str, str] = {}
+    body_start = None
+    for i, line in enumerate(lines):
+        match = _FIELD.match(line)
+        if not match:
+            break
+        seen.setdefault(match.group(1), match.group(2).strip())
+        if match.group(1) == "K":
+            body_start = i + 1
+            break
+    problems = [f"missing {key}: header" + (" (the header block must end with K:)" if key == "K" else "")
+                for key in REQUIRED_HEADERS if key not in seen]
+    if not seen.get("X", "x").strip().isdigit():
+        problems.append(f"X: must be a number, got {seen.get('X')!r}")
+    if body_start is None:  # K: missing, or music began before it (K: closes the header block)
+        return problems
+    body = "\n".join(line for line in lines[body_start:] if not _FIELD.match(line) and not line.startswith("%"))
+    if not _NOTE.search(body):
+        problems.append("no music after the K: header (the body has no notes)")
+    return problems
+
+
+def abc2midi_available() -> bool:
+    return shutil.which("abc2midi") is not None
+
+
+def count_note_ons(midi: bytes) -> int:
+    """Note-on events (velocity > 0) in a standard MIDI file; 0 for anything unreadable."""
+    if midi[:4] != b"MThd":
+        return 0
+    pos, notes = 8 + int.from_bytes(midi[4:8], "big"), 0
+    while pos + 8 <= len(midi):
+        kind, length = midi[pos:pos + 4], int.from_bytes(midi[pos + 4:pos + 8], "big")
+        track, pos = midi[pos + 8:pos + 8 + length], pos + 8 + length
+        if kind != b"MTrk":
+            continue
+        i, status = 0, 0
+        while i < len(track):
+            while i < len(track) and track[i] & 0x80:  # delta time (variable length)
+                i += 1
+            i += 1
+            if i >= len(track):
+                break
+            if track[i] & 0x80:
+                status = track[i]
+                i += 1
+            if status == 0xFF:  # meta: type, length, data
+                i += 1
+                length, shift = 0, 0
+                while i < len(track):
+                    length = (length << 7) | (track[i] & 0x7F)
+                    i += 1
+                    if not track[i - 1] & 0x80:
+                        break
+                i += length
+            elif status in (0xF0, 0xF7):  # sysex
+                length = 0
+                while i < len(track):
+                    length = (length << 7) | (track[i] & 0x7F)
+                    i += 1
+                    if not track[i - 1] & 0x80:
+                        break
+                i += length
+            else:
+                kind_bits = status & 0xF0
+                size = 1 if kind_bits in (0xC0, 0xD0) else 2
+                if kind_bits == 0x90 and i + 1 < len(track) and track[i + 1] > 0:
+                    notes += 1
+                i += size
+    return notes
+
+
+@dataclass
+class MidiResult:
+    midi: bytes
+    notes: int
+    errors: list[str] = field(default_factory=list)    # abc2midi's "Error ..." lines
+    warnings: list[str] = field(default_factory=list)  # abc2midi's "Warning ..." lines
+
+
+def abc2midi(text: str, timeout: float = ABC2MIDI_TIMEOUT_S) -> MidiResult:
+    """Run abc2midi on one tune; the MIDI bytes (maybe empty) and what it complained about."""
+    exe = shutil.which("abc2midi")
+    if exe is None:
+        raise InputError("MIDI rendering needs abc2midi on the server (Debian: apt-get install abcmidi)", 503)
+    with tempfile.TemporaryDirectory(prefix="edgestack-abc-") as tmp:
+        src, dst = Path(tmp) / "tune.abc", Path(tmp) / "tune.mid"
+        src.write_text(text.strip() + "\n", encoding="utf-8")
+        try:
+            run = subprocess.run([exe, str(src), "-o", str(dst)], capture_output=True, text=True,
+                                 timeout=timeout, errors="replace")
+        except subprocess.TimeoutExpired:
+            raise InputError(f"abc2midi took longer than {timeout:g}s on this ABC", 422) from None
+        midi = dst.read_bytes() if dst.is_file() else b""
+    lines = (run.stdout + run.stderr).splitlines()
+    return MidiResult(midi, count_note_ons(midi), [ln.strip() for ln in lines if ln.startswith("Error")],
+                      [ln.strip() for ln in lines if ln.startswith("Warning")])
+
+
+def render_midi(text: str) -> MidiResult:
+    """ABC text -> MIDI, or InputError (422) saying why this is not a tune that renders."""
+    if not isinstance(text, str) or not text.strip():
+        raise InputError("no ABC given: send the tune as `abc` (text starting with X:)")
+    if len(text) > MAX_ABC_CHARS:
+        raise InputError(f"ABC text has {len(text)} characters; the limit is {MAX_ABC_CHARS}", 413)
+    problems = header_problems(text)
+    if problems:
+        raise InputError("invalid ABC: " + "; ".join(problems), 422)
+    result = abc2midi(text)
+    if not result.midi or result.notes == 0:
+        detail = "; ".join(result.errors[:5]) or "abc2midi wrote no notes"
+        raise InputError(f"invalid ABC: abc2midi could not render it ({detail})", 422)
+    return result

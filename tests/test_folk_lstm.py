@@ -1,0 +1,279 @@
+"""folk-lstm end to end on a slice of the real Irish tunes: train, export, quantize, generate, serve.
+
+A tiny LSTM (hidden 48) trained for 2 epochs on 120 real tunes: what it writes is not music
+yet, but every mechanism is the real one (ONNX LSTM op, DynamicQuantizeLSTM, ORT sessions,
+abc2midi, a real `bentoml serve` process, real HTTP and Server-Sent Events).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+
+import httpx
+import numpy as np
+import pytest
+
+from edgestack import artifact
+from export.folk_lstm import ROLLOUT_PROMPT, greedy_rollout_ort, greedy_rollout_torch
+from export.onnx_utils import op_types
+from serving import abc_tools
+from serving.errors import InputError
+from serving.music_generator import MusicGenerator, SamplingParams, sample_index
+from serving.runner import RunnerOptions
+from serving.runtime import open_session
+from tests.conftest import serve
+from training import folk_lstm
+from training.data import abc as abc_data
+
+TINY = {"hidden_size": 48, "embedding_dim": 32, "epochs": 2, "patience": 2, "train_limit": 120, "val_limit": 30,
+        "batch_size": 16, "threads": 1}
+LIMITS = {"EDGESTACK_MAX_PROMPT_CHARS": "600", "EDGESTACK_MAX_NEW_CHARS": "800"}
+
+
+@pytest.fixture(scope="module")
+def folk_artifact(artifacts_root) -> artifact.Artifact:
+    from edgestack.build import build
+
+    return build("folk-lstm", TINY, root=artifacts_root, progress=False)
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return abc_data.load_splits("irish", seed=0)
+
+
+@pytest.fixture(scope="module")
+def runner(folk_artifact, monkeypatch_module) -> MusicGenerator:
+    for key, value in LIMITS.items():
+        monkeypatch_module.setenv(key, value)
+    return MusicGenerator(folk_artifact, RunnerOptions(device="cpu", threads=1))
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as mp:
+        yield mp
+
+
+@pytest.fixture(scope="module")
+def folk_server(folk_artifact):
+    with serve(["folk-lstm"], LIMITS) as (url, proc):
+        yield url
+
+
+# -- data ---------------------------------------------------------------------------------
+
+def test_corpus_is_split_by_whole_tunes(splits):
+    assert len(splits.train) + len(splits.val) + len(splits.test) == 804
+    assert all(t.startswith("X:") for t in splits.train + splits.val + splits.test)
+    assert not set(splits.train) & set(splits.val) and not set(splits.train) & set(splits.test)
+    assert abc_data.load_splits("irish", seed=0).test == splits.test          # fixed by the seed
+    assert abc_data.load_splits("irish", seed=1).test != splits.test
+
+
+def test_vocabulary_handles_unknown_characters_explicitly(splits):
+    vocab = abc_data.Vocabulary.from_text(abc_data.join_tunes(splits.train))
+    assert vocab.decode(vocab.encode(splits.val[0][:50], unknown="drop")) == \
+        "".join(ch for ch in splits.val[0][:50] if ch in vocab.index)
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        vocab.encode("X:1\nT:Caf\u00e9")
+    assert len(vocab.encode("ab\u00e9c", unknown="drop")) == 3
+
+
+def test_folder_of_abc_files_is_a_corpus(tmp_path, splits):
+    (tmp_path / "a.abc").write_text("\n\n".join(splits.train[:6]))
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b.abc").write_text(splits.train[6])
+    tunes, source = abc_data.load_corpus(data_dir=tmp_path)
+    assert tunes == splits.train[:7] and source == str(tmp_path)
+
+
+# -- training and export ------------------------------------------------------------------
+
+def test_training_learns_and_writes_a_safe_run(folk_artifact):
+    metrics = folk_artifact.manifest["training"]
+    checkpoint = folk_artifact.path / "checkpoint"
+    assert (checkpoint / "model.safetensors").is_file() and (checkpoint / "curves.png").is_file()
+    assert not list(folk_artifact.path.rglob("*.pt")) and not list(folk_artifact.path.rglob("*.pkl"))
+    vocab_size = folk_artifact.manifest["vocabulary"]["size"]
+    # better than guessing uniformly among the characters, even after 2 tiny epochs
+    assert metrics["val_bits_per_char"] < np.log2(vocab_size) - 1.0
+    assert metrics["tunes"]["train"] == 120
+
+
+def test_greedy_rollout_of_200_steps_matches_pytorch(folk_artifact):
+    model, config, vocab = folk_lstm.load_checkpoint(folk_artifact.path / "checkpoint")
+    fp32 = folk_artifact.variants["fp32"]
+    step = open_session(folk_artifact.file(fp32["file"]), device="cpu", threads=1)
+    prompt = open_session(folk_artifact.file(fp32["prompt_file"]), device="cpu", threads=1)
+    ids = vocab.encode(ROLLOUT_PROMPT)
+    expected = greedy_rollout_torch(model, ids, 200)
+    assert greedy_rollout_ort(prompt, step, ids, 200, config["hidden_size"]) == expected
+    assert folk_artifact.manifest["parity"]["greedy_rollout_identical"] is True
+
+
+def test_int8_graphs_really_quantize_the_lstm(folk_artifact):
+    for key in ("file", "prompt_file"):
+        fp32 = op_types(folk_artifact.file(folk_artifact.variants["fp32"][key]))
+        int8 = op_types(folk_artifact.file(folk_artifact.variants["int8"][key]))
+        assert fp32.get("LSTM") == 1 and "DynamicQuantizeLSTM" not in fp32
+        assert int8.get("DynamicQuantizeLSTM") == 1 and "LSTM" not in int8
+        assert "MatMulInteger" in int8  # the output layer too
+    variants = folk_artifact.variants
+    assert variants["int8"]["val_bits_per_char"] <= variants["fp32"]["val_bits_per_char"] * 1.02
+    assert folk_artifact.manifest["pytorch_val_bits_per_char"] == pytest.approx(
+        variants["fp32"]["val_bits_per_char"], rel=1e-4)
+
+
+# -- generation (numpy + ORT) -------------------------------------------------------------
+
+def test_sampling_cuts_are_respected():
+    logits = np.log(np.array([0.5, 0.3, 0.15, 0.05]))
+    rng = np.random.default_rng(0)
+    assert {sample_index(logits, rng, 1.0, 2, 1.0) for _ in range(300)} == {0, 1}
+    assert {sample_index(logits, rng, 1.0, 0, 0.7) for _ in range(300)} == {0, 1}   # 0.5 + 0.3 reaches 0.7
+    assert {sample_index(logits, rng, 1.0, 0, 0.4) for _ in range(100)} == {0}
+    draws = [sample_index(logits, rng, 1.0, 0, 1.0) for _ in range(4000)]
+    assert np.bincount(draws, minlength=4) / 4000 == pytest.approx([0.5, 0.3, 0.15, 0.05], abs=0.03)
+    cold = [sample_index(logits, rng, 0.05, 0, 1.0) for _ in range(100)]
+    assert set(cold) == {0}
+
+
+def test_same_seed_same_tune_and_top_k_1_is_greedy(runner):
+    a = runner.complete(runner.check("X:1\nT:", 300, 1.0, 0, 1.0, 7))
+    b = runner.complete(runner.check("X:1\nT:", 300, 1.0, 0, 1.0, 7))
+    c = runner.complete(runner.check("X:1\nT:", 300, 1.0, 0, 1.0, 8))
+    assert a == b and a["tune"] != c["tune"] and a["tune"].startswith("X:1\nT:")
+    greedy = [runner.complete(runner.check("X:1\n", 100, 1.0, 1, 1.0, seed))["tune"] for seed in (1, 2)]
+    assert greedy[0] == greedy[1]
+    assert a["stop_reason"] in ("end_of_tune", "max_length") and a["generated_chars"] <= 300
+    assert "\n\n" not in a["tune"]
+
+
+def test_v2_infer_runs_one_step_with_explicit_state(runner):
+    h, c = runner.zero_state(2)
+    out = asyncio.run(runner.infer({"token": np.array([3, 5]), "h": h, "c": c}))
+    assert out["logits"].shape == (2, len(runner.chars)) and out["h_out"].shape == h.shape
+    logits, h1, _ = runner.step(5, h[:, 1:], c[:, 1:])
+    one = asyncio.run(runner.infer({"token": np.array([5]), "h": h[:, 1:], "c": c[:, 1:]}))
+    np.testing.assert_array_equal(one["logits"][0], logits)
+    np.testing.assert_array_equal(one["h_out"], h1)
+    # int8: activations are quantized with one scale per call, so a batch differs a little from batch 1
+    np.testing.assert_allclose(out["logits"][1], logits, atol=0.05)
+    with pytest.raises(InputError, match="must have shape"):
+        asyncio.run(runner.infer({"token": np.array([3]), "h": h, "c": c}))
+    with pytest.raises(InputError, match="token ids must be in"):
+        asyncio.run(runner.infer({"token": np.array([999, 1]), "h": h, "c": c}))
+    with pytest.raises(InputError, match="missing"):
+        asyncio.run(runner.infer({"token": np.array([1, 1]), "h": h}))
+    assert [i["name"] for i in runner.inputs] == ["token", "h", "c"]
+    assert runner.inputs[1]["shape"] == [1, -1, runner.hidden]
+
+
+def test_abc_checks_on_real_and_broken_tunes(splits):
+    real = splits.test[0]
+    assert abc_tools.header_problems(real) == []
+    rendered = abc_tools.render_midi(real)
+    assert rendered.midi.startswith(b"MThd") and rendered.notes > 20
+    assert "missing K: header" in abc_tools.header_problems("X:1\nT:t\nM:4/4\nabc|")[-1]
+    assert abc_tools.header_problems("hello") == ["a tune must start with an X: (reference number) line"]
+    assert "no music" in abc_tools.header_problems("X:1\nT:t\nM:4/4\nK:D\n|]")[0]
+
+
+# -- over HTTP ----------------------------------------------------------------------------
+
+def read_sse(response: httpx.Response) -> list[tuple[str, dict]]:
+    events, name = [], None
+    for line in response.iter_lines():
+        if line.startswith("event: "):
+            name = line[7:]
+        elif line.startswith("data: "):
+            events.append((name, json.loads(line[6:])))
+    return events
+
+
+def test_generate_whole_and_streamed_are_the_same_tune(folk_server):
+    body = {"prompt": "X:1\nT:", "seed": 11, "max_length": 400, "temperature": 0.9, "top_p": 0.95}
+    whole = httpx.post(folk_server + "/generate", json=body, timeout=30)
+    assert whole.status_code == 200, whole.text
+    tune = whole.json()["tune"]
+    with httpx.stream("POST", folk_server + "/generate_stream", json=body, timeout=30) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        events = read_sse(response)
+    names = [name for name, _ in events]
+    assert names[0] == "start" and names[-1] == "end" and names.count("piece") >= 1
+    assert events[0][1]["seed"] == 11
+    streamed = body["prompt"] + "".join(data["text"] for name, data in events if name == "piece")
+    assert streamed.rstrip("\n") == tune == events[-1][1]["tune"]
+    again = httpx.post(folk_server + "/generate", json=body, timeout=30).json()
+    assert again["tune"] == tune  # same seed and parameters, same tune
+
+
+def test_render_midi_of_a_given_and_a_generated_tune(folk_server, splits):
+    vocabulary = set(httpx.post(folk_server + "/models", json={}).json()["models"][0]["vocabulary"])
+    real = next(t for t in splits.test if set(t) <= vocabulary and len(t) < 500)
+    response = httpx.post(folk_server + "/render_midi", json={"abc": real}, timeout=30)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "audio/midi" and response.content.startswith(b"MThd")
+    assert abc_tools.count_note_ons(response.content) > 20
+    # no `abc`: generate first (a prompt that is most of a real tune), then render
+    prompt = real.rsplit("\n", 1)[0] + "\n"
+    response = httpx.post(folk_server + "/render_midi", json={"prompt": prompt, "seed": 3}, timeout=30)
+    assert response.status_code == 200, response.text
+    assert response.content.startswith(b"MThd") and int(response.headers["x-abc-notes"]) > 10
+
+
+BAD = [
+    ("/generate", {"prompt": "X:1\nT:Caf\u00e9 \u266b"}, 400, "outside the model's vocabulary"),
+    ("/generate", {"prompt": "X:1\n" + "a" * 700}, 413, "the limit is 600"),
+    ("/generate", {"temperature": 0}, 400, "temperature must be a number in (0, 5]"),
+    ("/generate", {"temperature": -1.5}, 400, "temperature"),
+    ("/generate", {"temperature": 1e6}, 400, "temperature"),
+    ("/generate", {"top_p": 0}, 400, "top_p must be in (0, 1]"),
+    ("/generate", {"top_p": 1.5}, 400, "top_p must be in (0, 1]"),
+    ("/generate", {"top_k": -1}, 400, "top_k must be a whole number"),
+    ("/generate", {"max_length": 801}, 400, "max_length must be between 1 and 800"),
+    ("/generate", {"max_length": 0}, 400, "max_length must be between 1 and 800"),
+    ("/generate", {"seed": -4}, 400, "seed must be"),
+    ("/generate", {"model": "no-such"}, 404, "unknown model 'no-such'"),
+    ("/generate_stream", {"prompt": "\u00e9"}, 400, "outside the model's vocabulary"),
+    ("/generate_stream", {"temperature": 0}, 400, "temperature"),
+    ("/render_midi", {"abc": "hello, not a tune"}, 422, "invalid ABC: a tune must start with an X:"),
+    ("/render_midi", {"abc": "X:1\nT:No key\nM:4/4\nabc|"}, 422, "missing K: header"),
+    ("/render_midi", {"abc": "X:1\nT:Empty\nM:4/4\nK:D\n|]"}, 422, "no music after the K: header"),
+    ("/render_midi", {"abc": "X:1\nT:t\nM:4/4\nK:D\n" + "a" * 30000}, 413, "the limit is 20000"),
+    ("/render_midi", {"temperature": -1}, 400, "temperature"),
+]
+
+
+@pytest.mark.parametrize("path,body,status,message", BAD, ids=[f"{p}-{m[:30]}" for p, _, _, m in BAD])
+def test_bad_input_is_a_4xx_naming_the_problem(folk_server, path, body, status, message):
+    response = httpx.post(folk_server + path, json=body, timeout=30)
+    assert response.status_code == status, response.text
+    payload = response.json()
+    error = (payload[0] if isinstance(payload, list) else payload)["error"]
+    assert message in error
+
+
+def test_models_endpoint_and_still_serving_after_bad_input(folk_server):
+    described = httpx.post(folk_server + "/models", json={}).json()["models"][0]
+    assert described["name"] == "folk-lstm" and described["variant"] == "int8"
+    assert described["inputs"][0] == {"name": "token", "dtype": "int64", "shape": [-1]}
+    response = httpx.post(folk_server + "/generate", json={"max_length": 5, "seed": 1}, timeout=30)
+    assert response.status_code == 200 and response.json()["generated_chars"] <= 5
+
+
+def test_music_serving_never_imports_torch():
+    code = ("import sys, serving.service, serving.music_generator, serving.music_http, serving.abc_tools; "
+            "sys.exit(1 if 'torch' in sys.modules else 0)")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_cli_help_explains_abc_check():
+    out = subprocess.run([sys.executable, "-m", "edgestack.cli", "abc-check", "--help"],
+                         capture_output=True, text=True).stdout
+    assert "--temperature" in out and "abc2midi" in out
