@@ -114,8 +114,6 @@ def _load_inputs(paths: list[str], limit: int | None):
 def cmd_predict(args: argparse.Namespace) -> int:
     from clients import Client, EdgestackError
 
-    if args.protocol == "v2":
-        return _predict_v2(args)
     kind, inputs = _load_inputs(args.inputs, args.limit)
     try:
         with Client(args.url, timeout=args.timeout) as client:
@@ -136,26 +134,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
             scores = ", ".join(f"{s.label} {s.probability:.3f}" for s in pred.top_k)
             print(f"{name}: {pred.label}   ({scores})")
     return 0
-
-
-def _predict_v2(args: argparse.Namespace) -> int:
-    """The Open Inference Protocol path: any v2 server (ours, Triton, KServe); images are
-    decoded and preprocessed here, the server runs the bare model."""
-    from bundle.edge_runner.image import Model
-    from clients import Client, EdgestackError
-    from clients.v2 import predict_files_v2
-    from edgestack.v2protocol import client_hints
-
-    hints = client_hints(artifact.load_latest(args.model, Path(args.artifacts)).manifest) if args.artifacts else None
-    try:
-        with Client(args.url, timeout=args.timeout) as client:
-            results = predict_files_v2(client, args.model, args.inputs, top_k=args.top_k, hints=hints,
-                                       limit=args.limit)
-    except EdgestackError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps(results, indent=2) if args.json else "\n".join(map(Model.format_text, results)))
-    return 2 if any("error" in r for r in results) else 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -220,12 +198,6 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("--limit", type=int, help="with an IDX/.npy file: how many images (default 8)")
     pr.add_argument("--timeout", type=float, default=30.0)
     pr.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    pr.add_argument("--protocol", choices=["rest", "v2"], default="rest",
-                    help="rest: our convenience endpoints (the server decodes images); v2: the Open Inference "
-                         "Protocol, against any v2 server (ours, Triton, KServe) - images are decoded and "
-                         "preprocessed here, binary tensors are sent")
-    pr.add_argument("--artifacts", help="with --protocol v2 and a server that does not describe the model's "
-                    "preprocessing and labels (not ours, no exported config): read them from this artifacts folder")
     pr.set_defaults(func=cmd_predict)
 
     be = sub.add_parser("bench", help="benchmark one model: table on screen, JSON on disk")
@@ -238,15 +210,15 @@ def parser() -> argparse.ArgumentParser:
     be.add_argument("--out", default="bench-results", help="folder for the JSON result")
     be.set_defaults(func=cmd_bench)
 
-    from edgestack import abc_check
-
-    abc_check.add_parser(sub)
-
     from batch import cli as batch_cli
     from bundle import cli as bundle_cli
 
     batch_cli.add_parsers(sub)    # batch, bench-batch
     bundle_cli.add_parsers(sub)   # bundle, bench-bundle
+
+    from edgestack import abc_check
+
+    abc_check.add_parser(sub)
 
     m = sub.add_parser("models", help="list models and their artifacts")
     m.set_defaults(func=cmd_models)
