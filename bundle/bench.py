@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -30,23 +31,23 @@ def clean_env() -> dict:
 
 
 def cold_start(python: str, bundle_dir: Path, inputs: list[str], runs: int) -> dict:
-    """Spawn the runner `runs` times; time to the first answer line, peak RSS (KiB) of each process."""
+    """Spawn the runner `runs` times; time to the first answer line, peak RSS of each process."""
     times, rss = [], []
     for _ in range(runs):
         started = time.perf_counter()
-        proc = subprocess.Popen([python, "-m", "edge_runner", *inputs, "--json", "--threads", "1"],
+        proc = subprocess.Popen([python, "-m", "edge_runner", *inputs, "--json", "--threads", "1", "--timing"],
                                 cwd=bundle_dir, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         first = proc.stdout.readline()
         elapsed = time.perf_counter() - started
-        rest = proc.stdout.read()
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
+        rest, errors = proc.communicate()
         if proc.returncode != 0 or not first:
-            raise RuntimeError(f"runner failed ({proc.returncode}): {proc.stderr.read().decode()[-2000:]}")
+            raise RuntimeError(f"runner failed ({proc.returncode}): {(first + rest).decode()[-1000:]} "
+                               f"{errors.decode()[-2000:]}")
         json.loads(first)
-        del rest
         times.append(elapsed)
-        rss.append(usage.ru_maxrss)  # KiB on Linux
+        # the runner's own VmHWM (getrusage of a child would include this process's peak)
+        match = re.search(r"peak RSS ([0-9.]+) MiB", errors.decode())
+        rss.append(float(match.group(1)) * 1024 if match else float("nan"))
     return {"cold_start_ms_median": 1000 * statistics.median(times), "cold_start_ms_all": [1000 * t for t in times],
             "peak_rss_mib_median": statistics.median(rss) / 1024, "runs": runs}
 
@@ -93,7 +94,7 @@ def run_bench_bundle(args) -> dict:
             edge_module = importlib.import_module(f"edge_runner.{built.manifest['runner']['module']}")
         finally:
             sys.path.remove(str(built.path))
-        sample_dir = Path(args.out) / "bundle-samples" / name
+        sample_dir = (Path(args.out) / "bundle-samples" / name).resolve()
         sample_dir.mkdir(parents=True, exist_ok=True)
         inputs, sample = edge_module.example_input(built.manifest, sample_dir)
         row = {"model": name, "version": built.manifest["version"], "variant": built.manifest["variant"],

@@ -79,6 +79,18 @@ def load(bundle_dir: Path | str | None = None, *, threads: int | None = None, mo
     return module.Model(bundle_dir, manifest, session)
 
 
+def peak_rss_kib() -> int | None:
+    """This process's peak resident memory (Linux VmHWM: of this program only, unlike
+    getrusage's ru_maxrss, which keeps the parent's peak across fork + exec)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m edge_runner",
@@ -108,11 +120,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"edge_runner: {exc}", file=sys.stderr)
         return 2
     done = time.perf_counter()
-    for result in results:
-        if args.json:
-            print(json.dumps(result))
-        else:
-            print(model.format_text(result))
+    try:
+        for result in results:
+            print(json.dumps(result) if args.json else model.format_text(result), flush=args.timing)
+    except BrokenPipeError:  # `| head` closed the pipe: not an error
+        sys.stderr.close()
+        return 0
     if args.timing:
-        print(f"load {1000 * (loaded - started):.1f} ms, run {1000 * (done - loaded):.1f} ms", file=sys.stderr)
+        print(f"load {1000 * (loaded - started):.1f} ms, run {1000 * (done - loaded):.1f} ms"
+              + (f", peak RSS {peak_rss_kib() / 1024:.1f} MiB" if peak_rss_kib() else ""), file=sys.stderr)
     return 0 if all("error" not in r for r in results) else 1
