@@ -75,7 +75,7 @@ def file_fingerprint(path: Path) -> dict:
 class BatchAdapter:
     """Base of family adapters. The ORT session opens on first use, in the worker."""
 
-    def __init__(self, manifest: dict, model: bytes | str, *, threads: int = 1, device: str = "cpu",
+    def __init__(self, manifest: dict, model: bytes | str | dict, *, threads: int = 1, device: str = "cpu",
                  batch_size: int = 256, options: dict | None = None):
         self.manifest, self.model, self.threads, self.device = manifest, model, threads, device
         self.batch_size, self.options = batch_size, dict(options or {})
@@ -86,25 +86,38 @@ class BatchAdapter:
         state["_session"] = None  # sessions do not travel; each worker opens its own
         return state
 
+    def _open(self, model):
+        import onnxruntime as ort
+
+        from serving.runtime import choose_providers
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        return ort.InferenceSession(model, sess_options=options, providers=choose_providers(device=self.device))
+
+    @property
+    def sessions(self) -> dict:
+        """role -> ORT session (one role, "model", unless the family has several graphs)."""
+        if self._session is None:
+            models = self.model if isinstance(self.model, dict) else {"model": self.model}
+            self._session = {role: self._open(model) for role, model in models.items()}
+        return self._session
+
     @property
     def session(self):
-        if self._session is None:
-            import onnxruntime as ort
-
-            from serving.runtime import choose_providers
-
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = self.threads
-            options.inter_op_num_threads = 1
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            self._session = ort.InferenceSession(self.model, sess_options=options,
-                                                 providers=choose_providers(device=self.device))
-        return self._session
+        return self.sessions["model"]
 
     def run_model(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         return self.session.run(None, feeds)
 
     # --- what a family implements -------------------------------------------------------
+    @classmethod
+    def model_files(cls, art, variant: str) -> str | dict[str, str]:
+        """The graph file(s) of the variant: a path, or role -> path for several graphs."""
+        return str(art.variant_path(variant))
+
     @classmethod
     def open_source(cls, path: str, manifest: dict, options: dict) -> Source:
         raise NotImplementedError

@@ -29,8 +29,8 @@ def _job_options(p: argparse.ArgumentParser) -> None:
 def cmd_batch(args: argparse.Namespace) -> int:
     from batch.job import JobOptions, run_job
 
-    source_options = {k: v for k, v in (("text_column", args.text_column), ("key_column", args.key_column))
-                      if v is not None}
+    source_options = {k: getattr(args, k) for k in ("text_column", "key_column", "seed", "max_length", "temperature",
+                                                     "top_k", "top_p") if getattr(args, k) is not None}
     opts = JobOptions(engine=args.engine, workers=args.workers, threads=args.threads, batch_size=args.batch_size,
                       shard_size=args.shard_size, variant=args.variant, output_format=args.format,
                       overwrite=args.overwrite, address=args.address, source_options=source_options)
@@ -55,15 +55,17 @@ def add_parsers(sub) -> None:
         description="Run MODEL over every item of INPUT and write one row per item to OUTPUT.\n\n"
                     "INPUT: image models: a folder of images (PNG, JPEG, ...; recursive), an IDX file\n"
                     "(*-idx3-ubyte[.gz]) or a .npy array [N, H, W] of 0..255 intensities.\n"
-                    "OUTPUT: *.parquet or *.jsonl: key, index, label, label_index, probability,\n"
-                    "probabilities (every class, in label order). Inputs that cannot be used go to\n"
-                    "OUTPUT's *.errors.jsonl with the reason; the job goes on.\n\n"
+                    "Generators (folk-lstm): a CSV, JSONL or Parquet table with a `prompt` column.\n"
+                    "OUTPUT: *.parquet or *.jsonl with the input's key and index; classifiers: label,\n"
+                    "label_index, probability, probabilities (every class, in label order);\n"
+                    "generators: prompt, tune, seed, generated_chars, stop_reason. Inputs that cannot\n"
+                    "be used go to OUTPUT's *.errors.jsonl with the reason; the job goes on.\n\n"
                     "Resumable: shards are written atomically under *.parts/; run the same command\n"
                     "again after a crash or kill and only the missing shards are computed, ending\n"
                     "with exactly one row (or error) per input. A finished job is not re-run\n"
                     "(--overwrite to redo it); *.job.json holds counts, timings and items/s.")
     b.add_argument("model", help=f"served name ({names})")
-    b.add_argument("input", help="folder of images, IDX file or .npy (image models)")
+    b.add_argument("input", help="folder of images, IDX file or .npy (image models); CSV/JSONL/Parquet (text)")
     b.add_argument("output", help="output file: *.parquet or *.jsonl")
     _job_options(b)
     g = b.add_argument_group("job")
@@ -71,8 +73,14 @@ def add_parsers(sub) -> None:
     g.add_argument("--format", choices=["parquet", "jsonl"], help="output format (default: from OUTPUT's extension)")
     g.add_argument("--overwrite", action="store_true", help="discard an existing output or unfinished job and start over")
     g.add_argument("--report", action="store_true", help="print the job summary (the *.job.json) as JSON at the end")
-    g.add_argument("--text-column", help="text models, CSV/JSONL/Parquet input: the text column (default: text)")
-    g.add_argument("--key-column", help="text models: a column holding each row's key (default: the row number)")
+    g = b.add_argument_group("text and generator models (CSV, JSONL or Parquet input)")
+    g.add_argument("--text-column", help="the column to read (default: text for classifiers, prompt for generators)")
+    g.add_argument("--key-column", help="a column holding each row's key (default: the row number)")
+    g.add_argument("--seed", type=int, help="generators: row i uses seed SEED + i (default 0): every tune can be had again")
+    g.add_argument("--max-length", type=int, help="generators: most new characters per item (default 400)")
+    g.add_argument("--temperature", type=float, help="generators: sampling temperature (default 1.0)")
+    g.add_argument("--top-k", type=int, help="generators: sample among the k likeliest (default 0: off)")
+    g.add_argument("--top-p", type=float, help="generators: nucleus mass (default 1.0: off)")
     b.set_defaults(func=cmd_batch)
 
     bb = sub.add_parser(

@@ -21,7 +21,7 @@ _WORKER: dict = {}
 
 def _init_worker(adapter: BatchAdapter, source: Source) -> None:
     _WORKER["adapter"], _WORKER["source"] = adapter, source
-    adapter.session  # open the session (and its thread pool) once, before the first shard
+    adapter.sessions  # open the session(s) (and its thread pool) once, before the first shard
 
 
 def _work(shard: Shard) -> ShardResult:
@@ -32,7 +32,7 @@ def run_local(adapter: BatchAdapter, source: Source, shards: list[Shard], *, wor
               info: dict) -> Iterator[ShardResult]:
     started = time.perf_counter()
     if workers <= 1:
-        adapter.session
+        adapter.sessions
         info["startup_seconds"] = round(time.perf_counter() - started, 3)
         for shard in shards:
             yield run_shard(adapter, source, shard, worker="main")

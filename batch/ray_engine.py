@@ -33,7 +33,7 @@ class ShardActor:
         import ray
 
         self.adapter, self.source = ray.get(refs[0]), ray.get(refs[1])
-        self.adapter.session  # open now: the pool is warm before the first shard arrives
+        self.adapter.sessions  # open now: the pool is warm before the first shard arrives
         self.name = f"ray actor pid {os.getpid()}"
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -72,8 +72,11 @@ def run_ray(adapter: BatchAdapter, source: Source, shards: list[Shard], *, worke
     info.update(connect(opts.address))
     try:
         shipped = pickle.loads(pickle.dumps(adapter))
-        if isinstance(shipped.model, str) and Path(shipped.model).is_file():
-            shipped.model = Path(shipped.model).read_bytes()  # nodes need no artifact folder
+        # the graphs travel as bytes through the object store: nodes need no artifact folder
+        if isinstance(shipped.model, dict):
+            shipped.model = {role: Path(m).read_bytes() if isinstance(m, str) else m for role, m in shipped.model.items()}
+        elif isinstance(shipped.model, str):
+            shipped.model = Path(shipped.model).read_bytes()
         refs = [ray.put(shipped), ray.put(source)]
         items = [{"shard_id": s.shard_id, "start": s.start, "stop": s.stop} for s in shards]
         dataset = ray.data.from_items(items, override_num_blocks=len(items))

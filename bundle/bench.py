@@ -103,7 +103,8 @@ def run_bench_bundle(args) -> dict:
                "model_onnx_bytes": (built.path / "model.onnx").stat().st_size,
                "python": python, "pillow_in_runner_env": has_pillow,
                **cold_start(python, built.path, inputs, args.runs),
-               "batch1": latency(built.path, sample, args.iterations)}
+               "batch1": latency(built.path, sample, args.iterations),
+               "batch1_unit": getattr(edge_module, "LATENCY_UNIT", "1 item")}
         rows.append(row)
     report = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(1), "bundles": rows}
     m = report["machine"]
@@ -111,14 +112,14 @@ def run_bench_bundle(args) -> dict:
           f"{m['versions'].get('onnxruntime')}; runner threads 1; load average "
           f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}; runner python {python}")
     header = (f"{'model':22s} {'bundle KiB':>10s} {'tar.gz KiB':>10s} {'ort KiB':>8s} {'cold start ms':>13s} "
-              f"{'peak RSS MiB':>12s} {'b1 p50 ms ort':>13s} {'b1 p50 ms onnx':>14s} {'b1 p99 ms ort':>13s}")
+              f"{'peak RSS MiB':>12s} {'b1 p50 ms ort':>13s} {'b1 p50 ms onnx':>14s} {'b1 p99 ms ort':>13s}  batch-1 =")
     print(header)
     print("-" * len(header))
     for r in rows:
         print(f"{r['model']:22s} {r['bundle_bytes'] / 1024:10.0f} {r['archive_bytes'] / 1024:10.0f} "
               f"{r['model_ort_bytes'] / 1024:8.0f} {r['cold_start_ms_median']:13.0f} {r['peak_rss_mib_median']:12.1f} "
               f"{r['batch1']['ort']['p50_ms']:13.3f} {r['batch1']['onnx']['p50_ms']:14.3f} "
-              f"{r['batch1']['ort']['p99_ms']:13.3f}")
+              f"{r['batch1']['ort']['p99_ms']:13.3f}  {r['batch1_unit']}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"bundle-{time.strftime('%Y%m%d-%H%M%S')}.json"

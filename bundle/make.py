@@ -3,6 +3,7 @@
     bundles/<name>-v<version>/
         model.onnx                          the int8 model (as exported, verified by its sha256)
         model.ort                           the same in ONNX Runtime's ORT format (pre-optimized)
+                                            (generators have two graphs: step.* and prompt.*)
         required_operators.config           operators for an ORT minimal build (--include_ops_by_config)
         required_operators_and_types.config the same with types (--enable_reduced_operator_type_support)
         manifest.json                       what it is, how to feed it, labels, accuracy, checksums
@@ -53,32 +54,34 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def convert_to_ort(onnx_path: Path, out_dir: Path, target_platform: str | None) -> tuple[Path, Path, Path]:
-    """ONNX -> ORT format (optimizations fixed at conversion) + the minimal-build operator configs."""
+def convert_to_ort(graphs: list[str], out_dir: Path, target_platform: str | None) -> tuple[Path, Path]:
+    """<role>.onnx in out_dir -> <role>.ort (optimizations fixed at conversion) for each graph,
+    plus the minimal-build operator configs covering all of them."""
     from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
 
     with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
         work = Path(tmp)
-        shutil.copy(onnx_path, work / "model.onnx")
+        (work / "in").mkdir()
+        for role in graphs:
+            shutil.copy(out_dir / f"{role}.onnx", work / "in" / f"{role}.onnx")
         logging.getLogger("ort_format_model.utils").setLevel(logging.WARNING)
         with contextlib.redirect_stdout(io.StringIO()):
-            convert_onnx_models_to_ort(work / "model.onnx", output_dir=work / "out",
+            convert_onnx_models_to_ort(work / "in", output_dir=work / "out",
                                        optimization_styles=[OptimizationStyle.Fixed],
                                        target_platform=target_platform, enable_type_reduction=True)
-        ort_files = list((work / "out").glob("*.ort"))
         configs = list((work / "out").glob("*.config"))
-        if len(ort_files) != 1 or len(configs) != 1:
-            raise RuntimeError(f"ORT conversion wrote {[p.name for p in (work / 'out').iterdir()]}, expected one .ort and one .config")
-        ort_path = out_dir / "model.ort"
-        shutil.move(ort_files[0], ort_path)
-        # The converter names the absolute temp path in a comment; name the bundle file instead.
-        typed = re.sub(r"(?m)^# - .*$", "# - model.ort", configs[0].read_text())
+        for role in graphs:
+            shutil.move(work / "out" / f"{role}.ort", out_dir / f"{role}.ort")
+        if len(configs) != 1:
+            raise RuntimeError(f"ORT conversion wrote {[p.name for p in (work / 'out').iterdir()]}, expected one .config")
+        # The converter names absolute temp paths in comments; name the bundle files instead.
+        typed = re.sub(r"(?m)^# - .*/([^/]+\.ort)$", r"# - \1", configs[0].read_text())
     typed_path = out_dir / "required_operators_and_types.config"
     typed_path.write_text(typed)
     # Without type information: "domain;opset;Op1,Op2" per line (the {...} type lists removed).
     plain_path = out_dir / "required_operators.config"
     plain_path.write_text(re.sub(r"\{[^{}]*(\{[^{}]*\}[^{}]*)*\}", "", typed))
-    return ort_path, plain_path, typed_path
+    return plain_path, typed_path
 
 
 def _tar_filter(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
@@ -103,7 +106,7 @@ def write_archive(folder: Path, archive: Path) -> Path:
 
 
 def readme(manifest: dict) -> str:
-    name, module = manifest["name"], manifest["runner"]["module"]
+    name = manifest["name"]
     needs = " ".join(manifest["runner"]["requires"])
     return f"""{name} v{manifest['version']} ({manifest['task']}, {manifest['variant']}) -- an edgestack bundle
 
@@ -116,16 +119,16 @@ Command line (from this folder):
 Python:
     import sys; sys.path.insert(0, "<this folder>")
     import edge_runner
-    model = edge_runner.load(threads=1)       # model.ort; load(model_format="onnx") for model.onnx
-    {'model.predict_files(["image.png"])      # or model.classify(pixels uint8 [N, H, W])' if module == 'image' else 'model.run_cli(...)'}
+    model = edge_runner.load(threads=1)       # *.ort graphs; load(model_format="onnx") for *.onnx
+    {manifest['runner']['python_api']}
 
 A reduced ONNX Runtime for a device (only the operators this model uses), from an
 onnxruntime source checkout:
     ./build.sh --config MinSizeRel --minimal_build --disable_ml_ops --disable_exceptions \\
         --include_ops_by_config <this folder>/required_operators_and_types.config \\
         --enable_reduced_operator_type_support --build_wheel
-A minimal build loads model.ort only (not model.onnx).
-model.ort was converted with onnxruntime {manifest['converted_with']['onnxruntime']} for target
+A minimal build loads the .ort files only (not the .onnx ones).
+The .ort files were converted with onnxruntime {manifest['converted_with']['onnxruntime']} for target
 '{manifest['converted_with']['target_platform']}': use an onnxruntime at least that new.
 
 Files and their sha256 are listed in manifest.json (`python -m edge_runner --check ...` verifies them).
@@ -150,11 +153,13 @@ def make_bundle(name: str, out_root: Path | str = "bundles", *, variant: str = "
     staging.mkdir()
     try:
         started = time.time()
-        source = art.variant_path(variant)
-        shutil.copy(source, staging / "model.onnx")
-        say(f"[{name}] converting {variant} model to ORT format (target: {target_platform or 'portable'})")
-        convert_to_ort(staging / "model.onnx", staging, target_platform)
-        for relative in getattr(edge_module, "BUNDLE_FILES", ()):  # vocabulary, tokenizer, ...
+        sources = edge_module.graphs(art.manifest, variant)  # role -> artifact file
+        for role, relative in sources.items():
+            shutil.copy(art.file(relative), staging / f"{role}.onnx")
+        say(f"[{name}] converting {variant} {'/'.join(sources)} graph(s) to ORT format "
+            f"(target: {target_platform or 'portable'})")
+        convert_to_ort(list(sources), staging, target_platform)
+        for relative in edge_module.bundle_files(art.manifest):  # vocabulary, tokenizer, ...
             (staging / relative).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(art.file(relative), staging / relative)
         runner_dir = staging / "edge_runner"
@@ -173,14 +178,17 @@ def make_bundle(name: str, out_root: Path | str = "bundles", *, variant: str = "
             "bundle_schema": BUNDLE_SCHEMA,
             "name": name, "version": art.version, "family": spec.family, "task": m["task"], "variant": variant,
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "models": {"ort": "model.ort", "onnx": "model.onnx"},
+            "graphs": {role: {"ort": f"{role}.ort", "onnx": f"{role}.onnx"} for role in sources},
             "runner": {"module": module_file.stem, "command": "python -m edge_runner INPUT...",
-                       "requires": list(getattr(edge_module, "REQUIRES", ("onnxruntime", "numpy")))},
+                       "requires": list(getattr(edge_module, "REQUIRES", ("onnxruntime", "numpy"))),
+                       "python_api": edge_module.API_EXAMPLE},
             "inputs": m["inputs"], "outputs": m["outputs"],
             "preprocessing": m.get("preprocessing"), "labels": labels,
-            **{k: m[k] for k in ("tokenizer", "vocab", "generation") if k in m},
-            "test_accuracy": art.variants[variant].get("test_accuracy"),
-            "source": {"artifact": str(art.path), "file": source.name, "sha256": sha256(source)},
+            **{k: m[k] for k in ("tokenizer", "vocabulary", "generation", "prompt_graph", "max_length") if k in m},
+            "quality": {k: v for k, v in art.variants[variant].items()
+                        if k.startswith(("test_", "val_")) and isinstance(v, (int, float))},
+            "source": {"artifact": str(art.path),
+                       "files": {role: {"file": rel, "sha256": sha256(art.file(rel))} for role, rel in sources.items()}},
             "converted_with": {"onnxruntime": onnxruntime.__version__, "optimization_style": "Fixed",
                                "target_platform": target_platform or "portable"},
             "minimal_build": {"required_operators": "required_operators.config",

@@ -55,6 +55,7 @@ class FamilyTools:
 # A family listed here gets `edgestack batch` and `edgestack bundle`; one entry per family.
 FAMILY_TOOLS: dict[str, FamilyTools] = {
     "cnn": FamilyTools(batch="batch.images:ImageBatch", edge="bundle.edge_runner.image"),
+    "lstm": FamilyTools(batch="batch.music:MusicBatch", edge="bundle.edge_runner.music"),
 }
 
 

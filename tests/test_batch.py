@@ -229,3 +229,41 @@ def test_batch_help_explains_the_options():
     assert result.returncode == 0
     for option in ("--engine", "--workers", "--threads", "--shard-size", "--address", "--overwrite", "errors.jsonl"):
         assert option in result.stdout
+
+
+@pytest.fixture(scope="module")
+def folk_artifact(artifacts_root):
+    """The tiny real folk-lstm of tests/test_folk_lstm.py (built once per session, whichever module asks first)."""
+    from edgestack.build import build
+    from tests.test_folk_lstm import TINY
+
+    return build("folk-lstm", TINY, root=artifacts_root, progress=False)
+
+
+def test_music_batch_from_jsonl_matches_the_servers_generator(folk_artifact, tmp_path):
+    from serving.music_generator import MusicGenerator, SamplingParams
+    from serving.runner import RunnerOptions
+
+    lines = [json.dumps({"id": "reel", "prompt": "X:1\nT:"}), json.dumps({"id": "number", "prompt": 7}),
+             json.dumps({"id": "accent", "prompt": "X:1\nT:caf\u00e9"}), "{broken json",
+             json.dumps({"id": "jig", "prompt": "X:2\nM:6/8\n"}), json.dumps({"id": "none"}),
+             json.dumps({"id": "plain", "prompt": "X:3\n"})]
+    (tmp_path / "prompts.jsonl").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "tunes.parquet"
+    result = run_cli("batch", "folk-lstm", tmp_path / "prompts.jsonl", out, "--key-column", "id", "--seed", "100",
+                     "--max-length", "150", "--temperature", "0.9", "--top-p", "0.95", "--workers", "2",
+                     "--shard-size", "2")
+    assert result.returncode == 0, result.stderr
+    rows, errors = read_rows(out), read_rows(output_paths(out)["errors"])
+    assert [r["key"] for r in rows] == ["reel", "jig", "plain"]
+    reasons = {e["index"]: e["error"] for e in errors}
+    assert sorted(reasons) == [1, 2, 3, 5]
+    assert "must be a string" in reasons[1] and "outside the model's vocabulary" in reasons[2]
+    assert "not a JSON object" in reasons[3] and "no 'prompt' value" in reasons[5]
+    generator = MusicGenerator(folk_artifact, RunnerOptions(device="cpu", threads=1))
+    for row in rows:
+        assert row["seed"] == 100 + row["index"]
+        served = generator.complete(SamplingParams(prompt=row["prompt"], max_length=150, temperature=0.9,
+                                                   top_p=0.95, seed=row["seed"]))
+        assert row["tune"] == served["tune"] and row["stop_reason"] == served["stop_reason"]
+        assert row["tune"].startswith(row["prompt"].rstrip("\n"))

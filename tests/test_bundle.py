@@ -197,3 +197,36 @@ def test_bundle_help_explains_the_options():
     assert result.returncode == 0
     for text in ("--target-platform", "--variant", "model.ort", "required_operators", "onnxruntime and numpy"):
         assert text in result.stdout
+
+
+@pytest.fixture(scope="module")
+def folk_artifact(artifacts_root):
+    """The tiny real folk-lstm of tests/test_folk_lstm.py (built once per session, whichever module asks first)."""
+    from edgestack.build import build
+    from tests.test_folk_lstm import TINY
+
+    return build("folk-lstm", TINY, root=artifacts_root, progress=False)
+
+
+def test_music_bundle_in_the_clean_venv_writes_the_servers_tune(folk_artifact, edge_python, tmp_path):
+    from tests.conftest import serve
+
+    built = make_bundle("folk-lstm", tmp_path / "bundles", progress=False)
+    folder = built.path
+    for name in ("step.onnx", "step.ort", "prompt.onnx", "prompt.ort", "vocab.json", "edge_runner/music.py"):
+        assert (folder / name).is_file(), name
+    assert "DynamicQuantizeLSTM" in (folder / "required_operators.config").read_text()
+    (tmp_path / "jig.abc").write_text("X:2\nM:6/8\n")
+    run = subprocess.run([str(edge_python), "-m", "edge_runner", "--prompt", "X:1\nT:", str(tmp_path / "jig.abc"),
+                          "--prompt", "X:1\nT:caf\u00e9", "--seed", "11", "--max-length", "300",
+                          "--temperature", "0.9", "--top-p", "0.95", "--json"],
+                         cwd=folder, capture_output=True, text=True, env=clean_env(), timeout=120)
+    assert run.returncode == 1, run.stderr  # the third prompt has a character outside the vocabulary
+    answers = [json.loads(line) for line in run.stdout.splitlines()]
+    # --prompt values first, then prompt files; prompt i gets seed SEED + i
+    assert [a.get("seed") for a in answers] == [11, None, 13] and "vocabulary" in answers[1]["error"]
+    with serve(["folk-lstm"]) as (url, _):
+        for answer, prompt in zip([answers[0], answers[2]], ["X:1\nT:", "X:2\nM:6/8\n"]):
+            body = {"prompt": prompt, "seed": answer["seed"], "max_length": 300, "temperature": 0.9, "top_p": 0.95}
+            served = httpx.post(url + "/generate", json=body, timeout=60).json()
+            assert answer["tune"] == served["tune"] and answer["stop_reason"] == served["stop_reason"]

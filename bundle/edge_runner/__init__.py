@@ -69,14 +69,18 @@ def open_session(path: Path, threads: int | None = None) -> ort.InferenceSession
 
 def load(bundle_dir: Path | str | None = None, *, threads: int | None = None, model_format: str = "ort",
          check: bool = False):
-    """The bundle's model, ready to predict. model_format: 'ort' (default) or 'onnx'."""
+    """The bundle's model, ready to predict. model_format: 'ort' (default) or 'onnx' graphs."""
     bundle_dir = Path(bundle_dir or BUNDLE_DIR)
     manifest = read_manifest(bundle_dir, check=check)
-    if model_format not in manifest["models"]:
-        raise BundleError(f"model_format must be one of {sorted(manifest['models'])}, got {model_format!r}")
-    session = open_session(bundle_dir / manifest["models"][model_format], threads)
-    module = importlib.import_module(f"{__name__}.{manifest['runner']['module']}")
-    return module.Model(bundle_dir, manifest, session)
+    if model_format not in ("ort", "onnx"):
+        raise BundleError(f"model_format must be 'ort' or 'onnx', got {model_format!r}")
+    sessions = {role: open_session(bundle_dir / files[model_format], threads)
+                for role, files in manifest["graphs"].items()}
+    return family_module(manifest).Model(bundle_dir, manifest, sessions)
+
+
+def family_module(manifest: dict):
+    return importlib.import_module(f"{__name__}.{manifest['runner']['module']}")
 
 
 def peak_rss_kib() -> int | None:
@@ -92,24 +96,26 @@ def peak_rss_kib() -> int | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--bundle", default=str(BUNDLE_DIR))
+    known, _ = pre.parse_known_args(argv)
+    try:
+        manifest = read_manifest(known.bundle)
+    except (BundleError, ValueError) as exc:
+        print(f"edge_runner: {exc}", file=sys.stderr)
+        return 2
+    module = family_module(manifest)
     parser = argparse.ArgumentParser(
         prog="python -m edge_runner",
-        description="Run this bundle's model on input files and print one answer per input. "
-                    "Inputs depend on the model: images (.npy, IDX, PGM, PNG; any format Pillow "
-                    "reads when Pillow is installed) for image classifiers; text files or "
-                    "--text for text classifiers; --prompt for generators.")
-    parser.add_argument("inputs", nargs="*", help="input files")
+        description=f"{manifest['name']} v{manifest['version']} ({manifest['task']}): {module.CLI_HELP}")
     parser.add_argument("--bundle", default=str(BUNDLE_DIR), help="bundle folder (default: the one this runner is in)")
     parser.add_argument("--format", dest="model_format", default="ort", choices=["ort", "onnx"],
-                        help="run model.ort (default) or model.onnx")
+                        help="run the .ort graphs (default) or the .onnx ones")
     parser.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: all cores, or $EDGE_THREADS)")
-    parser.add_argument("--top-k", type=int, default=3, help="how many labels to show per input")
     parser.add_argument("--json", action="store_true", help="one JSON object per line instead of text")
     parser.add_argument("--check", action="store_true", help="verify every bundle file's sha256 first")
-    parser.add_argument("--timing", action="store_true", help="print load and inference times to stderr")
-    for flag, helptext in (("--text", "a text to classify (text models; repeatable)"),
-                           ("--prompt", "a seed string (generator models; repeatable)")):
-        parser.add_argument(flag, action="append", default=[], help=helptext)
+    parser.add_argument("--timing", action="store_true", help="print load and run times and peak memory to stderr")
+    module.add_arguments(parser)
     args = parser.parse_args(argv)
     started = time.perf_counter()
     try:

@@ -268,15 +268,37 @@ def read_inputs(paths: list[str], height: int, width: int, dark_background: bool
     return names, images, errors
 
 
+# --------------------------------------------------------- what the bundle maker reads
+
+CLI_HELP = ("classify images: .npy arrays ([H, W] or [N, H, W], 0..255), IDX files, PGM/PPM and 8-bit PNG "
+            "(any format Pillow reads, and any size, when Pillow is installed)")
+LATENCY_UNIT = "1 image"
+API_EXAMPLE = 'model.predict_files(["image.png"])      # or model.classify(pixels uint8 [N, H, W], top_k=3)'
+
+
+def graphs(manifest: dict, variant: str) -> dict[str, str]:
+    """Bundle graph role -> the artifact file it comes from."""
+    return {"model": manifest["variants"][variant]["file"]}
+
+
+def bundle_files(manifest: dict) -> list[str]:
+    return []  # labels and preprocessing travel in the manifest
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("inputs", nargs="+", help="image files, .npy arrays or IDX files")
+    parser.add_argument("--top-k", type=int, default=3, help="how many labels to show per input")
+
+
 class Model:
     """An image classifier bundle: `classify(pixels)` and `predict_files(paths)`."""
 
-    def __init__(self, bundle_dir: Path, manifest: dict, session):
-        self.bundle_dir, self.manifest, self.session = Path(bundle_dir), manifest, session
+    def __init__(self, bundle_dir: Path, manifest: dict, sessions: dict):
+        self.bundle_dir, self.manifest, self.session = Path(bundle_dir), manifest, sessions["model"]
         self.pre = manifest["preprocessing"]
         self.height, self.width = self.pre["height"], self.pre["width"]
         self.labels = manifest["labels"]
-        self.input_name = session.get_inputs()[0].name
+        self.input_name = self.session.get_inputs()[0].name
 
     def probabilities(self, pixels, batch: int = 256) -> np.ndarray:
         """pixels [N, H, W] (or [H, W]) 0..255 -> class probabilities float64 [N, classes]."""
@@ -305,8 +327,8 @@ class Model:
                 for name, image in zip(names, images)]
 
     def run_cli(self, args) -> list[dict]:
-        if not args.inputs:
-            raise ValueError("give one or more input files (.npy, IDX, PNG, PGM; other formats with Pillow)")
+        if not 1 <= args.top_k <= len(self.labels):
+            raise ValueError(f"--top-k must be between 1 and {len(self.labels)}")
         return self.predict_files(args.inputs, args.top_k)
 
     @staticmethod
