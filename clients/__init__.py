@@ -2,6 +2,7 @@
 
 from clients.client import (AsyncClient, ClassifyResult, Client, EdgestackError, HTTPError, LabelScore, Prediction,
                             RequestError, ServerError, Unavailable)
+from clients.v2 import RemoteSession, V2Result
 
 __all__ = ["AsyncClient", "ClassifyResult", "Client", "EdgestackError", "HTTPError", "LabelScore", "Prediction",
-           "RequestError", "ServerError", "Unavailable"]
+           "RemoteSession", "RequestError", "ServerError", "Unavailable", "V2Result"]

@@ -7,7 +7,8 @@
 
 Connections are reused; every call has a timeout; connection failures (not HTTP errors)
 are retried with exponential back-off; a 4xx/5xx raises `RequestError`/`ServerError`
-carrying the server's own message.
+carrying the server's own message. The v2 / Open Inference Protocol calls (`v2_infer`,
+`v2_model_metadata`, ...) come from clients/v2.py and work against any v2 server.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from typing import Any
 
 import httpx
 import numpy as np
+
+from clients.v2 import AsyncV2Mixin, V2Mixin
 
 DEFAULT_URL = "http://localhost:3000"
 
@@ -107,7 +110,7 @@ class _Base:
         return [self.backoff * (2 ** attempt) for attempt in range(self.retries)]
 
 
-class Client(_Base):
+class Client(V2Mixin, _Base):
     def __init__(self, url: str = DEFAULT_URL, **kwargs):
         super().__init__(url, **kwargs)
         self._http = httpx.Client(base_url=self.url, timeout=self.timeout)
@@ -153,7 +156,7 @@ class Client(_Base):
         return ClassifyResult.from_json(response.json())
 
 
-class AsyncClient(_Base):
+class AsyncClient(AsyncV2Mixin, _Base):
     def __init__(self, url: str = DEFAULT_URL, **kwargs):
         super().__init__(url, **kwargs)
         self._http = httpx.AsyncClient(base_url=self.url, timeout=self.timeout)

@@ -173,10 +173,16 @@ def run_bench(args) -> dict:
     print("\nratios (p50):")
     for key, value in result["ratios"].items():
         print(f"  {key:40s} {value:6.3f}")
-    out = Path(args.out)
+    write_result(result, args.out, args.model)
+    return result
+
+
+def write_result(result: dict, out: str | Path, stem: str) -> Path:
+    """The benchmark's JSON, timestamped, under `out`; says where."""
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{args.model}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path = out / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps(result, indent=2))
     print(f"\nJSON: {path}")
-    return result
+    return path
 

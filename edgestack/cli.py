@@ -99,9 +99,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     os.execve(sys.executable, command, env)
 
 
+def _one_array_file(paths: list[str]) -> bool:
+    return len(paths) == 1 and ("idx" in Path(paths[0]).name or paths[0].endswith(".npy"))
+
+
 def _load_inputs(paths: list[str], limit: int | None):
     """Image files -> ('files', [paths]); an IDX file -> ('pixels', array)."""
-    if len(paths) == 1 and ("idx" in Path(paths[0]).name or paths[0].endswith(".npy")):
+    if _one_array_file(paths):
         import numpy as np
 
         from training.data.images import read_idx
@@ -114,6 +118,8 @@ def _load_inputs(paths: list[str], limit: int | None):
 def cmd_predict(args: argparse.Namespace) -> int:
     from clients import Client, EdgestackError
 
+    if args.protocol == "v2":
+        return _predict_v2(args)
     kind, inputs = _load_inputs(args.inputs, args.limit)
     try:
         with Client(args.url, timeout=args.timeout) as client:
@@ -136,7 +142,32 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict_v2(args: argparse.Namespace) -> int:
+    """The Open Inference Protocol path: any v2 server (ours, Triton, KServe); images are
+    decoded and preprocessed here, the server runs the bare model."""
+    from bundle.edge_runner.image import Model
+    from clients import Client, EdgestackError
+    from clients.v2 import predict_files_v2
+    from edgestack.v2protocol import client_hints
+
+    hints = client_hints(artifact.load_latest(args.model, Path(args.artifacts)).manifest) if args.artifacts else None
+    try:
+        with Client(args.url, timeout=args.timeout) as client:
+            results = predict_files_v2(client, args.model, args.inputs, top_k=args.top_k, hints=hints,
+                                       limit=args.limit or (8 if _one_array_file(args.inputs) else None))
+    except EdgestackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(results, indent=2) if args.json else "\n".join(map(Model.format_text, results)))
+    return 2 if any("error" in r for r in results) else 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.protocols:
+        from edgestack.bench_v2 import run_protocol_bench
+
+        run_protocol_bench(args)
+        return 0
     from edgestack.bench import run_bench
 
     run_bench(args)
@@ -180,6 +211,10 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--run-dir", help="training run folder (default: runs/MODEL)")
     e.set_defaults(func=cmd_export)
 
+    from export import triton as triton_export
+
+    triton_export.add_parser(sub)  # export-triton; `edgestack export triton` is the same (see main)
+
     s = sub.add_parser("serve", help="serve built models over HTTP (BentoML + ONNX Runtime)")
     s.add_argument("models", nargs="*", help="served names (default: every built model)")
     s.add_argument("--host", default="0.0.0.0")
@@ -198,6 +233,12 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("--limit", type=int, help="with an IDX/.npy file: how many images (default 8)")
     pr.add_argument("--timeout", type=float, default=30.0)
     pr.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    pr.add_argument("--protocol", choices=["rest", "v2"], default="rest",
+                    help="rest: our convenience endpoints (the server decodes images); v2: the Open Inference "
+                         "Protocol, against any v2 server (ours, Triton, KServe) - images are decoded and "
+                         "preprocessed here, binary tensors are sent")
+    pr.add_argument("--artifacts", help="with --protocol v2 and a server that does not describe the model's "
+                    "preprocessing and labels (not ours, no exported config): read them from this artifacts folder")
     pr.set_defaults(func=cmd_predict)
 
     be = sub.add_parser("bench", help="benchmark one model: table on screen, JSON on disk")
@@ -208,6 +249,9 @@ def parser() -> argparse.ArgumentParser:
     be.add_argument("--port", type=int, default=0, help="port for the benchmark server (0: a free one)")
     be.add_argument("--threads", type=int, help="intra-op threads for torch and ORT (default: all cores)")
     be.add_argument("--out", default="bench-results", help="folder for the JSON result")
+    be.add_argument("--protocols", action="store_true",
+                    help="instead: v2 binary vs v2 JSON vs the convenience endpoint over HTTP, batch 1 and 32, "
+                         "concurrency 1 and 16, against in-process ORT (--http-requests per case)")
     be.set_defaults(func=cmd_bench)
 
     from batch import cli as batch_cli
@@ -226,6 +270,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:2] == ["export", "triton"]:  # `edgestack export triton ...` = `edgestack export-triton ...`
+        argv = ["export-triton", *argv[2:]]
     args = parser().parse_args(argv)
     try:
         return args.func(args) or 0

@@ -101,6 +101,12 @@ def check_shape(shape: Any, what: str) -> list[int]:
     return shape
 
 
+def client_hints(manifest: dict) -> dict:
+    """What a client needs beyond the tensors (task, preprocessing, labels): our server's
+    model metadata and exported Triton configs carry it as the parameter `edgestack`."""
+    return {k: manifest[k] for k in ("task", "preprocessing", "labels") if manifest.get(k) is not None}
+
+
 # ---------------------------------------------------------------------------- BYTES elements
 
 def serialize_bytes(array: np.ndarray) -> bytes:

@@ -50,12 +50,6 @@ def error(message: str, status: int = 400) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-def model_hints(manifest: dict) -> dict:
-    """What a client needs beyond the tensors (task, preprocessing, labels); also written
-    into Triton configs by export/triton.py so a client finds the same hints there."""
-    return {k: manifest[k] for k in ("task", "preprocessing", "labels") if manifest.get(k) is not None}
-
-
 def tensor_specs(entries: list[dict]) -> list[dict]:
     """Manifest inputs/outputs -> v2 metadata tensors."""
     return [{"name": e["name"], "datatype": v2.datatype(e["dtype"]).v2, "shape": list(e["shape"])} for e in entries]
@@ -98,7 +92,7 @@ class V2App:
             "name": runner.name, "versions": [runner.artifact.version], "platform": "onnxruntime_onnx",
             "inputs": tensor_specs(runner.inputs), "outputs": tensor_specs(runner.outputs),
             "parameters": {"variant": runner.variant, "provider": runner.session.providers[0],
-                           "edgestack": json.dumps(model_hints(manifest))},
+                           "edgestack": json.dumps(v2.client_hints(manifest))},
         })
 
     async def model_ready(self, request: Request) -> Response:

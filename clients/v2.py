@@ -1,0 +1,214 @@
+"""The Open Inference Protocol (KServe / Triton v2) in the edgestack client.
+
+`Client` and `AsyncClient` (clients/client.py) get these calls from the mixins below, so
+they share the connection pool, timeouts, retries on connection errors and typed errors
+of the convenience calls. They work against any v2 server (ours, Triton, KServe):
+
+    with Client("http://localhost:3000") as c:
+        c.v2_model_metadata("fashion-cnn")["inputs"]
+        result = c.v2_infer("fashion-cnn", {"images": x})          # binary tensors by default
+        result.outputs["logits"]
+
+Tensor encoding (datatypes, binary sections, BYTES) is edgestack/v2protocol.py, the same
+code the server uses.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import numpy as np
+
+from edgestack import v2protocol as v2
+
+
+@dataclass(frozen=True)
+class V2Result:
+    model_name: str
+    model_version: str | None
+    outputs: dict[str, np.ndarray]
+    id: str | None = None
+    parameters: dict = field(default_factory=dict)
+
+
+def model_path(model: str, version: str | None = None, suffix: str = "") -> str:
+    base = f"/v2/models/{quote(model, safe='')}"
+    if version:
+        base += f"/versions/{quote(str(version), safe='')}"
+    return base + suffix
+
+
+def infer_request(inputs: dict[str, np.ndarray], *, outputs: list[str] | None = None, binary: bool = True,
+                  request_id: str | None = None, parameters: dict | None = None) -> tuple[bytes, dict]:
+    """inputs (name -> array; object/str arrays are BYTES) -> (body, headers) of an infer request."""
+    if not inputs:
+        raise ValueError("v2_infer needs at least one input tensor")
+    entries, raws = [], []
+    for name, array in inputs.items():
+        entry, raw = v2.tensor_entry(name, np.asarray(array), binary=binary)
+        entries.append(entry)
+        if raw is not None:
+            raws.append(raw)
+    header: dict[str, Any] = {"inputs": entries}
+    if request_id is not None:
+        header["id"] = request_id
+    if outputs:
+        header["outputs"] = [{"name": o, "parameters": {"binary_data": binary}} for o in outputs]
+    params = dict(parameters or {})
+    if binary and not outputs:
+        params["binary_data_output"] = True
+    if params:
+        header["parameters"] = params
+    body, header_length = v2.join_body(header, raws)
+    headers = {"content-type": "application/octet-stream" if header_length else "application/json"}
+    if header_length is not None:
+        headers[v2.HEADER_LENGTH] = str(header_length)
+    return body, headers
+
+
+def infer_result(response: httpx.Response) -> V2Result:
+    header, binary = v2.split_body(response.content, response.headers.get(v2.HEADER_LENGTH))
+    outputs = v2.read_tensors(header.get("outputs") or [], binary, what="output")
+    return V2Result(header.get("model_name", ""), header.get("model_version"), outputs, header.get("id"),
+                    header.get("parameters") or {})
+
+
+def hints_from(metadata: dict | None, config: dict | None) -> dict | None:
+    """The model's task, preprocessing and labels, as our server's metadata or an exported
+    Triton config (export/triton.py) carries them under the parameter `edgestack`."""
+    for source in (metadata, config):
+        value = ((source or {}).get("parameters") or {}).get("edgestack")
+        if isinstance(value, dict):  # Triton config JSON: {"string_value": "..."}
+            value = value.get("string_value")
+        if isinstance(value, str) and value:
+            return json.loads(value)
+    return None
+
+
+class V2Mixin:
+    """v2 calls for the sync `Client` (uses its `request` and `_http`)."""
+
+    def _v2_ok(self, path: str) -> bool:
+        try:
+            return self._http.get(path).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def v2_live(self) -> bool:
+        return self._v2_ok("/v2/health/live")
+
+    def v2_ready(self) -> bool:
+        return self._v2_ok("/v2/health/ready")
+
+    def v2_model_ready(self, model: str, version: str | None = None) -> bool:
+        return self._v2_ok(model_path(model, version, "/ready"))
+
+    def v2_server_metadata(self) -> dict:
+        return self.request("GET", "/v2").json()
+
+    def v2_model_metadata(self, model: str, version: str | None = None) -> dict:
+        return self.request("GET", model_path(model, version)).json()
+
+    def v2_model_hints(self, model: str, version: str | None = None) -> dict | None:
+        """task / preprocessing / labels from the server (ours, or Triton with an exported config)."""
+        hints = hints_from(self.v2_model_metadata(model, version), None)
+        if hints is None:
+            response = self._http.get(model_path(model, version, "/config"))
+            hints = hints_from(None, response.json() if response.status_code == 200 else None)
+        return hints
+
+    def v2_infer(self, model: str, inputs: dict[str, np.ndarray], *, outputs: list[str] | None = None,
+                 binary: bool = True, version: str | None = None, request_id: str | None = None,
+                 parameters: dict | None = None) -> V2Result:
+        body, headers = infer_request(inputs, outputs=outputs, binary=binary, request_id=request_id,
+                                      parameters=parameters)
+        return infer_result(self.request("POST", model_path(model, version, "/infer"), content=body, headers=headers))
+
+
+class AsyncV2Mixin:
+    """The same calls for `AsyncClient`."""
+
+    async def _v2_ok(self, path: str) -> bool:
+        try:
+            return (await self._http.get(path)).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    async def v2_live(self) -> bool:
+        return await self._v2_ok("/v2/health/live")
+
+    async def v2_ready(self) -> bool:
+        return await self._v2_ok("/v2/health/ready")
+
+    async def v2_model_ready(self, model: str, version: str | None = None) -> bool:
+        return await self._v2_ok(model_path(model, version, "/ready"))
+
+    async def v2_server_metadata(self) -> dict:
+        return (await self.request("GET", "/v2")).json()
+
+    async def v2_model_metadata(self, model: str, version: str | None = None) -> dict:
+        return (await self.request("GET", model_path(model, version))).json()
+
+    async def v2_infer(self, model: str, inputs: dict[str, np.ndarray], *, outputs: list[str] | None = None,
+                       binary: bool = True, version: str | None = None, request_id: str | None = None,
+                       parameters: dict | None = None) -> V2Result:
+        body, headers = infer_request(inputs, outputs=outputs, binary=binary, request_id=request_id,
+                                      parameters=parameters)
+        response = await self.request("POST", model_path(model, version, "/infer"), content=body, headers=headers)
+        return infer_result(response)
+
+
+@dataclass(frozen=True)
+class _IO:
+    name: str
+    type: str
+    shape: list
+
+
+class RemoteSession:
+    """An onnxruntime.InferenceSession look-alike whose `run` is a v2 infer call, so code
+    written for a local session (the edge runner's image pipeline) runs against any v2 server."""
+
+    def __init__(self, client, model: str, version: str | None = None, binary: bool = True):
+        self.client, self.model, self.version, self.binary = client, model, version, binary
+        meta = client.v2_model_metadata(model, version)
+        self._inputs = [_IO(t["name"], v2.datatype(t["datatype"]).ort, t["shape"]) for t in meta["inputs"]]
+        self._outputs = [_IO(t["name"], v2.datatype(t["datatype"]).ort, t["shape"]) for t in meta["outputs"]]
+
+    def get_inputs(self) -> list[_IO]:
+        return self._inputs
+
+    def get_outputs(self) -> list[_IO]:
+        return self._outputs
+
+    def run(self, output_names: list[str] | None, feeds: dict[str, np.ndarray], run_options=None) -> list[np.ndarray]:
+        names = list(output_names or [o.name for o in self._outputs])
+        result = self.client.v2_infer(self.model, feeds, outputs=names, binary=self.binary, version=self.version)
+        return [result.outputs[n] for n in names]
+
+
+def predict_files_v2(client, model: str, paths: list[str], *, top_k: int = 3, hints: dict | None = None,
+                     binary: bool = True, limit: int | None = None) -> list[dict]:
+    """Image files / IDX / .npy -> top-k labels through any v2 server, decoded and preprocessed
+    on this side exactly as the edge runner does (bundle/edge_runner/image.py). `hints`
+    (preprocessing, labels) come from the server unless given (e.g. from a local artifact).
+    `limit`: at most this many images in all (an IDX file may hold thousands)."""
+    hints = hints or client.v2_model_hints(model)
+    if not hints or hints.get("task") != "image-classification":
+        raise ValueError(f"{model}: the v2 path of `edgestack predict` classifies images and needs the model's "
+                         "preprocessing and labels; the server did not give them (pass --artifacts with a local "
+                         "copy of the artifact), or this model is not an image classifier (use Client.v2_infer)")
+    from bundle.edge_runner.image import Model, read_inputs
+
+    runner = Model(".", hints, {"model": RemoteSession(client, model, binary=binary)})
+    names, images, errors = read_inputs(paths, runner.height, runner.width,
+                                        runner.pre.get("dark_background", False))
+    names, images = names[:limit], images[:limit]
+    good = [image for image in images if image is not None]
+    answers = iter(runner.classify(np.stack(good), top_k) if good else [])
+    return [{"input": name, **(next(answers) if image is not None else {"error": errors[name]})}
+            for name, image in zip(names, images)]

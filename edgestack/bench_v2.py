@@ -1,0 +1,176 @@
+"""`edgestack bench MODEL --protocols`: what the wire format costs, in one run.
+
+For an image classifier (fashion-cnn is the reference): the same real test images sent to
+one real server as v2 binary tensors, v2 JSON tensors and the convenience endpoint
+(/classify, pixel intensities as JSON), at batch 1 and 32 and concurrency 1 and 16. The
+three protocols are interleaved in blocks (A B C A B C ...) on one connection pool so drift
+hits them alike. Bodies are encoded once up front: this measures the server and the wire,
+not client-side encoding.
+
+Reference points from the same run: in-process ORT p50 of the variant the server runs, and
+the server's fixed per-request cost (p50 of GET /v2/health/ready: HTTP, routing, middleware,
+no model). The check printed at the end is the issue's: v2 binary at concurrency 1 within
+1.5x of (in-process p50 + fixed cost).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edgestack import artifact
+from edgestack.bench import interleaved, machine, percentiles, print_table, write_result
+from edgestack.serverproc import free_port, running_server
+
+PROTOCOLS = ("v2-binary", "v2-json", "rest-classify")
+BATCHES = (1, 32)
+CONCURRENCY = (1, 16)
+
+
+def test_pixels(art: artifact.Artifact, count: int) -> np.ndarray:
+    """Real held-out images of the model's own dataset, uint8 [count, H, W]."""
+    from training.data import images
+
+    config = art.manifest.get("training", {}).get("config", {})
+    loader = images.fashion_mnist if config.get("dataset") == "fashion" else images.digits
+    data = loader(config.get("data_dir")) if config.get("data_dir") else loader()
+    return data.test.images[:count]
+
+
+def requests_for(art: artifact.Artifact, pixels: np.ndarray) -> dict[str, dict]:
+    """Each protocol's request (httpx keyword arguments) for the same images, encoded once."""
+    from bundle.edge_runner.image import to_model_input
+    from clients.v2 import infer_request, model_path
+
+    x = to_model_input(pixels, art.manifest["preprocessing"])
+    name = art.manifest["inputs"][0]["name"]
+    binary, binary_headers = infer_request({name: x}, binary=True)
+    plain, plain_headers = infer_request({name: x}, binary=False)
+    infer = model_path(art.name, suffix="/infer")
+    return {
+        "v2-binary": {"url": infer, "content": binary, "headers": binary_headers},
+        "v2-json": {"url": infer, "content": plain, "headers": plain_headers},
+        "rest-classify": {"url": "/classify", "json": {"model": art.name, "pixels": pixels.tolist(), "top_k": 1}},
+    }
+
+
+async def block(client, request: dict, concurrency: int, count: int) -> tuple[list[float], float]:
+    """`count` requests over `concurrency` workers; latencies and the block's wall time."""
+    latencies: list[float] = []
+    todo = iter(range(count))
+
+    async def worker():
+        for _ in todo:
+            started = time.perf_counter()
+            response = await client.post(**request)
+            latencies.append(time.perf_counter() - started)
+            if response.status_code != 200:
+                raise RuntimeError(f"{request['url']}: HTTP {response.status_code}: {response.text[:300]}")
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return latencies, time.perf_counter() - started
+
+
+async def measure(url: str, cases: dict[int, dict[str, dict]], requests: int, rounds: int = 5) -> tuple[list[dict], dict]:
+    import httpx
+
+    rows = []
+    limits = httpx.Limits(max_connections=max(CONCURRENCY), max_keepalive_connections=max(CONCURRENCY))
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
+        fixed = []
+        for _ in range(max(50, requests // 4)):
+            started = time.perf_counter()
+            (await client.get("/v2/health/ready")).raise_for_status()
+            fixed.append(time.perf_counter() - started)
+        fixed_row = {"case": "GET /v2/health/ready (fixed cost)", **percentiles(fixed, 0)}
+        for batch, by_protocol in cases.items():
+            for concurrency in CONCURRENCY:
+                for request in by_protocol.values():  # warm-up
+                    await block(client, request, concurrency, min(2 * concurrency, 32))
+                samples = {p: [] for p in by_protocol}
+                walls = {p: 0.0 for p in by_protocol}
+                per_block = max(concurrency, requests // rounds)
+                for _ in range(rounds):
+                    for protocol, request in by_protocol.items():
+                        latencies, wall = await block(client, request, concurrency, per_block)
+                        samples[protocol] += latencies
+                        walls[protocol] += wall
+                for protocol in by_protocol:
+                    row = percentiles(samples[protocol], batch)
+                    row["items_per_s"] = len(samples[protocol]) * batch / walls[protocol]
+                    rows.append({"case": f"{protocol} batch={batch} conc={concurrency}", "protocol": protocol,
+                                 "batch": batch, "concurrency": concurrency, **row})
+    return rows, fixed_row
+
+
+def run_protocol_bench(args) -> dict:
+    from serving.runtime import choose_variant, open_session
+
+    art = artifact.load_latest(args.model)
+    if art.task != "image-classification":
+        raise ValueError(f"--protocols compares against the /classify endpoint: needs an image classifier, "
+                         f"{args.model} does {art.task}")
+    threads = args.threads or os.cpu_count() or 1
+    variant = choose_variant(list(art.variants), ["CPUExecutionProvider"], os.environ.get("EDGESTACK_VARIANT"))
+    pixels = test_pixels(art, max(BATCHES))
+    cases = {batch: requests_for(art, pixels[:batch]) for batch in BATCHES}
+    print(f"protocol benchmark: {args.model} v{art.version}, server variant {variant}, {threads} threads, "
+          f"{args.http_requests} requests per protocol and case", flush=True)
+
+    from bundle.edge_runner.image import to_model_input
+
+    session = open_session(art.variant_path(variant), device="cpu", threads=threads)
+    name = art.manifest["inputs"][0]["name"]
+    in_process = []
+    for batch in BATCHES:
+        feeds = {name: to_model_input(pixels[:batch], art.manifest["preprocessing"])}
+        samples = interleaved({"ort": lambda feeds=feeds: session.run(feeds)}, args.iterations)["ort"]
+        in_process.append({"case": f"ort-{variant} in-process batch={batch}", "batch": batch,
+                           **percentiles(samples, batch)})
+    session = None  # closed: the server gets the cores
+
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {"EDGESTACK_THREADS": str(threads), "EDGESTACK_VARIANT": variant}
+        with running_server([args.model], port=args.port or free_port(), env=env,
+                            log_path=Path(tmp) / "server.log") as (url, _):
+            rows, fixed = asyncio.run(measure(url, cases, args.http_requests))
+
+    by_case = {r["case"]: r for r in rows}
+    # A lone request still waits up to the adaptive batcher's window for company: part of
+    # every protocol's latency at concurrency 1, reported beside the check.
+    wait_ms = float(os.environ.get("EDGESTACK_MAX_WAIT_MS", 2.0))
+    ratios, checks = {}, {}
+    for batch, ort_row in zip(BATCHES, in_process):
+        binary = by_case[f"v2-binary batch={batch} conc=1"]["p50_ms"]
+        for protocol in PROTOCOLS[1:]:
+            ratios[f"{protocol}_over_v2-binary_p50_batch{batch}_conc1"] = (
+                by_case[f"{protocol} batch={batch} conc=1"]["p50_ms"] / binary)
+        budget = 1.5 * (ort_row["p50_ms"] + fixed["p50_ms"])
+        checks[f"batch{batch}"] = {"v2_binary_p50_ms": binary, "ort_p50_ms": ort_row["p50_ms"],
+                                   "fixed_p50_ms": fixed["p50_ms"], "budget_ms": budget, "within": binary <= budget,
+                                   "batching_window_ms": wait_ms}
+    result = {"model": args.model, "version": art.version, "variant": variant,
+              "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(threads),
+              "in_process": in_process, "fixed_cost": fixed, "http": rows, "ratios": ratios, "checks": checks}
+
+    m = result["machine"]
+    print(f"machine: {m['cpu']}, {m['cores']} cores, {threads} threads, flags {' '.join(m['flags'])}; "
+          f"onnxruntime {m['versions'].get('onnxruntime')}")
+    print_table(in_process + [fixed], "in process, and the server's fixed per-request cost")
+    print_table(rows, "over HTTP, one server (items/s = images per second)")
+    print("\nratios (p50, concurrency 1):")
+    for key, value in ratios.items():
+        print(f"  {key:45s} {value:6.3f}")
+    print("\nv2 binary at concurrency 1 vs 1.5 x (in-process ORT p50 + fixed cost):")
+    for key, c in checks.items():
+        print(f"  {key}: {c['v2_binary_p50_ms']:.3f} ms vs budget {c['budget_ms']:.3f} ms "
+              f"(ORT {c['ort_p50_ms']:.3f} + fixed {c['fixed_p50_ms']:.3f}) -> {'within' if c['within'] else 'OVER'}; "
+              f"includes up to {c['batching_window_ms']:g} ms batching window (EDGESTACK_MAX_WAIT_MS)")
+    write_result(result, args.out, f"{args.model}-protocols")
+    return result

@@ -1,0 +1,192 @@
+"""Artifacts -> a Triton Inference Server model repository (`edgestack export triton`).
+
+    <repo>/<model>/config.pbtxt
+    <repo>/<model>/labels.txt            classifiers: Triton's classification extension
+    <repo>/<model>/tokenizer.json        text models: the tokenizer the graph's token ids come from
+    <repo>/<model>/<version>/model.onnx  the artifact's ONNX graph, byte for byte
+
+Every config is built from the ONNX graph itself (names, element types, dims; a leading
+dynamic dimension shared by every input and output becomes Triton's batch dimension) and
+then parsed into Triton's own `ModelConfig` protobuf (shipped in tritonclient's grpc
+package) before it is written, so a config Triton would refuse is never written.
+
+Platform onnxruntime_onnx; dynamic batching with a queue delay (like our server's
+adaptive batcher); instance groups for GPU and/or CPU; on GPU the TensorRT execution
+accelerator with FP16; a version policy. The same hints our server gives clients (task,
+preprocessing, labels) ride along as the parameter `edgestack`.
+
+Text models: the graph takes token ids (INT64), not text. Triton serves it as such:
+clients tokenize (pre-tokenized inputs), or an ensemble puts a Python-backend tokenizer in
+front (README, "Triton model repositories"). Needs onnx (the `train` extra); no torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+from edgestack import artifact, registry
+from edgestack import v2protocol as v2
+
+TARGETS = ("both", "gpu", "cpu")
+
+
+def graph_io(path: Path) -> tuple[list[dict], list[dict], bool]:
+    """ONNX graph -> (inputs, outputs, batched): each {"name", "datatype", "dims" (-1 = dynamic)}."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    initializers = {i.name for i in graph.initializer}
+
+    def describe(values) -> list[dict]:
+        out = []
+        for value in values:
+            if value.name in initializers:
+                continue
+            tensor = value.type.tensor_type
+            dims = [d.dim_value if d.HasField("dim_value") else -1 for d in tensor.shape.dim]
+            out.append({"name": value.name, "datatype": v2.BY_ONNX[tensor.elem_type], "dims": dims})
+        return out
+
+    inputs, outputs = describe(graph.input), describe(graph.output)
+    batched = all(t["dims"] and t["dims"][0] == -1 for t in inputs + outputs)
+    return inputs, outputs, batched
+
+
+def model_config(name: str, onnx_path: Path, manifest: dict, *, max_batch_size: int = 64,
+                 queue_delay_us: int = 2000, target: str = "both", cpu_instances: int = 1,
+                 gpu_instances: int = 1, threads: int | None = None, keep_versions: int = 1,
+                 labels_file: str | None = None) -> dict:
+    """The config as the JSON form of Triton's ModelConfig (what Triton's /config returns)."""
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+    inputs, outputs, batched = graph_io(onnx_path)
+    skip = 1 if batched else 0
+    labels = manifest.get("labels") or []
+
+    def tensor(t: dict, is_output: bool) -> dict:
+        entry = {"name": t["name"], "data_type": t["datatype"].triton, "dims": t["dims"][skip:] or [1]}
+        if is_output and labels_file and entry["dims"] == [len(labels)]:
+            entry["label_filename"] = labels_file
+        return entry
+
+    config: dict = {
+        "name": name,
+        "platform": "onnxruntime_onnx",
+        "max_batch_size": max_batch_size if batched else 0,
+        "version_policy": {"latest": {"num_versions": keep_versions}},
+        "input": [tensor(t, False) for t in inputs],
+        "output": [tensor(t, True) for t in outputs],
+        "instance_group": [],
+        "parameters": {"edgestack": {"string_value": json.dumps(v2.client_hints(manifest))}},
+    }
+    if batched:
+        preferred = [b for b in (8, 16, 32) if b <= max_batch_size]
+        config["dynamic_batching"] = {"max_queue_delay_microseconds": queue_delay_us,
+                                      **({"preferred_batch_size": preferred} if preferred else {})}
+    if target in ("both", "gpu"):
+        config["instance_group"].append({"name": f"{name}-gpu", "kind": "KIND_GPU", "count": gpu_instances})
+        config["optimization"] = {"execution_accelerators": {"gpu_execution_accelerator": [
+            {"name": "tensorrt", "parameters": {"precision_mode": "FP16",
+                                                "max_workspace_size_bytes": str(1 << 30),
+                                                "trt_engine_cache_enable": "1"}}]}}
+    if target in ("both", "cpu"):
+        config["instance_group"].append({"name": f"{name}-cpu", "kind": "KIND_CPU", "count": cpu_instances})
+    if threads:
+        config["parameters"]["intra_op_thread_count"] = {"string_value": str(threads)}
+    return config
+
+
+def to_pbtxt(config: dict) -> str:
+    """JSON config -> protobuf text, via Triton's ModelConfig (refuses unknown fields and enums)."""
+    from google.protobuf import json_format, text_format
+    from tritonclient.grpc import model_config_pb2
+
+    message = json_format.ParseDict(config, model_config_pb2.ModelConfig())
+    return text_format.MessageToString(message)
+
+
+def write_model(repo: Path, art: artifact.Artifact, *, variant: str = "fp32", **options) -> Path:
+    """One model version into the repository; the config describes that version's graph."""
+    source = art.variant_path(variant)
+    model_dir = Path(repo) / art.name
+    version_dir = model_dir / art.version
+    version_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, version_dir / "model.onnx")
+    external = source.with_name(source.name + ".data")  # weights kept beside the graph, under their own name
+    if external.is_file():
+        shutil.copyfile(external, version_dir / external.name)
+    tokenizer = (art.manifest.get("preprocessing") or {}).get("tokenizer")
+    if tokenizer and art.file(tokenizer).is_file():  # text models: for clients (or a tokenizer model) to use
+        shutil.copyfile(art.file(tokenizer), model_dir / Path(tokenizer).name)
+    labels = art.manifest.get("labels")
+    if labels:
+        (model_dir / "labels.txt").write_text("\n".join(labels) + "\n")
+    config = model_config(art.name, version_dir / "model.onnx", art.manifest,
+                          labels_file="labels.txt" if labels else None, **options)
+    (model_dir / "config.pbtxt").write_text(to_pbtxt(config))
+    return model_dir
+
+
+def export_repository(repo: Path, names: list[str], *, all_versions: bool = False, variant: str = "fp32",
+                      root: Path | None = None, **options) -> list[Path]:
+    written = []
+    for name in names:
+        registry.get(name)
+        base = (root or artifact.default_root()) / name
+        if all_versions and base.is_dir():
+            versions = sorted((p for p in base.iterdir() if p.name.isdigit() and (p / artifact.MANIFEST).is_file()),
+                              key=lambda p: int(p.name))
+            arts = [artifact.load(p) for p in versions]
+        else:
+            arts = [artifact.load_latest(name, root)]
+        if not arts:
+            raise artifact.ArtifactError(f"no artifact for {name!r}; build it with `edgestack build {name}`")
+        for art in arts:
+            model_dir = write_model(repo, art, variant=variant, **options)
+        written.append(model_dir)
+    return written
+
+
+def cmd_export_triton(args: argparse.Namespace) -> int:
+    names = args.models or [n for n in registry.MODELS if artifact.latest_version_dir(n) is not None]
+    if not names:
+        raise artifact.ArtifactError(f"no built model under {artifact.default_root()}: run `edgestack build` first")
+    repo = Path(args.repo)
+    written = export_repository(repo, names, all_versions=args.all_versions, variant=args.variant,
+                                max_batch_size=args.max_batch, queue_delay_us=args.queue_delay_us,
+                                target=args.target, cpu_instances=args.cpu_instances,
+                                gpu_instances=args.gpu_instances, threads=args.threads,
+                                keep_versions=args.keep_versions)
+    for model_dir in written:
+        versions = sorted(p.name for p in model_dir.iterdir() if p.is_dir())
+        print(f"[{model_dir.name}] {model_dir}/config.pbtxt, versions {', '.join(versions)}")
+    print(f"serve it: docker run --gpus all -p 8000:8000 -v {repo.resolve()}:/models "
+          "nvcr.io/nvidia/tritonserver:<yy.mm>-py3 tritonserver --model-repository=/models")
+    return 0
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "export-triton", help="write a Triton Inference Server model repository (also: `export triton`)",
+        description="Write <repo>/<model>/config.pbtxt and <repo>/<model>/<version>/model.onnx for built models "
+                    "(platform onnxruntime_onnx, dims from the ONNX graph, dynamic batching, instance groups, "
+                    "TensorRT FP16 on GPU). Each config is validated by parsing it with Triton's ModelConfig "
+                    "protobuf. `edgestack export triton ...` is the same command.")
+    p.add_argument("models", nargs="*", help="served names (default: every built model)")
+    p.add_argument("--repo", default="triton-repo", help="repository folder (default ./triton-repo)")
+    p.add_argument("--variant", default="fp32", help="which ONNX variant to ship (fp32 default: TensorRT makes "
+                   "its own FP16 engine on GPU; int8 for CPU-only repositories)")
+    p.add_argument("--target", choices=TARGETS, default="both",
+                   help="instance groups: both (GPU + CPU; the host needs a GPU), gpu, or cpu (CPU-only Triton)")
+    p.add_argument("--max-batch", type=int, default=64, help="max_batch_size for models with a batch dimension")
+    p.add_argument("--queue-delay-us", type=int, default=2000,
+                   help="dynamic batching: longest wait for a fuller batch, microseconds (default 2000 = our 2 ms)")
+    p.add_argument("--cpu-instances", type=int, default=1, help="model instances on CPU")
+    p.add_argument("--gpu-instances", type=int, default=1, help="model instances per GPU")
+    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads per instance (Triton's default if unset)")
+    p.add_argument("--all-versions", action="store_true", help="export every built version, not just the latest")
+    p.add_argument("--keep-versions", type=int, default=1, help="version policy: serve the latest N versions")
+    p.set_defaults(func=cmd_export_triton)

@@ -1,0 +1,126 @@
+"""`edgestack export triton`: every config.pbtxt parsed with Triton's own ModelConfig
+protobuf (tritonclient's grpc package) and compared with the ONNX graph it ships."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from google.protobuf import text_format
+from onnx import TensorProto, helper
+from tritonclient.grpc import model_config_pb2
+from tritonclient.utils import triton_to_np_dtype
+
+from edgestack import artifact
+from edgestack.cli import main
+from export import triton
+from tests.test_v2 import MODELS, artifact_of
+
+
+def parse(path: Path) -> model_config_pb2.ModelConfig:
+    return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+
+
+def config_dtype(data_type: int) -> np.dtype:
+    name = model_config_pb2.DataType.Name(data_type).removeprefix("TYPE_")
+    return np.dtype(object) if name == "STRING" else np.dtype(triton_to_np_dtype(name))
+
+
+def graph_tensors(path: Path, kind: str) -> list[tuple[str, np.dtype, list[int]]]:
+    """(name, numpy dtype, dims with -1 for symbolic) straight from the ONNX file."""
+    graph = onnx.load(str(path)).graph
+    out = []
+    for value in getattr(graph, kind):
+        t = value.type.tensor_type
+        dtype = np.dtype(object) if t.elem_type == TensorProto.STRING else helper.tensor_dtype_to_np_dtype(t.elem_type)
+        out.append((value.name, dtype, [d.dim_value if d.HasField("dim_value") else -1 for d in t.shape.dim]))
+    return out
+
+
+def assert_config_matches_graph(config: model_config_pb2.ModelConfig, onnx_path: Path) -> None:
+    batched = config.max_batch_size > 0
+    for kind, entries in (("input", config.input), ("output", config.output)):
+        graph = graph_tensors(onnx_path, kind)
+        assert [e.name for e in entries] == [g[0] for g in graph]
+        for entry, (_, dtype, dims) in zip(entries, graph):
+            assert config_dtype(entry.data_type) == dtype
+            if batched:
+                assert dims[0] == -1
+                assert list(entry.dims) == (dims[1:] or [1])
+            else:
+                assert list(entry.dims) == dims
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_exported_repository_parses_as_triton_model_config(request, model, tmp_path):
+    art = artifact_of(request, model)
+    repo = tmp_path / "repo"
+    assert main(["export", "triton", model, "--repo", str(repo), "--max-batch", "32",
+                 "--queue-delay-us", "1500", "--cpu-instances", "2", "--threads", "1"]) == 0
+    model_dir = repo / model
+    onnx_path = model_dir / art.version / "model.onnx"
+    assert artifact.sha256_file(onnx_path) == artifact.sha256_file(art.variant_path("fp32"))
+    config = parse(model_dir / "config.pbtxt")
+    assert config.name == model and config.platform == "onnxruntime_onnx"
+    assert_config_matches_graph(config, onnx_path)
+    if config.max_batch_size:
+        assert config.max_batch_size == 32
+        assert config.dynamic_batching.max_queue_delay_microseconds == 1500
+    kinds = {model_config_pb2.ModelInstanceGroup.Kind.Name(g.kind): g.count for g in config.instance_group}
+    assert kinds == {"KIND_GPU": 1, "KIND_CPU": 2}
+    (trt,) = config.optimization.execution_accelerators.gpu_execution_accelerator
+    assert trt.name == "tensorrt" and trt.parameters["precision_mode"] == "FP16"
+    assert config.version_policy.latest.num_versions == 1
+    assert config.parameters["intra_op_thread_count"].string_value == "1"
+    hints = json.loads(config.parameters["edgestack"].string_value)
+    assert hints["task"] == art.task
+    labels = art.manifest.get("labels")
+    if labels:
+        assert (model_dir / "labels.txt").read_text().splitlines() == labels
+        assert [o.label_filename for o in config.output if list(o.dims) == [len(labels)]] == ["labels.txt"]
+
+
+def test_cpu_only_repository_and_every_version(digits_artifact, tmp_path):
+    repo = tmp_path / "repo"
+    written = triton.export_repository(repo, ["digits-cnn"], target="cpu", variant="int8", all_versions=True,
+                                       keep_versions=2)
+    config = parse(written[0] / "config.pbtxt")
+    assert [model_config_pb2.ModelInstanceGroup.Kind.Name(g.kind) for g in config.instance_group] == ["KIND_CPU"]
+    assert not config.optimization.execution_accelerators.gpu_execution_accelerator
+    assert config.version_policy.latest.num_versions == 2
+    onnx_path = written[0] / digits_artifact.version / "model.onnx"
+    assert artifact.sha256_file(onnx_path) == artifact.sha256_file(digits_artifact.variant_path("int8"))
+    assert_config_matches_graph(config, onnx_path)
+
+
+def test_multi_input_graph_without_a_batch_dimension(tmp_path):
+    """An LSTM-step-like graph: token ids (INT64), a state whose batch axis is not first,
+    a string input; no shared leading dynamic axis, so max_batch_size 0 and full dims."""
+    tokens = helper.make_tensor_value_info("tokens", TensorProto.INT64, ["batch", 1])
+    state = helper.make_tensor_value_info("state", TensorProto.FLOAT, [2, "batch", 16])
+    text = helper.make_tensor_value_info("text", TensorProto.STRING, [3])
+    outs = [helper.make_tensor_value_info(n, t, s) for n, t, s in (("tokens_out", TensorProto.INT64, ["batch", 1]),
+                                                                   ("state_out", TensorProto.FLOAT, [2, "batch", 16]),
+                                                                   ("text_out", TensorProto.STRING, [3]))]
+    nodes = [helper.make_node("Identity", [i], [o]) for i, o in (("tokens", "tokens_out"), ("state", "state_out"),
+                                                                 ("text", "text_out"))]
+    model = helper.make_model(helper.make_graph(nodes, "step", [tokens, state, text], outs),
+                              opset_imports=[helper.make_opsetid("", 18)])
+    path = tmp_path / "model.onnx"
+    onnx.save(model, str(path))
+    config_json = triton.model_config("step", path, {"task": "text-generation"}, target="gpu")
+    config = text_format.Parse(triton.to_pbtxt(config_json), model_config_pb2.ModelConfig())
+    assert config.max_batch_size == 0 and not config.HasField("dynamic_batching")
+    assert_config_matches_graph(config, path)
+    assert list(config.input[1].dims) == [2, -1, 16]
+    assert model_config_pb2.DataType.Name(config.input[2].data_type) == "TYPE_STRING"
+
+
+def test_a_config_triton_would_refuse_is_never_written():
+    with pytest.raises(Exception, match="no_such_field"):
+        triton.to_pbtxt({"name": "x", "platform": "onnxruntime_onnx", "no_such_field": 1})
+    with pytest.raises(ValueError, match="target"):
+        triton.model_config("x", Path("unused.onnx"), {}, target="tpu")
