@@ -56,6 +56,7 @@ class FamilyTools:
 FAMILY_TOOLS: dict[str, FamilyTools] = {
     "cnn": FamilyTools(batch="batch.images:ImageBatch", edge="bundle.edge_runner.image"),
     "lstm": FamilyTools(batch="batch.music:MusicBatch", edge="bundle.edge_runner.music"),
+    "transformer": FamilyTools(batch="batch.text:TextBatch", edge="bundle.edge_runner.text"),
 }
 
 
