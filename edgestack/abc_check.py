@@ -3,10 +3,11 @@
 Samples N tunes (seeds 0..N-1, temperature 1.0 by default) with the served runner
 (numpy + ONNX Runtime, no server needed) and counts:
 
-  headers   the tune has X:, T:, M:, K: headers and a body of music after K:
-  parses    headers, and abc2midi (a strict ABC parser) reports no error at all
-  midi      headers, and abc2midi writes a MIDI file with notes (what /render_midi accepts)
-  ended     the model ended the tune itself (a blank line) before the length limit
+  headers     parses as one tune: X:, T:, M:, K: headers, then a body of music after K:
+  midi        headers, and abc2midi writes a MIDI file with notes (what /render_midi accepts)
+  no_errors   headers, and abc2midi (a strict ABC parser) reports no error at all; even
+              real tunes fail this (repeat endings abc2midi dislikes), see the reference column
+  ended       the model ended the tune itself (a blank line) before the length limit
 
 The same checks on the held-out test tunes of the training corpus give the ceiling: even
 real tunes are not all error-free for abc2midi. A table on screen, JSON (with every tune)
@@ -24,14 +25,14 @@ from pathlib import Path
 from edgestack import artifact
 from serving import abc_tools
 
-CHECKS = ("headers", "parses", "midi", "ended")
+CHECKS = ("headers", "midi", "no_errors", "ended")
 
 
 def check_tune(tune: str) -> dict:
     problems = abc_tools.header_problems(tune)
     result = abc_tools.abc2midi(tune)
     headers = not problems
-    return {"headers": headers, "parses": headers and not result.errors, "midi": headers and result.notes > 0,
+    return {"headers": headers, "no_errors": headers and not result.errors, "midi": headers and result.notes > 0,
             "problems": problems, "abc2midi_errors": result.errors[:5], "notes": result.notes}
 
 

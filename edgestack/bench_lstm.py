@@ -101,11 +101,12 @@ def http_streaming(art: artifact.Artifact, args, threads: int) -> list[dict]:
     """Time to first generated character and whole-stream time over /generate_stream (SSE)."""
     import httpx
 
-    from edgestack.bench import free_port, percentiles, running_server
+    from edgestack.bench import percentiles
+    from edgestack.serverproc import running_server
 
     requests = max(5, min(args.http_requests, 60))
     ttft, totals, chars = [], [], 0
-    with running_server(art.name, args.port or free_port(), threads) as url:
+    with running_server([art.name], port=args.port or None, env={"EDGESTACK_THREADS": str(threads)}) as (url, _):
         with httpx.Client(base_url=url, timeout=60) as client:
             for i in range(requests + 3):  # 3 warm-up streams
                 body = {"model": art.name, "seed": i, "max_length": 200, "temperature": 1.0}

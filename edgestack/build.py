@@ -73,6 +73,8 @@ def build(name: str, overrides: dict[str, Any] | None = None, *, root: Path | No
                              progress=progress)
     built = export(name, run_dir, root=root, progress=progress)
     if progress:
-        accs = ", ".join(f"{v}: {m.get('test_accuracy', float('nan')):.4f}" for v, m in built.variants.items())
+        accs = ", ".join(f"{v}: {m['test_accuracy']:.4f}" if "test_accuracy" in m else
+                         f"{v}: {m.get('test_bits_per_char', float('nan')):.4f} bits/char"
+                         for v, m in built.variants.items())
         print(f"[{name}] built v{built.version} in {time.time() - started:.0f}s ({accs}) -> {built.path}")
     return built

@@ -34,7 +34,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--patience", type=int, help="early stopping: epochs without a better validation score")
     g.add_argument("--data-dir", help="your own data instead of the packaged set (e.g. a folder of IDX files)")
     g.add_argument("--train-limit", type=int, help="train on only the first N training examples")
-    g.add_argument("--hidden-size", type=int, help="folk-lstm: LSTM hidden size (default 256; the lab's 1024 is "
+    g.add_argument("--hidden-size", type=int, help="folk-lstm: LSTM hidden size (default 384; the lab's 1024 is "
                    "the large profile: `make folk-lstm-large`)")
 
 

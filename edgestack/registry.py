@@ -38,7 +38,7 @@ MODELS: dict[str, ModelSpec] = {
     "folk-lstm": ModelSpec(
         "folk-lstm", "lstm", "text-generation", "training.folk_lstm", "export.folk_lstm",
         "serving.music_generator:MusicGenerator",
-        defaults={"corpus": "irish", "hidden_size": 256, "epochs": 15, "patience": 4, "threads": 1},
+        defaults={"corpus": "irish", "hidden_size": 384, "epochs": 15, "patience": 4, "threads": 1},
         description="character LSTM writing Irish folk tunes in ABC notation"),
 }
 

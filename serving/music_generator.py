@@ -16,7 +16,7 @@ import os
 import secrets
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -67,6 +67,11 @@ class MusicGenerator(ModelRunner):
     """Serves a folk-lstm artifact: `generate` (whole tune), `stream` (pieces as they come), `infer` (raw step)."""
 
     def __init__(self, art: Artifact, options: RunnerOptions | None = None, on_batch=None):
+        options = options or RunnerOptions()
+        if options.threads is None:
+            # One character at a time at batch 1: extra intra-op threads only add hand-offs
+            # (measured slower on 2 cores); concurrent requests use the other cores instead.
+            options = replace(options, threads=int(os.environ.get("EDGESTACK_LSTM_THREADS", 1)))
         super().__init__(art, options, on_batch)  # the step graph of the chosen variant
         meta = art.variants[self.variant]
         self.prompt_session = open_session(art.file(meta["prompt_file"]), providers=self.session.providers,

@@ -259,6 +259,31 @@ def test_bad_input_is_a_4xx_naming_the_problem(folk_server, path, body, status, 
     assert message in error
 
 
+def test_client_leaving_mid_stream_does_not_hurt_the_server(folk_server):
+    with httpx.stream("POST", folk_server + "/generate_stream", json={"max_length": 800, "seed": 2},
+                      timeout=30) as response:
+        lines = response.iter_lines()
+        assert next(lines).startswith("event: start")
+    response = httpx.post(folk_server + "/generate", json={"max_length": 20, "seed": 2}, timeout=30)
+    assert response.status_code == 200
+
+
+def test_open_inference_protocol_v2_step_with_explicit_state(folk_server):
+    meta = httpx.get(folk_server + "/v2/models/folk-lstm").json()
+    assert [i["name"] for i in meta["inputs"]] == ["token", "h", "c"]
+    hidden = meta["inputs"][1]["shape"][-1]
+    body = {"inputs": [{"name": "token", "shape": [1], "datatype": "INT64", "data": [5]},
+                       {"name": "h", "shape": [1, 1, hidden], "datatype": "FP32", "data": [0.0] * hidden},
+                       {"name": "c", "shape": [1, 1, hidden], "datatype": "FP32", "data": [0.0] * hidden}]}
+    response = httpx.post(folk_server + "/v2/models/folk-lstm/infer", json=body, timeout=30)
+    assert response.status_code == 200, response.text
+    outputs = {o["name"]: o for o in response.json()["outputs"]}
+    assert outputs["logits"]["shape"][0] == 1 and outputs["h_out"]["shape"] == [1, 1, hidden]
+    body["inputs"][0]["data"] = [9999]
+    response = httpx.post(folk_server + "/v2/models/folk-lstm/infer", json=body, timeout=30)
+    assert response.status_code == 400 and "token ids must be in" in response.text
+
+
 def test_models_endpoint_and_still_serving_after_bad_input(folk_server):
     described = httpx.post(folk_server + "/models", json={}).json()["models"][0]
     assert described["name"] == "folk-lstm" and described["variant"] == "int8"
