@@ -99,8 +99,8 @@ def run_bench_bundle(args) -> dict:
         inputs, sample = edge_module.example_input(built.manifest, sample_dir)
         row = {"model": name, "version": built.manifest["version"], "variant": built.manifest["variant"],
                "bundle_bytes": dir_bytes(built.path), "archive_bytes": built.archive.stat().st_size,
-               "model_ort_bytes": (built.path / "model.ort").stat().st_size,
-               "model_onnx_bytes": (built.path / "model.onnx").stat().st_size,
+               "ort_bytes": sum((built.path / g["ort"]).stat().st_size for g in built.manifest["graphs"].values()),
+               "onnx_bytes": sum((built.path / g["onnx"]).stat().st_size for g in built.manifest["graphs"].values()),
                "python": python, "pillow_in_runner_env": has_pillow,
                **cold_start(python, built.path, inputs, args.runs),
                "batch1": latency(built.path, sample, args.iterations),
@@ -111,13 +111,13 @@ def run_bench_bundle(args) -> dict:
     print(f"\nmachine: {m['cpu']}, {m['cores']} cores, flags {' '.join(m['flags'])}; onnxruntime "
           f"{m['versions'].get('onnxruntime')}; runner threads 1; load average "
           f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}; runner python {python}")
-    header = (f"{'model':22s} {'bundle KiB':>10s} {'tar.gz KiB':>10s} {'ort KiB':>8s} {'cold start ms':>13s} "
+    header = (f"{'model':22s} {'bundle KiB':>10s} {'tar.gz KiB':>10s} {'.ort KiB':>8s} {'cold start ms':>13s} "
               f"{'peak RSS MiB':>12s} {'b1 p50 ms ort':>13s} {'b1 p50 ms onnx':>14s} {'b1 p99 ms ort':>13s}  batch-1 =")
     print(header)
     print("-" * len(header))
     for r in rows:
         print(f"{r['model']:22s} {r['bundle_bytes'] / 1024:10.0f} {r['archive_bytes'] / 1024:10.0f} "
-              f"{r['model_ort_bytes'] / 1024:8.0f} {r['cold_start_ms_median']:13.0f} {r['peak_rss_mib_median']:12.1f} "
+              f"{r['ort_bytes'] / 1024:8.0f} {r['cold_start_ms_median']:13.0f} {r['peak_rss_mib_median']:12.1f} "
               f"{r['batch1']['ort']['p50_ms']:13.3f} {r['batch1']['onnx']['p50_ms']:14.3f} "
               f"{r['batch1']['ort']['p99_ms']:13.3f}  {r['batch1_unit']}")
     out = Path(args.out)
