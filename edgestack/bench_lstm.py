@@ -1,7 +1,7 @@
 """`edgestack bench folk-lstm`: tokens per second of the tune generator, and time to first token.
 
-In process, interleaved after warm-up (A B C A B C ...): PyTorch eager, ORT fp32 and ORT
-int8, each writing 100 characters greedily one step at a time at batch 1 with the state fed
+In process, interleaved after warm-up (A B C A B C ...): PyTorch eager (its default oneDNN
+LSTM, and its native kernel), ORT fp32 and ORT int8, each writing 100 characters greedily one step at a time at batch 1 with the state fed
 back (what generation does). Then reading a 256-character prompt: the prompt graph in one
 call vs the step graph 256 times. Over HTTP: a real server streaming /generate_stream
 (Server-Sent Events); time to the first generated character and the whole stream.
@@ -28,7 +28,8 @@ def bench_lstm(art: artifact.Artifact, args) -> dict:
     from serving.runtime import open_session
     from training import folk_lstm
 
-    threads = args.threads or os.cpu_count() or 1
+    # Batch-1 stepping: one thread, as the server runs it (EDGESTACK_LSTM_THREADS); --threads to change.
+    threads = args.threads or int(os.environ.get("EDGESTACK_LSTM_THREADS", 1))
     torch.set_num_threads(threads)
     model, config, vocab = folk_lstm.load_checkpoint(art.file("checkpoint"))
     hidden = config["hidden_size"]
@@ -37,13 +38,21 @@ def bench_lstm(art: artifact.Artifact, args) -> dict:
                for v in ("fp32", "int8")}
     start_token = vocab.index["X"]
 
-    @torch.inference_mode()
-    def torch_eager():
-        state = model.zero_state(1)
-        token = torch.tensor([[start_token]])
-        for _ in range(TOKENS_PER_CALL):
-            logits, state = model(token, state)
-            token = logits[:, -1].argmax(-1, keepdim=True)
+    def torch_eager(onednn: bool):
+        @torch.inference_mode()
+        def run():
+            # PyTorch's default CPU LSTM path goes through oneDNN, which is slow for one step at a
+            # time; the native kernel (mkldnn off) is timed too so the comparison is not flattering.
+            torch.backends.mkldnn.enabled = onednn
+            try:
+                state = model.zero_state(1)
+                token = torch.tensor([[start_token]])
+                for _ in range(TOKENS_PER_CALL):
+                    logits, state = model(token, state)
+                    token = logits[:, -1].argmax(-1, keepdim=True)
+            finally:
+                torch.backends.mkldnn.enabled = True
+        return run
 
     def ort_stepping(session):
         def run():
@@ -56,7 +65,8 @@ def bench_lstm(art: artifact.Artifact, args) -> dict:
 
     rounds = max(10, args.iterations // 4)
     results = {"in_process": [], "http": []}
-    candidates = {"pytorch-eager": torch_eager, **{f"ort-{v}": ort_stepping(s) for v, s in steps.items()}}
+    candidates = {"pytorch-eager": torch_eager(True), "pytorch-eager-native": torch_eager(False),
+                  **{f"ort-{v}": ort_stepping(s) for v, s in steps.items()}}
     print(f"stepping: {rounds} rounds x {TOKENS_PER_CALL} tokens per variant", flush=True)
     for name, samples in interleaved(candidates, rounds, warmup=3).items():
         results["in_process"].append({"case": f"{name} {TOKENS_PER_CALL} steps", "engine": name,
@@ -86,8 +96,9 @@ def bench_lstm(art: artifact.Artifact, args) -> dict:
         results["http"] = http_streaming(art, args, threads)
 
     by_engine = {r["engine"]: r for r in results["in_process"]}
-    tps = {k: by_engine[k]["items_per_s"] for k in ("pytorch-eager", "ort-fp32", "ort-int8")}
+    tps = {k: by_engine[k]["items_per_s"] for k in ("pytorch-eager", "pytorch-eager-native", "ort-fp32", "ort-int8")}
     ratios = {"ort_int8_over_pytorch_tokens_per_s": tps["ort-int8"] / tps["pytorch-eager"],
+              "ort_int8_over_pytorch_native_tokens_per_s": tps["ort-int8"] / tps["pytorch-eager-native"],
               "ort_fp32_over_pytorch_tokens_per_s": tps["ort-fp32"] / tps["pytorch-eager"],
               "int8_over_fp32_tokens_per_s": tps["ort-int8"] / tps["ort-fp32"],
               "prompt_graph_over_stepping_speed": (by_engine["ort-int8 prompt graph"]["items_per_s"]

@@ -76,7 +76,7 @@ def count_note_ons(midi: bytes) -> int:
                 i += 1
             if status == 0xFF:  # meta: type, length, data
                 i += 1
-                length, shift = 0, 0
+                length = 0
                 while i < len(track):
                     length = (length << 7) | (track[i] & 0x7F)
                     i += 1

@@ -21,7 +21,7 @@ from export.folk_lstm import ROLLOUT_PROMPT, greedy_rollout_ort, greedy_rollout_
 from export.onnx_utils import op_types
 from serving import abc_tools
 from serving.errors import InputError
-from serving.music_generator import MusicGenerator, SamplingParams, sample_index
+from serving.music_generator import MusicGenerator, sample_index
 from serving.runner import RunnerOptions
 from serving.runtime import open_session
 from tests.conftest import serve
