@@ -163,7 +163,8 @@ def cmd_export_triton(args: argparse.Namespace) -> int:
     for model_dir in written:
         versions = sorted(p.name for p in model_dir.iterdir() if p.is_dir())
         print(f"[{model_dir.name}] {model_dir}/config.pbtxt, versions {', '.join(versions)}")
-    print(f"serve it: docker run --gpus all -p 8000:8000 -v {repo.resolve()}:/models "
+    gpus = "" if args.target == "cpu" else "--gpus all "
+    print(f"serve it: docker run {gpus}-p 8000:8000 -v {repo.resolve()}:/models "
           "nvcr.io/nvidia/tritonserver:<yy.mm>-py3 tritonserver --model-repository=/models")
     return 0
 

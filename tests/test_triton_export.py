@@ -17,7 +17,7 @@ from tritonclient.utils import triton_to_np_dtype
 from edgestack import artifact
 from edgestack.cli import main
 from export import triton
-from tests.test_v2 import MODELS, artifact_of
+from tests.test_v2 import MODELS, v2_artifacts  # noqa: F401  (a session fixture)
 
 
 def parse(path: Path) -> model_config_pb2.ModelConfig:
@@ -55,8 +55,10 @@ def assert_config_matches_graph(config: model_config_pb2.ModelConfig, onnx_path:
 
 
 @pytest.mark.parametrize("model", MODELS)
-def test_exported_repository_parses_as_triton_model_config(request, model, tmp_path):
-    art = artifact_of(request, model)
+def test_exported_repository_parses_as_triton_model_config(v2_artifacts, model, tmp_path, monkeypatch):
+    root, built = v2_artifacts
+    art = built[model]
+    monkeypatch.setenv("EDGESTACK_ARTIFACTS", str(root))
     repo = tmp_path / "repo"
     assert main(["export", "triton", model, "--repo", str(repo), "--max-batch", "32",
                  "--queue-delay-us", "1500", "--cpu-instances", "2", "--threads", "1"]) == 0
