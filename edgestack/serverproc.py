@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -30,18 +31,16 @@ def running_server(models: list[str], *, port: int | None = None, env: dict | No
     Raises RuntimeError with the server's last output if it exits before it is ready.
     """
     port = port or free_port()
-    log = open(log_path, "w+") if log_path else open(os.devnull, "w+")
-    capture = log if log_path else subprocess.PIPE
+    # A file, never a pipe: nobody reads a pipe while the server runs, and a full one stalls it.
+    log = open(log_path, "w+") if log_path else tempfile.TemporaryFile("w+")
     proc = subprocess.Popen([sys.executable, "-m", "edgestack.cli", "serve", *models, "--port", str(port),
                              "--host", "127.0.0.1"], env={**os.environ, **(env or {})},
-                            stdout=capture, stderr=subprocess.STDOUT)
+                            stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
 
     def output() -> str:
-        if log_path:
-            log.seek(0)
-            return log.read()[-3000:]
-        return proc.stdout.read().decode(errors="replace")[-3000:]
+        log.seek(0)
+        return log.read()[-3000:]
 
     try:
         deadline = time.time() + timeout
