@@ -20,6 +20,9 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
+# Sampling lives in the edge runner (numpy only) so a device and the server draw the same tune.
+from bundle.edge_runner.music import sample_index  # noqa: F401 (re-exported for callers)
+
 from edgestack.artifact import Artifact
 from serving.errors import InputError
 from serving.runner import ModelRunner, RunnerOptions
@@ -42,25 +45,6 @@ class SamplingParams:
     top_k: int = 0                # 0: off
     top_p: float = 1.0            # 1: off
     seed: int | None = None       # None: a random one, returned so the tune can be had again
-
-
-def sample_index(logits: np.ndarray, rng: np.random.Generator, temperature: float, top_k: int, top_p: float) -> int:
-    """One draw from softmax(logits / temperature), cut to the top-k and the top-p nucleus."""
-    z = logits.astype(np.float64) / temperature
-    if 0 < top_k < len(z):
-        kth = np.partition(z, -top_k)[-top_k]
-        z = np.where(z >= kth, z, -np.inf)
-    p = np.exp(z - z.max())
-    p /= p.sum()
-    if top_p < 1.0:
-        order = np.argsort(-p, kind="stable")
-        ranked = p[order]
-        keep = np.cumsum(ranked) - ranked < top_p  # smallest set whose mass reaches top_p
-        nucleus = np.zeros_like(p)
-        nucleus[order[keep]] = ranked[keep]
-        p = nucleus / nucleus.sum()
-    cumulative = np.cumsum(p)
-    return int(min(np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right"), len(p) - 1))
 
 
 class MusicGenerator(ModelRunner):

@@ -8,7 +8,7 @@ from training import cnn
 
 
 def _short(tmp_path, name, **kw):
-    cfg = cnn.Config(dataset="fashion", epochs=1, train_limit=1024, batch_size=64, **kw)
+    cfg = cnn.Config(dataset="fashion", epochs=1, train_limit=1024, batch_size=64, augment=False, **kw)
     return cnn.train(cfg, tmp_path / name, progress=False), tmp_path / name
 
 

@@ -21,6 +21,7 @@ from torch import nn
 from tqdm import tqdm
 
 from training.data import images as image_data
+from training.loop import KeepBest
 from training.plots import plot_confusion, plot_curves
 
 # What the exported graph expects; serving repeats exactly this in numpy.
@@ -104,7 +105,7 @@ def train(cfg: Config, out_dir: Path, *, progress: bool = True) -> dict:
     generator = torch.Generator().manual_seed(cfg.seed)
 
     history: list[dict] = []
-    best_acc, best_state, best_epoch, stale = -1.0, None, 0, 0
+    best = KeepBest(cfg.patience, higher_is_better=True)
     started = time.time()
     for epoch in range(1, cfg.epochs + 1):
         model.train()
@@ -132,16 +133,12 @@ def train(cfg: Config, out_dir: Path, *, progress: bool = True) -> dict:
         if progress:
             print(f"{cfg.dataset} epoch {epoch}: train loss {total_loss / seen:.4f}  "
                   f"val loss {val_loss:.4f}  val acc {val_acc:.4f}", flush=True)
-        if val_acc > best_acc:
-            best_acc, best_epoch, stale = val_acc, epoch, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
-            stale += 1
-            if stale >= cfg.patience:
-                if progress:
-                    print(f"early stop: no better validation accuracy for {cfg.patience} epochs")
-                break
+        if best.update(epoch, val_acc, model):
+            if progress:
+                print(f"early stop: no better validation accuracy for {cfg.patience} epochs")
+            break
 
+    best_acc, best_epoch, best_state = best.score, best.epoch, best.state
     model.load_state_dict(best_state)
     test_pred = predict(model, data.test.images).argmax(1)
     test_acc = float((test_pred == data.test.labels).mean())

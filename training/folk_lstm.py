@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from training.data import abc as abc_data
 from training.plots import plot_curves
+from training.loop import KeepBest
 
 
 @dataclass
@@ -170,7 +171,7 @@ def train(cfg: Config, out_dir: Path, *, progress: bool = True) -> dict:
               flush=True)
 
     history: list[dict] = []
-    best_bpc, best_state, best_epoch, stale = math.inf, None, 0, 0
+    best = KeepBest(cfg.patience, higher_is_better=False)
     started = time.time()
     for epoch in range(1, cfg.epochs + 1):
         model.train()
@@ -196,16 +197,12 @@ def train(cfg: Config, out_dir: Path, *, progress: bool = True) -> dict:
         if progress:
             print(f"folk-lstm epoch {epoch}: train loss {train_loss:.4f}  val bits/char {val_bpc:.4f}  "
                   f"({time.time() - started:.0f}s)", flush=True)
-        if val_bpc < best_bpc:
-            best_bpc, best_epoch, stale = val_bpc, epoch, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
-            stale += 1
-            if stale >= cfg.patience:
-                if progress:
-                    print(f"early stop: no better validation bits/char for {cfg.patience} epochs")
-                break
+        if best.update(epoch, val_bpc, model):
+            if progress:
+                print(f"early stop: no better validation bits/char for {cfg.patience} epochs")
+            break
 
+    best_bpc, best_epoch, best_state = best.score, best.epoch, best.state
     model.load_state_dict(best_state)
     model.eval()
     test_ids = np.asarray(vocab.encode(abc_data.join_tunes(test_tunes), unknown="drop"), np.int64)

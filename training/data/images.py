@@ -6,7 +6,6 @@ fixed by a seed and never overlap.
 
 from __future__ import annotations
 
-import gzip
 import importlib.metadata
 import os
 from dataclasses import dataclass
@@ -14,12 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
+# The IDX reader is the edge runner's (numpy only): one reader for training, batch jobs and devices.
+from bundle.edge_runner.image import read_idx  # noqa: F401 (part of this module's API)
+
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_LABELS = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 DIGIT_LABELS = [str(d) for d in range(10)]
-IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
-              0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
 
 
 class DataMissing(FileNotFoundError):
@@ -45,23 +45,6 @@ class ImageDataset:
     test: Split
     labels: list[str]
     source: str
-
-
-def read_idx(path: Path) -> np.ndarray:
-    """Read one IDX file (optionally gzipped), checking the magic number and the size."""
-    path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as fh:
-        data = fh.read()
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in IDX_DTYPES:
-        raise ValueError(f"{path} is not an IDX file (bad magic number)")
-    dtype, ndim = np.dtype(IDX_DTYPES[data[2]]), data[3]
-    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    offset = 4 + 4 * ndim
-    expected = int(np.prod(shape)) * dtype.itemsize
-    if len(data) - offset != expected:
-        raise ValueError(f"{path}: header says {shape} ({expected} bytes), file has {len(data) - offset}")
-    return np.frombuffer(data, dtype=dtype, offset=offset).reshape(shape).astype(dtype.newbyteorder("="))
 
 
 def _find(directory: Path, stem: str) -> Path:
