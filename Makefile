@@ -7,7 +7,7 @@ PORT   ?= 3000
 ORT    ?= cpu
 STAMP  := $(VENV)/.installed-$(ORT)
 
-.PHONY: serve test venv data models bench clean-models clean help folk-lstm-large
+.PHONY: serve test venv data models bench clean-models clean help folk-lstm-large text-large
 
 help:
 	@echo "make serve   build what is missing (venv, data, default models) and serve on port $(PORT)"
@@ -15,6 +15,7 @@ help:
 	@echo "make models  build missing default models only"
 	@echo "make bench   benchmark fashion-cnn (table on screen, JSON under bench-results/)"
 	@echo "make folk-lstm-large   rebuild folk-lstm at the lab's size (LSTM 1024; slow on 2 cores)"
+	@echo "make text-large        rebuild the text transformers on every training text (2 epochs; slow on 2 cores)"
 
 venv: $(STAMP)
 
@@ -44,6 +45,12 @@ bench: models
 # folk-lstm at the MIT lab's size (LSTM 1024): a new artifact version (estimated an hour or more on 2 cores).
 folk-lstm-large: venv data
 	$(BIN)/edgestack build folk-lstm --force --hidden-size 1024 --epochs 30 --patience 5
+
+# The text transformers' larger profile: every training text, 2 epochs, training max length 128
+# (new artifact versions; see README "Text classifiers" for times and accuracy).
+text-large: venv data
+	$(BIN)/edgestack build sentiment-transformer topic-transformer --force --train-limit 0 --epochs 2 \
+		--set train_max_length=128
 
 clean-models:
 	rm -rf artifacts

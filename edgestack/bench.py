@@ -151,7 +151,13 @@ def bench_lstm(art: artifact.Artifact, args) -> dict:
     return run(art, args)
 
 
-BENCHES = {"cnn": bench_cnn, "lstm": bench_lstm}
+def bench_transformer(art: artifact.Artifact, args) -> dict:
+    from edgestack.bench_text import bench_text  # batch 1/16 x length 32/128, then HTTP
+
+    return bench_text(art, args)
+
+
+BENCHES = {"cnn": bench_cnn, "lstm": bench_lstm, "transformer": bench_transformer}
 
 
 def run_bench(args) -> dict:

@@ -36,11 +36,23 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--train-limit", type=int, help="train on only the first N training examples")
     g.add_argument("--hidden-size", type=int, help="folk-lstm: LSTM hidden size (default 384; the lab's 1024 is "
                    "the large profile: `make folk-lstm-large`)")
+    g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other field of the model's training Config, repeatable (values are JSON or "
+                        "plain strings), e.g. --set freeze_layers=0 --set max_length=256")
 
 
 def _train_overrides(args: argparse.Namespace) -> dict:
     keys = ("epochs", "batch_size", "lr", "seed", "augment", "patience", "data_dir", "train_limit", "hidden_size")
-    return {k: getattr(args, k, None) for k in keys}
+    overrides = {k: getattr(args, k, None) for k in keys}
+    for item in getattr(args, "set", None) or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set wants KEY=VALUE, got {item!r}")
+        try:
+            overrides[key.strip().replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key.strip().replace("-", "_")] = value
+    return overrides
 
 
 def cmd_build(args: argparse.Namespace) -> int:

@@ -40,9 +40,33 @@ MODELS: dict[str, ModelSpec] = {
         "serving.music_generator:MusicGenerator",
         defaults={"corpus": "irish", "hidden_size": 384, "epochs": 15, "patience": 4, "threads": 1},
         description="character LSTM writing Irish folk tunes in ABC notation"),
+    # Text classifiers (training/text_transformer.py): the defaults are the 2-core profile;
+    # `make text-large` (every training text, 2 epochs, max length 128) is the larger one.
+    "sentiment-transformer": ModelSpec(
+        "sentiment-transformer", "transformer", "text-classification", "training.text_transformer",
+        "export.text_transformer", "serving.text_classifier:TextClassifier",
+        defaults={"dataset": "sentiment", "arch": "minilm", "epochs": 1, "train_limit": 4000, "lr": 1e-4,
+                  "head_lr": 1e-3, "freeze_layers": 3},
+        description="movie-review sentiment, fresh/rotten (MiniLM-L6 fine-tuned)"),
+    "topic-transformer": ModelSpec(
+        "topic-transformer", "transformer", "text-classification", "training.text_transformer",
+        "export.text_transformer", "serving.text_classifier:TextClassifier",
+        defaults={"dataset": "topic", "arch": "minilm", "epochs": 1, "train_limit": 600, "lr": 1e-4,
+                  "head_lr": 1e-3, "freeze_layers": 3, "train_max_length": 64},
+        description="BBC News topic, 5 classes (MiniLM-L6 fine-tuned)"),
+    "sentiment-tiny": ModelSpec(
+        "sentiment-tiny", "transformer", "text-classification", "training.text_transformer",
+        "export.text_transformer", "serving.text_classifier:TextClassifier",
+        defaults={"dataset": "sentiment", "arch": "tiny", "epochs": 4, "lr": 1e-3, "patience": 2},
+        description="movie-review sentiment, tiny 2-layer transformer trained from scratch (edge option)"),
+    "topic-tiny": ModelSpec(
+        "topic-tiny", "transformer", "text-classification", "training.text_transformer",
+        "export.text_transformer", "serving.text_classifier:TextClassifier",
+        defaults={"dataset": "topic", "arch": "tiny", "epochs": 6, "lr": 1e-3, "patience": 2},
+        description="BBC News topic, tiny 2-layer transformer trained from scratch (edge option)"),
 }
 
-DEFAULT_MODELS = ["digits-cnn", "fashion-cnn", "folk-lstm"]
+DEFAULT_MODELS = ["digits-cnn", "fashion-cnn", "folk-lstm", "sentiment-transformer", "topic-transformer"]
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ Endpoints (POST, JSON unless said):
     /generate         folk-lstm: {"prompt": "X:1\n", "temperature": 1.0, "top_k": 0, "top_p": 1.0, "seed": 7, "max_length": 1000} -> a tune
     /generate_stream  the same as Server-Sent Events (text/event-stream)
     /render_midi      {"abc": "X:1\nT:...\nK:D\n..."} (or generation fields) -> audio/midi
+    /classify_text    {"model": "sentiment-transformer", "text": "..."} or {"texts": ["...", ...]} -> label + probabilities
 BentoML adds GET /livez, /readyz (ready once every model is loaded and warmed up) and
 /metrics (Prometheus, with edgestack_batch_size for the adaptive batcher).
 
@@ -164,6 +165,24 @@ class EdgeStack:
             return await midi_response(abc)
         except InputError as exc:
             raise http_error(exc) from None
+
+    @bentoml.api
+    async def classify_text(self, text: Any = None, texts: Any = None, model: str | None = None) -> dict:
+        """Classify one `text` or a list of `texts` (sentiment-transformer, topic-transformer, ...):
+        label, score and every label's probability. Texts over the model's max length in tokens
+        are truncated (the answer says `truncated: true`); see serving/text_classifier.py."""
+        runner = self._runner(model, "text-classification")
+        try:
+            if (text is None) == (texts is None):
+                raise InputError("send either `text` (one string) or `texts` (a list of strings)")
+            if text is not None and not isinstance(text, str):
+                raise InputError(f"`text` must be a string, got {type(text).__name__}; use `texts` for a list")
+            predictions = await (runner.classify([text], what="text") if text is not None
+                                 else runner.classify(texts))
+        except InputError as exc:
+            raise http_error(exc) from None
+        return {"model": runner.name, "version": runner.artifact.version, "variant": runner.variant,
+                "predictions": predictions}
 
     @bentoml.api
     def models(self) -> dict:
