@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -31,10 +32,14 @@ def running_server(models: list[str], *, port: int | None = None, env: dict | No
     Raises RuntimeError with the server's last output if it exits before it is ready.
     """
     port = port or free_port()
+    # BentoML keeps Prometheus' multiprocess files in $BENTOML_HOME and wipes them when a
+    # server starts: servers sharing a home erase each other's metrics. One home each.
+    home = tempfile.mkdtemp(prefix="edgestack-bentoml-home-")
+    env = {"BENTOML_HOME": home, **(env or {})}
     # A file, never a pipe: nobody reads a pipe while the server runs, and a full one stalls it.
     log = open(log_path, "w+") if log_path else tempfile.TemporaryFile("w+")
     proc = subprocess.Popen([sys.executable, "-m", "edgestack.cli", "serve", *models, "--port", str(port),
-                             "--host", "127.0.0.1"], env={**os.environ, **(env or {})},
+                             "--host", "127.0.0.1"], env={**os.environ, **env},
                             stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
 
@@ -61,3 +66,4 @@ def running_server(models: list[str], *, port: int | None = None, env: dict | No
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+        shutil.rmtree(home, ignore_errors=True)
