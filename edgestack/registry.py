@@ -45,14 +45,14 @@ MODELS: dict[str, ModelSpec] = {
     "sentiment-transformer": ModelSpec(
         "sentiment-transformer", "transformer", "text-classification", "training.text_transformer",
         "export.text_transformer", "serving.text_classifier:TextClassifier",
-        defaults={"dataset": "sentiment", "arch": "minilm", "epochs": 1, "train_limit": 4000, "lr": 1e-4,
-                  "head_lr": 1e-3, "freeze_layers": 3},
+        defaults={"dataset": "sentiment", "arch": "minilm", "epochs": 1, "batch_size": 16, "train_limit": 4000,
+                  "lr": 1e-4, "head_lr": 1e-3, "freeze_layers": 3},
         description="movie-review sentiment, fresh/rotten (MiniLM-L6 fine-tuned)"),
     "topic-transformer": ModelSpec(
         "topic-transformer", "transformer", "text-classification", "training.text_transformer",
         "export.text_transformer", "serving.text_classifier:TextClassifier",
-        defaults={"dataset": "topic", "arch": "minilm", "epochs": 1, "train_limit": 600, "lr": 1e-4,
-                  "head_lr": 1e-3, "freeze_layers": 3, "train_max_length": 64},
+        defaults={"dataset": "topic", "arch": "minilm", "epochs": 2, "batch_size": 16, "train_limit": 600,
+                  "lr": 1e-4, "head_lr": 1e-3, "freeze_layers": 3, "train_max_length": 64},
         description="BBC News topic, 5 classes (MiniLM-L6 fine-tuned)"),
     "sentiment-tiny": ModelSpec(
         "sentiment-tiny", "transformer", "text-classification", "training.text_transformer",

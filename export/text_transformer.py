@@ -7,8 +7,10 @@ the manifest):
     fp32-opt  onnxruntime.transformers' optimizer: fused Attention, SkipLayerNormalization,
               BiasGelu/FastGelu, EmbedLayerNormalization (counted; the export fails if the
               attention fusion did not happen), parity-checked again
-    int8      dynamic int8 quantization of fp32-opt (weights int8, activations quantized
-              at run time); must stay within 1 point of fp32's accuracy
+    int8      dynamic int8 quantization of fp32-opt (weights int8 per output channel,
+              activations quantized at run time); must stay within 1 point of fp32's
+              accuracy (per channel: 97-98% of predictions agree with fp32, against 94% per
+              tensor, measured on the sentiment test split)
     fp16      fp32-opt in half precision with fp32 inputs/outputs, for GPUs
 
 The graph is exported with torch's TorchScript-based exporter (dynamo=False): on this
@@ -20,6 +22,7 @@ fused, measured), while the TorchScript graph fuses every layer.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import time
 import warnings
@@ -85,8 +88,14 @@ def to_fp16(optimized_model, dst: Path) -> Path:
 def quantize_int8(src: Path, dst: Path) -> Path:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8,
-                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})  # fused ops carry no type info
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # quiet the generic "consider pre-processing" advice (meant for static QDQ)
+    try:
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True,
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})  # fused ops carry no type info
+    finally:
+        root.setLevel(level)
     model = onnx.load(str(dst))
     model.ir_version = min(model.ir_version, MAX_IR_VERSION)
     onnx.save_model(model, str(dst))
