@@ -266,15 +266,15 @@ def parser() -> argparse.ArgumentParser:
                          "concurrency 1 and 16, against in-process ORT (--http-requests per case)")
     be.set_defaults(func=cmd_bench)
 
+    from edgestack import abc_check
+
+    abc_check.add_parser(sub)
+
     from batch import cli as batch_cli
     from bundle import cli as bundle_cli
 
     batch_cli.add_parsers(sub)    # batch, bench-batch
     bundle_cli.add_parsers(sub)   # bundle, bench-bundle
-
-    from edgestack import abc_check
-
-    abc_check.add_parser(sub)
 
     m = sub.add_parser("models", help="list models and their artifacts")
     m.set_defaults(func=cmd_models)

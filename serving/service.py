@@ -28,10 +28,10 @@ import bentoml
 from bentoml.exceptions import BentoMLException
 
 from edgestack import artifact, registry
+from serving import v2
 from serving.errors import InputError, UnknownModel
 from serving.limits import BodySizeLimit
 from serving.runner import ModelRunner, RunnerOptions
-from serving import v2
 
 log = logging.getLogger("edgestack.serving")
 
