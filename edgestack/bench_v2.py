@@ -144,7 +144,9 @@ def run_protocol_bench(args) -> dict:
     by_case = {r["case"]: r for r in rows}
     # A lone request still waits up to the adaptive batcher's window for company: part of
     # every protocol's latency at concurrency 1, reported beside the check.
-    wait_ms = float(os.environ.get("EDGESTACK_MAX_WAIT_MS", 2.0))
+    from serving.runner import RunnerOptions
+
+    wait_ms = RunnerOptions.from_env().max_wait_ms  # the server reads the same setting
     ratios, checks = {}, {}
     for batch, ort_row in zip(BATCHES, in_process):
         binary = by_case[f"v2-binary batch={batch} conc=1"]["p50_ms"]
