@@ -87,6 +87,18 @@ async def http_load(url: str, path: str, body: dict, concurrency: int, requests:
     return latencies, wall
 
 
+def http_rows(model: str, path: str, body: dict, args, threads: int, case: str, **extra) -> list[dict]:
+    """One real server for `model`; `args.http_requests` POSTs of `body` at concurrency 1 and 16."""
+    rows = []
+    with running_server([model], port=args.port or free_port(), env={"EDGESTACK_THREADS": str(threads)}) as (url, _):
+        for concurrency in (1, 16):
+            latencies, wall = asyncio.run(http_load(url, path, body, concurrency, args.http_requests))
+            row = {**percentiles(latencies, 1), "items_per_s": len(latencies) / wall}
+            rows.append({"case": f"{case} conc={concurrency}", "engine": "http", "batch": 1,
+                         "concurrency": concurrency, **extra, **row})
+    return rows
+
+
 def print_table(rows: list[dict], title: str) -> None:
     print(f"\n{title}")
     header = f"{'case':34s} {'p50 ms':>9s} {'p95 ms':>9s} {'p99 ms':>9s} {'items/s':>10s}"
@@ -122,15 +134,8 @@ def bench_cnn(art: artifact.Artifact, args) -> dict:
             results["in_process"].append({"case": f"{name} batch={batch}", "engine": name, "batch": batch,
                                           **percentiles(samples, batch)})
     if not args.no_http:
-        port = args.port or free_port()
         body = {"model": art.name, "pixels": data.test.images[:1].tolist(), "top_k": 1}
-        with running_server([art.name], port=port, env={"EDGESTACK_THREADS": str(threads)}) as (url, _):
-            for concurrency in (1, 16):
-                latencies, wall = asyncio.run(http_load(url, "/classify", body, concurrency, args.http_requests))
-                row = percentiles(latencies, 1)
-                row["items_per_s"] = len(latencies) / wall
-                results["http"].append({"case": f"http /classify batch=1 conc={concurrency}", "engine": "http",
-                                        "batch": 1, "concurrency": concurrency, **row})
+        results["http"] = http_rows(art.name, "/classify", body, args, threads, "http /classify batch=1")
     by_case = {r["case"]: r for r in results["in_process"] + results["http"]}
     ratios = {
         "ort_int8_over_pytorch_p50_batch1": by_case["ort-int8 batch=1"]["p50_ms"] / by_case["pytorch-eager batch=1"]["p50_ms"],

@@ -11,7 +11,6 @@ a real server (int8 on CPU), POST /classify_text with one real test text, at con
 
 from __future__ import annotations
 
-import asyncio
 import os
 
 import numpy as np
@@ -41,8 +40,7 @@ def fixed_length_batch(tokenizer, texts: list[str], batch: int, length: int) -> 
 def bench_text(art: artifact.Artifact, args) -> dict:
     import torch
 
-    from edgestack.bench import free_port, http_load, interleaved, percentiles
-    from edgestack.serverproc import running_server
+    from edgestack.bench import http_rows, interleaved, percentiles
     from serving.runtime import open_session
     from training import text_transformer as tt
     from training.data import text as text_data
@@ -72,16 +70,9 @@ def bench_text(art: artifact.Artifact, args) -> dict:
                                               "batch": batch, "length": length, **percentiles(samples, batch)})
             print(f"  timed batch={batch} len={length}", flush=True)
     if not args.no_http:
-        port = args.port or free_port()
         text = max(data.test.texts[:200], key=len)
-        body = {"model": art.name, "text": text}
-        with running_server([art.name], port=port, env={"EDGESTACK_THREADS": str(threads)}) as (url, _):
-            for concurrency in (1, 16):
-                latencies, wall = asyncio.run(http_load(url, "/classify_text", body, concurrency, args.http_requests))
-                row = percentiles(latencies, 1)
-                row["items_per_s"] = len(latencies) / wall
-                results["http"].append({"case": f"http /classify_text conc={concurrency}", "engine": "http",
-                                        "batch": 1, "concurrency": concurrency, "chars": len(text), **row})
+        results["http"] = http_rows(art.name, "/classify_text", {"model": art.name, "text": text}, args, threads,
+                                    "http /classify_text", chars=len(text))
     p50 = {r["case"]: r["p50_ms"] for r in results["in_process"] + results["http"]}
     ratios = {}
     for length in LENGTHS:

@@ -54,6 +54,17 @@ def abc2midi_available() -> bool:
     return shutil.which("abc2midi") is not None
 
 
+def _read_varlen(data: bytes, i: int) -> tuple[int, int]:
+    """A MIDI variable-length quantity at `i`: (value, position after it)."""
+    value = 0
+    while i < len(data):
+        value = (value << 7) | (data[i] & 0x7F)
+        i += 1
+        if not data[i - 1] & 0x80:
+            break
+    return value, i
+
+
 def count_note_ons(midi: bytes) -> int:
     """Note-on events (velocity > 0) in a standard MIDI file; 0 for anything unreadable."""
     if midi[:4] != b"MThd":
@@ -74,22 +85,10 @@ def count_note_ons(midi: bytes) -> int:
             if track[i] & 0x80:
                 status = track[i]
                 i += 1
-            if status == 0xFF:  # meta: type, length, data
-                i += 1
-                length = 0
-                while i < len(track):
-                    length = (length << 7) | (track[i] & 0x7F)
+            if status in (0xFF, 0xF0, 0xF7):  # meta (type byte, then length, data) or sysex (length, data)
+                if status == 0xFF:
                     i += 1
-                    if not track[i - 1] & 0x80:
-                        break
-                i += length
-            elif status in (0xF0, 0xF7):  # sysex
-                length = 0
-                while i < len(track):
-                    length = (length << 7) | (track[i] & 0x7F)
-                    i += 1
-                    if not track[i - 1] & 0x80:
-                        break
+                length, i = _read_varlen(track, i)
                 i += length
             else:
                 kind_bits = status & 0xF0

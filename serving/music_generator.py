@@ -188,12 +188,7 @@ class MusicGenerator(ModelRunner):
 
     # -- the raw tensor path (Open Inference Protocol v2): one step of the step graph -----
     async def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        expected = [i["name"] for i in self.inputs]
-        if sorted(feeds) != sorted(expected):
-            missing, extra = set(expected) - set(feeds), set(feeds) - set(expected)
-            raise InputError(f"{self.name} takes inputs {expected}"
-                             + (f"; missing {sorted(missing)}" if missing else "")
-                             + (f"; unexpected {sorted(extra)}" if extra else ""))
+        self.check_input_names(feeds)
         token = self.check_tensor("token", np.asarray(feeds["token"]))
         h = np.asarray(feeds["h"])
         c = np.asarray(feeds["c"])

@@ -90,14 +90,19 @@ class ModelRunner:
             raise InputError(f"input {name!r} contains NaN or infinity")
         return array.astype(spec["dtype"], copy=False)
 
-    async def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Raw model I/O (the v2 protocol path): checked tensors in, named outputs out."""
+    def check_input_names(self, feeds: dict) -> list[str]:
+        """The manifest's input names, in order; InputError if `feeds` has others or lacks one."""
         expected = [i["name"] for i in self.inputs]
         if sorted(feeds) != sorted(expected):
             missing, extra = set(expected) - set(feeds), set(feeds) - set(expected)
             raise InputError(f"{self.name} takes inputs {expected}"
                              + (f"; missing {sorted(missing)}" if missing else "")
                              + (f"; unexpected {sorted(extra)}" if extra else ""))
+        return expected
+
+    async def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Raw model I/O (the v2 protocol path): checked tensors in, named outputs out."""
+        expected = self.check_input_names(feeds)
         checked = {k: self.check_tensor(k, v) for k, v in feeds.items()}
         outputs = await self.batcher.submit(checked[expected[0]])
         return dict(zip([o["name"] for o in self.outputs], outputs))

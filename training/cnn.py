@@ -21,8 +21,7 @@ from torch import nn
 from tqdm import tqdm
 
 from training.data import images as image_data
-from training.loop import KeepBest
-from training.plots import plot_confusion, plot_curves
+from training.loop import KeepBest, save_classifier_run
 
 # What the exported graph expects; serving repeats exactly this in numpy.
 PREPROCESS = {"layout": "NCHW", "height": 28, "width": 28, "channels": 1,
@@ -147,12 +146,7 @@ def train(cfg: Config, out_dir: Path, *, progress: bool = True) -> dict:
     metrics = {"best_epoch": best_epoch, "val_acc": best_acc, "test_acc": test_acc,
                "test_size": len(data.test), "train_size": len(train_split),
                "train_seconds": round(time.time() - started, 1), "history": history}
-    (out_dir / "config.json").write_text(json.dumps(config, indent=2))
-    (out_dir / "labels.json").write_text(json.dumps(data.labels))
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    plot_curves(history, out_dir / "curves.png", title=f"{cfg.dataset} CNN")
-    plot_confusion(data.test.labels, test_pred, data.labels, out_dir / "confusion.png",
-                   title=f"{cfg.dataset} CNN, test accuracy {test_acc:.2%}")
+    save_classifier_run(out_dir, config, data.labels, metrics, data.test.labels, test_pred, f"{cfg.dataset} CNN")
     return metrics
 
 

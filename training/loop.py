@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
+
+import numpy as np
+
+from training.plots import plot_confusion, plot_curves
 
 
 class KeepBest:
@@ -25,3 +31,16 @@ class KeepBest:
             return False
         self.stale += 1
         return self.stale >= self.patience
+
+
+def save_classifier_run(out_dir: Path, config: dict, labels: list[str], metrics: dict,
+                        y_true: np.ndarray, y_pred: np.ndarray, title: str) -> None:
+    """What a classifier's run folder holds beside its checkpoint: config, labels, metrics,
+    the training curves and the test confusion matrix."""
+    out_dir = Path(out_dir)
+    (out_dir / "config.json").write_text(json.dumps(config, indent=2))
+    (out_dir / "labels.json").write_text(json.dumps(labels))
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    plot_curves(metrics["history"], out_dir / "curves.png", title=title)
+    plot_confusion(y_true, y_pred, labels, out_dir / "confusion.png",
+                   title=f"{title}, test accuracy {metrics['test_acc']:.2%}")

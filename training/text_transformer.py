@@ -35,7 +35,7 @@ from tokenizers import Tokenizer
 from tqdm import tqdm
 
 from training.data import text as text_data
-from training.plots import plot_confusion, plot_curves
+from training.loop import KeepBest, save_classifier_run
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub: everything is on disk
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -321,7 +321,7 @@ def train(cfg: Config, out_dir: Path, *, progress: bool = True) -> dict:
     generator = torch.Generator().manual_seed(cfg.seed)
 
     history: list[dict] = []
-    best_acc, best_state, best_epoch, stale = -1.0, None, 0, 0
+    best = KeepBest(cfg.patience, higher_is_better=True)
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         batches = length_batches([len(x) for x in train_ids], cfg.batch_size, generator)
@@ -347,15 +347,11 @@ def train(cfg: Config, out_dir: Path, *, progress: bool = True) -> dict:
         history.append({"epoch": epoch, "train_loss": total_loss / seen, "val_loss": val_loss, "val_acc": val_acc})
         say(f"{name} {cfg.arch} epoch {epoch}: train loss {total_loss / seen:.4f}  val loss {val_loss:.4f}  "
             f"val acc {val_acc:.4f}  ({time.time() - epoch_started:.0f}s)", flush=True)
-        if val_acc > best_acc:
-            best_acc, best_epoch, stale = val_acc, epoch, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
-            stale += 1
-            if stale >= cfg.patience:
-                say(f"early stop: no better validation accuracy for {cfg.patience} epochs")
-                break
+        if best.update(epoch, val_acc, model):
+            say(f"early stop: no better validation accuracy for {cfg.patience} epochs")
+            break
     train_seconds = time.time() - started
+    best_acc, best_epoch, best_state = best.score, best.epoch, best.state
 
     model.load_state_dict(best_state)
     test_logits = predict_logits(model, tokenizer, data.test.texts, cfg.max_length, progress=progress, desc="test")
@@ -381,10 +377,5 @@ def train(cfg: Config, out_dir: Path, *, progress: bool = True) -> dict:
     metrics = {"best_epoch": best_epoch, "val_acc": best_acc, "test_acc": test_acc, "test_size": len(data.test),
                "train_size": len(train_split), "train_seconds": round(train_seconds, 1),
                "baseline": baseline, "data_source": data.source, "history": history}
-    (out_dir / "config.json").write_text(json.dumps(config, indent=2))
-    (out_dir / "labels.json").write_text(json.dumps(data.labels))
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    plot_curves(history, out_dir / "curves.png", title=f"{name} {cfg.arch}")
-    plot_confusion(data.test.labels, test_pred, data.labels, out_dir / "confusion.png",
-                   title=f"{name} {cfg.arch}, test accuracy {test_acc:.2%}")
+    save_classifier_run(out_dir, config, data.labels, metrics, data.test.labels, test_pred, f"{name} {cfg.arch}")
     return metrics
