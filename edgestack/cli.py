@@ -84,6 +84,24 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+SERVE_FLAGS = (("device", "EDGESTACK_DEVICE"), ("variant", "EDGESTACK_VARIANT"), ("threads", "EDGESTACK_THREADS"),
+               ("max_body_bytes", "EDGESTACK_MAX_BODY_BYTES"), ("max_batch", "EDGESTACK_MAX_BATCH"),
+               ("max_wait_ms", "EDGESTACK_MAX_WAIT_MS"))
+
+
+def server_env(args: argparse.Namespace, environ) -> dict[str, str]:
+    """The server's environment: ours, with `edgestack serve`'s flags as the EDGESTACK_* settings
+    the service reads (a flag wins over the variable)."""
+    env = dict(environ)
+    if args.models:
+        env["EDGESTACK_MODELS"] = ",".join(args.models)
+    env.setdefault("EDGESTACK_ARTIFACTS", str(artifact.default_root()))
+    for flag, var in SERVE_FLAGS:
+        if getattr(args, flag) is not None:
+            env[var] = str(getattr(args, flag))
+    return env
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     # Verify every artifact before starting BentoML: a refused artifact should stop the
     # command with its reason, not leave a server that never becomes ready.
@@ -94,14 +112,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         registry.get(name)
         art = artifact.load_latest(name)
         print(f"[{name}] v{art.version} verified ({len(art.manifest['files'])} files)", flush=True)
-    env = dict(os.environ)
-    if args.models:
-        env["EDGESTACK_MODELS"] = ",".join(args.models)
-    env.setdefault("EDGESTACK_ARTIFACTS", str(artifact.default_root()))
-    for flag, var in (("device", "EDGESTACK_DEVICE"), ("variant", "EDGESTACK_VARIANT"),
-                      ("threads", "EDGESTACK_THREADS"), ("max_body_bytes", "EDGESTACK_MAX_BODY_BYTES")):
-        if getattr(args, flag) is not None:
-            env[var] = str(getattr(args, flag))
+    env = server_env(args, os.environ)
     root = Path(__file__).resolve().parent.parent
     command = [sys.executable, "-m", "bentoml", "serve", "serving.service:EdgeStack",
                "--host", args.host, "--port", str(args.port), "--working-dir", str(root)]
@@ -235,6 +246,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--variant", help="force a variant (fp32, int8, fp16); default int8 on CPU, fp16 on GPU")
     s.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads per model (default: all cores)")
     s.add_argument("--max-body-bytes", type=int, help="largest accepted request body (default 8 MiB)")
+    s.add_argument("--max-batch", type=int, help="adaptive batching: most rows in one ORT call (default 64)")
+    s.add_argument("--max-wait-ms", type=float,
+                   help="adaptive batching: extra wait for company once the queue is drained, like Triton's "
+                        "max_queue_delay (default 0: a lone request runs at once)")
     s.set_defaults(func=cmd_serve)
 
     pr = sub.add_parser("predict", help="classify images through a running server")

@@ -26,7 +26,7 @@ class RunnerOptions:
     variant: str | None = None      # None: int8 on CPU, fp16 on GPU
     threads: int | None = None      # intra-op threads per session (None: all cores)
     max_batch: int = 64             # adaptive batching: most rows in one ORT call
-    max_wait_ms: float = 2.0        # adaptive batching: longest wait for company
+    max_wait_ms: float = 0.0        # adaptive batching: extra wait for company (0: greedy, no wait)
     max_items: int = 256            # most items one request may carry
 
     @classmethod
@@ -35,7 +35,7 @@ class RunnerOptions:
         return cls(device=env("EDGESTACK_DEVICE", "auto"), variant=env("EDGESTACK_VARIANT") or None,
                    threads=int(env("EDGESTACK_THREADS", 0)) or None,
                    max_batch=int(env("EDGESTACK_MAX_BATCH", 64)),
-                   max_wait_ms=float(env("EDGESTACK_MAX_WAIT_MS", 2.0)),
+                   max_wait_ms=float(env("EDGESTACK_MAX_WAIT_MS", 0.0)),
                    max_items=int(env("EDGESTACK_MAX_ITEMS", 256)))
 
 

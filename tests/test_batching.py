@@ -1,0 +1,96 @@
+"""The adaptive batcher with a real ORT session of the digits model: who shares a batch, and when."""
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from serving.batching import MicroBatcher
+from serving.runtime import open_session
+from training.data import images
+
+
+@pytest.fixture(scope="module")
+def model(digits_artifact):
+    """(run, calls): the int8 digits session run on a batch, and the batch sizes it saw."""
+    session = open_session(digits_artifact.variant_path("int8"), device="cpu", threads=1)
+    name = session.input_names[0]
+    calls: list[int] = []
+
+    def run(rows):
+        calls.append(len(rows))
+        return session.run({name: rows})
+
+    return run, calls
+
+
+@pytest.fixture(scope="module")
+def rows():
+    x = images.digits().test.images[:20].astype(np.float32) / 255.0
+    return x[:, None, :, :]
+
+
+def test_lone_request_runs_alone_and_gets_its_own_rows(model, rows):
+    run, calls = model
+    calls.clear()
+
+    async def one():
+        return await MicroBatcher(run).submit(rows[:3])
+
+    (logits,) = asyncio.run(one())
+    assert calls == [3]
+    np.testing.assert_allclose(logits, run(rows[:3])[0], rtol=1e-5, atol=1e-5)
+
+
+def test_greedy_batching_merges_requests_that_queue_up_together(model, rows):
+    run, calls = model
+    calls.clear()
+    batcher = MicroBatcher(run, max_wait_ms=0)
+
+    async def burst():
+        return await asyncio.gather(*(batcher.submit(rows[i:i + 1]) for i in range(10)))
+
+    answers = asyncio.run(burst())
+    assert sum(calls) == 10 and len(calls) < 10  # fewer ORT calls than requests
+    expected = run(rows[:10])[0]
+    for i, (logits,) in enumerate(answers):  # every request gets exactly its own row back
+        np.testing.assert_allclose(logits[0], expected[i], rtol=1e-4, atol=1e-4)
+
+
+def test_max_batch_caps_the_rows_of_one_call(model, rows):
+    run, calls = model
+    calls.clear()
+    batcher = MicroBatcher(run, max_batch=4)
+
+    async def burst():
+        await asyncio.gather(*(batcher.submit(rows[i:i + 1]) for i in range(12)))
+
+    asyncio.run(burst())
+    assert sum(calls) == 12 and max(calls) <= 4
+
+
+def test_a_window_lets_a_later_request_join_the_batch(model, rows):
+    run, calls = model
+    calls.clear()
+    batcher = MicroBatcher(run, max_wait_ms=2000)  # generous: the second request comes 20 ms later
+
+    async def staggered():
+        first = asyncio.ensure_future(batcher.submit(rows[:1]))
+        await asyncio.sleep(0.02)
+        await asyncio.gather(first, batcher.submit(rows[1:2]))
+
+    asyncio.run(staggered())
+    assert calls == [2]
+
+
+def test_a_failing_batch_fails_its_requests_and_the_batcher_keeps_serving(model, rows):
+    run, calls = model
+    batcher = MicroBatcher(run)
+
+    async def scenario():
+        with pytest.raises(Exception, match="INVALID_ARGUMENT|Got invalid dimensions|rank"):
+            await batcher.submit(rows[:2, 0])  # rank 3, the model takes rank 4
+        (logits,) = await batcher.submit(rows[:2])
+        return logits
+
+    assert asyncio.run(scenario()).shape == (2, 10)
