@@ -1,6 +1,6 @@
 import pytest
 
-from serving.runtime import choose_providers, choose_variant
+from serving.runtime import choose_providers, choose_variant, open_session
 
 ALL = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
 
@@ -29,3 +29,15 @@ def test_variant_is_int8_on_cpu_fp16_on_gpu_with_fallbacks():
     assert choose_variant(variants, ["CPUExecutionProvider"], requested="fp32") == "fp32"
     with pytest.raises(ValueError, match="not in the artifact"):
         choose_variant(["fp32"], ["CPUExecutionProvider"], requested="int4")
+
+
+def test_intra_op_spinning_is_off_unless_asked_for(digits_artifact, monkeypatch):
+    def spinning(**kwargs) -> str:
+        session = open_session(digits_artifact.variant_path("int8"), device="cpu", threads=2, **kwargs)
+        return session.session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
+
+    monkeypatch.delenv("EDGESTACK_ORT_SPIN", raising=False)
+    assert spinning() == "0"
+    assert spinning(spinning=True) == "1"
+    monkeypatch.setenv("EDGESTACK_ORT_SPIN", "1")
+    assert spinning() == "1"

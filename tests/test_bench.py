@@ -1,0 +1,51 @@
+"""The benchmarks run end to end on the small digits build and write what they print as JSON.
+
+Smoke runs with few iterations: they check that every case is measured and the report is
+complete, not how fast anything is (speed is what the benchmarks themselves report).
+"""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from edgestack.bench_v2 import BATCHES, CONCURRENCY, PROTOCOLS
+
+
+def run_bench(tmp_path, *flags) -> dict:
+    done = subprocess.run([sys.executable, "-m", "edgestack.cli", "bench", "digits-cnn", "--threads", "1",
+                           "--iterations", "5", "--http-requests", "16", "--out", str(tmp_path), *flags],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    (path,) = tmp_path.glob("*.json")
+    assert str(path) in done.stdout  # the table's run says where its JSON went
+    return json.loads(path.read_text())
+
+
+@pytest.mark.usefixtures("digits_artifact")
+def test_protocol_bench_measures_every_protocol_batch_and_concurrency(tmp_path):
+    result = run_bench(tmp_path, "--protocols")
+    cases = {(r["protocol"], r["batch"], r["concurrency"]): r for r in result["http"]}
+    for protocol in PROTOCOLS:
+        for batch in BATCHES:
+            for concurrency in CONCURRENCY:
+                row = cases[(protocol, batch, concurrency)]
+                assert row["n"] >= 16 and 0 < row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"]
+    for batch in BATCHES:
+        check = result["checks"][f"batch{batch}"]
+        # the fixed cost is measured in the same concurrency-1 rotation as the protocols
+        assert check["fixed_p50_ms"] == cases[("fixed-cost", batch, 1)]["p50_ms"] > 0
+        assert check["budget_ms"] == pytest.approx(1.5 * (check["ort_p50_ms"] + check["fixed_p50_ms"]))
+        assert check["within"] == (check["v2_binary_p50_ms"] <= check["budget_ms"])
+    assert set(result["ratios"]) == {f"{p}_over_v2-binary_p50_batch{b}_conc1" for p in PROTOCOLS[1:] for b in BATCHES}
+
+
+@pytest.mark.usefixtures("digits_artifact")
+def test_model_bench_compares_pytorch_and_ort_variants(tmp_path):
+    result = run_bench(tmp_path, "--no-http")
+    engines = {(r["engine"], r["batch"]) for r in result["in_process"]}
+    assert {(e, b) for e in ("pytorch-eager", "ort-fp32", "ort-int8") for b in (1, 32)} <= engines, engines
+    assert all(r["n"] >= 5 and r["p50_ms"] > 0 for r in result["in_process"])
+    assert result["ratios"]["ort_int8_over_pytorch_p50_batch1"] > 0
+    assert "http" not in result or not result["http"]  # --no-http starts no server
