@@ -4,6 +4,9 @@
     with Client("http://localhost:3000") as c:
         result = c.classify_images(["shoe.png"], model="fashion-cnn")
         print(result.predictions[0].label)
+        c.classify_text("A gripping, beautifully shot film.", model="sentiment-transformer").predictions[0].label
+        for event in c.generate_stream(prompt="X:1\nT:", seed=7):   # folk-lstm, as it writes
+            print(event.text, end="", flush=True)
 
 Connections are reused; every call has a timeout; connection failures (not HTTP errors)
 are retried with exponential back-off; a 4xx/5xx raises `RequestError`/`ServerError`
@@ -14,8 +17,10 @@ carrying the server's own message. The v2 / Open Inference Protocol calls (`v2_i
 from __future__ import annotations
 
 import asyncio
+import json
 import time
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +80,92 @@ class ClassifyResult:
                    [Prediction(p["label"], [LabelScore(**s) for s in p["top_k"]]) for p in body["predictions"]])
 
 
+@dataclass(frozen=True)
+class TextPrediction:
+    label: str
+    score: float
+    probabilities: dict[str, float]
+    tokens: int          # tokens the model read
+    truncated: bool      # the text was longer than the model's max length
+
+
+@dataclass(frozen=True)
+class TextResult:
+    model: str
+    version: str
+    variant: str
+    predictions: list[TextPrediction]
+
+    @classmethod
+    def from_json(cls, body: dict) -> "TextResult":
+        return cls(body["model"], str(body["version"]), body["variant"], [TextPrediction(**p) for p in body["predictions"]])
+
+
+@dataclass(frozen=True)
+class Tune:
+    model: str
+    version: str
+    tune: str            # the whole tune in ABC notation, prompt included
+    generated_chars: int
+    stop_reason: str     # end_of_tune | max_length
+    seed: int | None = None
+    params: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, body: dict) -> "Tune":
+        return cls(body["model"], str(body["version"]), body["tune"], body["generated_chars"], body["stop_reason"],
+                   body.get("seed"), body.get("params", {}))
+
+
+@dataclass(frozen=True)
+class TuneEvent:
+    """One Server-Sent Event of /generate_stream: kind is start, piece or end."""
+    kind: str
+    data: dict
+
+    @property
+    def text(self) -> str:
+        """The new characters of a piece event ("" for the others)."""
+        return self.data.get("text", "") if self.kind == "piece" else ""
+
+
+class _EventReader:
+    """text/event-stream lines -> TuneEvents; an in-band `error` event raises ServerError."""
+
+    def __init__(self, path: str):
+        self.path, self.kind, self.data = path, "message", []
+
+    def feed(self, line: str) -> TuneEvent | None:
+        if line.startswith("event:"):
+            self.kind = line[6:].strip()
+        elif line.startswith("data:"):
+            self.data.append(line[5:].strip())
+        elif not line and self.data:  # a blank line ends an event
+            kind, data = self.kind, json.loads("\n".join(self.data))
+            self.kind, self.data = "message", []
+            if kind == "error":
+                raise ServerError(500, data.get("error", str(data)), self.path)  # in-band: the header said 200
+            return TuneEvent(kind, data)
+        return None
+
+
+def _text_body(text: str | None, texts: list[str] | None, model: str | None) -> dict:
+    if (text is None) == (texts is None):
+        raise ValueError("pass either text (one string) or texts (a list of strings)")
+    body = {"text": text} if text is not None else {"texts": list(texts)}
+    return body if model is None else {**body, "model": model}
+
+
+def _generation_body(model: str | None, prompt: str | None, sampling: dict) -> dict:
+    """/generate fields; left-out ones take the server's defaults (prompt "X:1\n", temperature 1, ...)."""
+    allowed = {"max_length", "temperature", "top_k", "top_p", "seed"}
+    unknown = set(sampling) - allowed
+    if unknown:
+        raise TypeError(f"unknown sampling parameter(s) {sorted(unknown)}; use {sorted(allowed)}")
+    body = {"model": model, "prompt": prompt, **sampling}
+    return {k: v for k, v in body.items() if v is not None}
+
+
 def _raise_for_status(response: httpx.Response) -> None:
     if response.status_code < 400:
         return
@@ -124,17 +215,24 @@ class Client(V2Mixin, _Base):
     def close(self) -> None:
         self._http.close()
 
-    def request(self, method: str, path: str, **kwargs) -> httpx.Response:
+    def _send(self, method: str, path: str, *, stream: bool = False, **kwargs) -> httpx.Response:
+        request = self._http.build_request(method, path, **kwargs)
         for delay in [*self._delays(), None]:
             try:
-                response = self._http.request(method, path, **kwargs)
+                response = self._http.send(request, stream=stream)
                 break
             except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError) as exc:
                 if delay is None:
                     raise Unavailable(f"cannot reach {self.url}{path}: {exc}") from exc
                 time.sleep(delay)
+        if stream and response.status_code >= 400:
+            response.read()
+            response.close()
         _raise_for_status(response)
         return response
+
+    def request(self, method: str, path: str, **kwargs) -> httpx.Response:
+        return self._send(method, path, **kwargs)
 
     def ready(self) -> bool:
         try:
@@ -155,6 +253,33 @@ class Client(V2Mixin, _Base):
                                 data={"model": model, "top_k": str(top_k)})
         return ClassifyResult.from_json(response.json())
 
+    def classify_text(self, text: str | None = None, *, texts: list[str] | None = None,
+                      model: str | None = None) -> TextResult:
+        """One `text` or a list of `texts`; model may be left out when the server has one text classifier."""
+        return TextResult.from_json(self.request("POST", "/classify_text", json=_text_body(text, texts, model)).json())
+
+    def generate(self, prompt: str | None = None, *, model: str | None = None, **sampling) -> Tune:
+        """A whole folk tune. sampling: max_length, temperature, top_k, top_p, seed (same seed, same tune)."""
+        return Tune.from_json(self.request("POST", "/generate", json=_generation_body(model, prompt, sampling)).json())
+
+    def generate_stream(self, prompt: str | None = None, *, model: str | None = None,
+                        **sampling) -> Iterator[TuneEvent]:
+        """The tune as it is written: a start event, piece events (`.text`), an end event with the tune.
+        Leaving the loop early closes the connection, and the server stops generating."""
+        response = self._send("POST", "/generate_stream", json=_generation_body(model, prompt, sampling), stream=True)
+        reader = _EventReader("/generate_stream")
+        try:
+            for line in response.iter_lines():
+                event = reader.feed(line)
+                if event is not None:
+                    yield event
+        finally:
+            response.close()
+
+    def render_midi(self, abc: str) -> bytes:
+        """ABC notation -> a standard MIDI file (RequestError 422 when abc2midi cannot read it)."""
+        return self.request("POST", "/render_midi", json={"abc": abc}).content
+
 
 class AsyncClient(AsyncV2Mixin, _Base):
     def __init__(self, url: str = DEFAULT_URL, **kwargs):
@@ -170,17 +295,24 @@ class AsyncClient(AsyncV2Mixin, _Base):
     async def close(self) -> None:
         await self._http.aclose()
 
-    async def request(self, method: str, path: str, **kwargs) -> httpx.Response:
+    async def _send(self, method: str, path: str, *, stream: bool = False, **kwargs) -> httpx.Response:
+        request = self._http.build_request(method, path, **kwargs)
         for delay in [*self._delays(), None]:
             try:
-                response = await self._http.request(method, path, **kwargs)
+                response = await self._http.send(request, stream=stream)
                 break
             except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError) as exc:
                 if delay is None:
                     raise Unavailable(f"cannot reach {self.url}{path}: {exc}") from exc
                 await asyncio.sleep(delay)
+        if stream and response.status_code >= 400:
+            await response.aread()
+            await response.aclose()
         _raise_for_status(response)
         return response
+
+    async def request(self, method: str, path: str, **kwargs) -> httpx.Response:
+        return await self._send(method, path, **kwargs)
 
     async def ready(self) -> bool:
         try:
@@ -200,3 +332,28 @@ class AsyncClient(AsyncV2Mixin, _Base):
         response = await self.request("POST", "/classify_image", files=_image_files(images),
                                       data={"model": model, "top_k": str(top_k)})
         return ClassifyResult.from_json(response.json())
+
+    async def classify_text(self, text: str | None = None, *, texts: list[str] | None = None,
+                            model: str | None = None) -> TextResult:
+        response = await self.request("POST", "/classify_text", json=_text_body(text, texts, model))
+        return TextResult.from_json(response.json())
+
+    async def generate(self, prompt: str | None = None, *, model: str | None = None, **sampling) -> Tune:
+        response = await self.request("POST", "/generate", json=_generation_body(model, prompt, sampling))
+        return Tune.from_json(response.json())
+
+    async def generate_stream(self, prompt: str | None = None, *, model: str | None = None,
+                              **sampling) -> AsyncIterator[TuneEvent]:
+        response = await self._send("POST", "/generate_stream", json=_generation_body(model, prompt, sampling),
+                                    stream=True)
+        reader = _EventReader("/generate_stream")
+        try:
+            async for line in response.aiter_lines():
+                event = reader.feed(line)
+                if event is not None:
+                    yield event
+        finally:
+            await response.aclose()
+
+    async def render_midi(self, abc: str) -> bytes:
+        return (await self.request("POST", "/render_midi", json={"abc": abc})).content

@@ -143,18 +143,27 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     if args.protocol == "v2":
         return _predict_v2(args)
-    kind, inputs = _load_inputs(args.inputs, args.limit)
+    spec = registry.MODELS.get(args.model)
+    predict = {"text-classification": _predict_texts, "text-generation": _predict_tune}.get(
+        spec.task if spec else "", _predict_images)
     try:
         with Client(args.url, timeout=args.timeout) as client:
-            if kind == "files":
-                result = client.classify_images(inputs, model=args.model, top_k=args.top_k)
-                names = inputs
-            else:
-                result = client.classify(inputs, model=args.model, top_k=args.top_k)
-                names = [f"{args.inputs[0]}[{i}]" for i in range(len(inputs))]
+            return predict(args, client)
     except EdgestackError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def _predict_images(args: argparse.Namespace, client) -> int:
+    if not args.inputs:
+        raise SystemExit("error: give image files, or one IDX/.npy file of 28x28 images")
+    kind, inputs = _load_inputs(args.inputs, args.limit)
+    if kind == "files":
+        result = client.classify_images(inputs, model=args.model, top_k=args.top_k)
+        names = inputs
+    else:
+        result = client.classify(inputs, model=args.model, top_k=args.top_k)
+        names = [f"{args.inputs[0]}[{i}]" for i in range(len(inputs))]
     if args.json:
         print(json.dumps([{"input": str(n), "label": p.label,
                            "top_k": [s.__dict__ for s in p.top_k]} for n, p in zip(names, result.predictions)], indent=2))
@@ -162,6 +171,40 @@ def cmd_predict(args: argparse.Namespace) -> int:
         for name, pred in zip(names, result.predictions):
             scores = ", ".join(f"{s.label} {s.probability:.3f}" for s in pred.top_k)
             print(f"{name}: {pred.label}   ({scores})")
+    return 0
+
+
+def _predict_texts(args: argparse.Namespace, client) -> int:
+    """Texts from the command line, or one per line from standard input with `-`."""
+    texts = [line.rstrip("\n") for line in sys.stdin if line.strip()] if args.inputs == ["-"] else args.inputs
+    if not texts:
+        raise SystemExit("error: give one or more texts (quoted), or - to read one per line from standard input")
+    result = client.classify_text(texts=texts, model=args.model)
+    if args.json:
+        print(json.dumps([{"text": t, **p.__dict__} for t, p in zip(texts, result.predictions)], indent=2))
+        return 0
+    for text, pred in zip(texts, result.predictions):
+        shown = text if len(text) <= 60 else text[:57] + "..."
+        print(f"{pred.label:>10s} {pred.score:.3f}{' (truncated)' if pred.truncated else ''}   {shown}")
+    return 0
+
+
+def _predict_tune(args: argparse.Namespace, client) -> int:
+    """folk-lstm: the prompt is the optional input (a literal \\n is a newline); the tune is
+    printed as it is written, or as JSON at the end with --json."""
+    if len(args.inputs) > 1:
+        raise SystemExit("error: folk-lstm takes one prompt (quote it), e.g. 'X:1\\nT:'")
+    prompt = args.inputs[0].replace("\\n", "\n") if args.inputs else None
+    sampling = {"seed": args.seed, "temperature": args.temperature, "max_length": args.max_length}
+    sampling = {k: v for k, v in sampling.items() if v is not None}
+    if args.json:
+        print(json.dumps(client.generate(prompt, model=args.model, **sampling).__dict__, indent=2))
+        return 0
+    for event in client.generate_stream(prompt, model=args.model, **sampling):
+        if event.kind == "start":
+            print(event.data["prompt"], end="", flush=True)
+        print(event.text, end="", flush=True)
+    print()
     return 0
 
 
@@ -252,14 +295,20 @@ def parser() -> argparse.ArgumentParser:
                         "max_queue_delay (default 0: a lone request runs at once)")
     s.set_defaults(func=cmd_serve)
 
-    pr = sub.add_parser("predict", help="classify images through a running server")
+    pr = sub.add_parser("predict", help="ask a running server: classify images or texts, write a tune",
+                        description="Image classifiers: image files or one IDX/.npy file. Text classifiers: "
+                                    "quoted texts, or - for one per line on standard input. folk-lstm: an optional "
+                                    "prompt ('X:1\\nT:'; a literal \\n is a newline), the tune streamed as it is written.")
     pr.add_argument("model", help=f"served name ({names})")
-    pr.add_argument("inputs", nargs="+", help="image files (PNG/JPEG/...), or one IDX/.npy file of 28x28 images")
+    pr.add_argument("inputs", nargs="*", help="image files, texts, or the folk-lstm prompt (see above)")
     pr.add_argument("--url", default=os.environ.get("EDGESTACK_URL", "http://localhost:3000"))
     pr.add_argument("--top-k", type=int, default=3)
     pr.add_argument("--limit", type=int, help="with an IDX/.npy file: how many images (default 8)")
     pr.add_argument("--timeout", type=float, default=30.0)
     pr.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    pr.add_argument("--seed", type=int, help="folk-lstm: same seed, same tune")
+    pr.add_argument("--temperature", type=float, help="folk-lstm: sampling temperature (server default 1.0)")
+    pr.add_argument("--max-length", type=int, help="folk-lstm: most new characters")
     pr.add_argument("--protocol", choices=["rest", "v2"], default="rest",
                     help="rest: our convenience endpoints (the server decodes images); v2: the Open Inference "
                          "Protocol, against any v2 server (ours, Triton, KServe) - images are decoded and "

@@ -12,6 +12,11 @@ at the price of that wait on every request, which is why it is off by default: o
 2-core reference box a 2 ms window made a lone v2 request 2.4 ms slower at p50 (4.8 ms
 instead of 2.4, two servers interleaved in one run), more than the window itself because
 the wait is an event-loop timer.
+
+A batch runs on the worker thread, so the event loop keeps accepting requests meanwhile.
+The hop there and back costs a few hundred microseconds, more than a small CNN's whole
+batch-1 run; so a batch expected to take at most `inline_ms` (from a running estimate of
+the time per row) runs on the event loop itself.
 """
 
 from __future__ import annotations
@@ -26,9 +31,11 @@ import numpy as np
 
 class MicroBatcher:
     def __init__(self, run: Callable[[np.ndarray], list[np.ndarray]], *, max_batch: int = 64,
-                 max_wait_ms: float = 0.0, name: str = "model",
+                 max_wait_ms: float = 0.0, inline_ms: float = 0.25, name: str = "model",
                  on_batch: Callable[[int], None] | None = None):
         self.run, self.max_batch, self.max_wait = run, max_batch, max_wait_ms / 1000
+        self.inline_s = inline_ms / 1000
+        self.row_seconds: float | None = None  # running estimate of one row's run time
         self.name, self.on_batch = name, on_batch
         self._queue: asyncio.Queue | None = None
         self._worker: asyncio.Task | None = None
@@ -65,7 +72,10 @@ class MicroBatcher:
                 size += len(item[0])
             batch = np.concatenate([rows for rows, _ in pending]) if len(pending) > 1 else pending[0][0]
             try:
-                outputs = await loop.run_in_executor(self._executor, self.run, batch)
+                if self.row_seconds is not None and len(batch) * self.row_seconds <= self.inline_s:
+                    outputs = self._timed_run(batch)  # cheaper than the hop to the worker thread
+                else:
+                    outputs = await loop.run_in_executor(self._executor, self._timed_run, batch)
             except Exception as exc:  # hand the failure to every waiting request, keep serving
                 for _, future in pending:
                     if not future.done():
@@ -79,3 +89,10 @@ class MicroBatcher:
                 if not future.done():
                     future.set_result([out[start:end] for out in outputs])
                 start = end
+
+    def _timed_run(self, batch: np.ndarray) -> list[np.ndarray]:
+        started = time.perf_counter()
+        outputs = self.run(batch)
+        per_row = (time.perf_counter() - started) / max(len(batch), 1)
+        self.row_seconds = per_row if self.row_seconds is None else 0.8 * self.row_seconds + 0.2 * per_row
+        return outputs

@@ -27,6 +27,7 @@ class RunnerOptions:
     threads: int | None = None      # intra-op threads per session (None: all cores)
     max_batch: int = 64             # adaptive batching: most rows in one ORT call
     max_wait_ms: float = 0.0        # adaptive batching: extra wait for company (0: greedy, no wait)
+    inline_ms: float = 0.25         # batches expected to run this fast skip the worker thread
     max_items: int = 256            # most items one request may carry
 
     @classmethod
@@ -36,6 +37,7 @@ class RunnerOptions:
                    threads=int(env("EDGESTACK_THREADS", 0)) or None,
                    max_batch=int(env("EDGESTACK_MAX_BATCH", 64)),
                    max_wait_ms=float(env("EDGESTACK_MAX_WAIT_MS", 0.0)),
+                   inline_ms=float(env("EDGESTACK_INLINE_RUN_MS", 0.25)),
                    max_items=int(env("EDGESTACK_MAX_ITEMS", 256)))
 
 
@@ -47,7 +49,8 @@ class ModelRunner:
         self.session = open_session(art.variant_path(self.variant), providers=providers,
                                     threads=self.options.threads)
         self.batcher = MicroBatcher(self._run_rows, max_batch=self.options.max_batch,
-                                    max_wait_ms=self.options.max_wait_ms, name=art.name,
+                                    max_wait_ms=self.options.max_wait_ms, inline_ms=self.options.inline_ms,
+                                    name=art.name,
                                     on_batch=on_batch)
         log.info("%s v%s: variant %s on %s", art.name, art.version, self.variant, self.session.providers[0])
 

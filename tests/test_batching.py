@@ -1,6 +1,7 @@
 """The adaptive batcher with a real ORT session of the digits model: who shares a batch, and when."""
 
 import asyncio
+import threading
 
 import numpy as np
 import pytest
@@ -94,3 +95,27 @@ def test_a_failing_batch_fails_its_requests_and_the_batcher_keeps_serving(model,
         return logits
 
     assert asyncio.run(scenario()).shape == (2, 10)
+
+
+def test_batches_expected_to_be_quick_skip_the_worker_thread(model, rows):
+    run, _ = model
+    threads: list[str] = []
+
+    def traced(batch):
+        threads.append(threading.current_thread().name)
+        return run(batch)
+
+    batcher = MicroBatcher(traced, inline_ms=0.25, name="digits")
+
+    async def scenario():
+        await batcher.submit(rows[:1])  # no estimate yet: the worker thread
+        batcher.row_seconds = 1e-5  # as if rows took 10 us: one row is due well under 0.25 ms
+        await batcher.submit(rows[:1])
+        batcher.row_seconds = 1e-3  # 20 rows at 1 ms each: the worker thread again
+        await batcher.submit(rows[:20])
+        return threading.current_thread().name
+
+    loop_thread = asyncio.run(scenario())
+    assert threads[0].startswith("ort-digits") and threads[2].startswith("ort-digits")
+    assert threads[1] == loop_thread
+    assert batcher.row_seconds is not None and batcher.row_seconds < 1e-3  # the estimate follows real runs

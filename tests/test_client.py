@@ -72,3 +72,16 @@ def test_predict_command_reports_server_errors(server, tmp_path, capsys):
     bad.write_text("not an image")
     assert main(["predict", "digits-cnn", str(bad), "--url", server]) == 2
     assert "not an image" in capsys.readouterr().err
+
+
+def test_event_stream_reader_parses_events_and_raises_an_in_band_error():
+    from clients.client import ServerError, _EventReader
+
+    reader = _EventReader("/generate_stream")
+    lines = ["event: start", 'data: {"seed": 1}', "", "event: piece", 'data: {"text": "ab"}', ""]
+    events = [e for e in map(reader.feed, lines) if e is not None]
+    assert [(e.kind, e.text) for e in events] == [("start", ""), ("piece", "ab")]
+    for line in ("event: error", 'data: {"error": "generation failed: boom"}'):
+        assert reader.feed(line) is None
+    with pytest.raises(ServerError, match="generation failed: boom"):
+        reader.feed("")

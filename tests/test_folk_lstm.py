@@ -302,3 +302,63 @@ def test_cli_help_explains_abc_check():
     out = subprocess.run([sys.executable, "-m", "edgestack.cli", "abc-check", "--help"],
                          capture_output=True, text=True).stdout
     assert "--temperature" in out and "abc2midi" in out
+
+
+# -- the Python client (clients/client.py) -------------------------------------------------
+
+def test_client_streams_the_same_tune_it_generates_whole(folk_server):
+    from clients import Client
+
+    with Client(folk_server) as client:
+        whole = client.generate("X:1\nT:", seed=5, max_length=300, temperature=0.9)
+        events = list(client.generate_stream("X:1\nT:", seed=5, max_length=300, temperature=0.9))
+    assert [e.kind for e in events][0] == "start" and events[-1].kind == "end"
+    streamed = "X:1\nT:" + "".join(e.text for e in events)
+    assert streamed.rstrip("\n") == whole.tune == events[-1].data["tune"] and whole.seed == 5
+    assert whole.stop_reason in ("end_of_tune", "max_length") and whole.generated_chars <= 300
+
+
+def test_async_client_streams_the_tune_it_generates(folk_server):
+    from clients import AsyncClient
+
+    async def scenario():
+        async with AsyncClient(folk_server) as client:
+            pieces = []
+            async for event in client.generate_stream(seed=9, max_length=200):
+                pieces.append(event)
+            tune = pieces[-1].data["tune"]
+            return tune, await client.generate(seed=9, max_length=200)
+
+    tune, whole = asyncio.run(scenario())
+    assert tune == whole.tune
+
+
+def test_client_leaving_a_stream_early_closes_it_and_bad_sampling_is_a_request_error(folk_server):
+    from clients import Client, RequestError
+
+    with Client(folk_server) as client:
+        stream = client.generate_stream(seed=2, max_length=800)
+        assert next(stream).kind == "start"
+        stream.close()  # leaves mid-tune: the connection is closed, the server stops generating
+        assert client.generate(seed=2, max_length=10).generated_chars <= 10
+        with pytest.raises(RequestError, match="temperature") as caught:
+            next(client.generate_stream(temperature=0))
+        assert caught.value.status == 400
+        with pytest.raises(RequestError, match="invalid ABC") as caught:
+            client.render_midi("hello, not a tune")
+        assert caught.value.status == 422
+        with pytest.raises(TypeError, match="temprature"):
+            client.generate(temprature=1.0)
+
+
+def test_predict_command_streams_a_tune(folk_server, capsys):
+    from edgestack.cli import main
+
+    assert main(["predict", "folk-lstm", "X:1\\nT:", "--url", folk_server, "--seed", "4", "--max-length", "150"]) == 0
+    printed = capsys.readouterr().out
+    assert main(["predict", "folk-lstm", "X:1\\nT:", "--url", folk_server, "--seed", "4", "--max-length", "150",
+                 "--json"]) == 0
+    tune = json.loads(capsys.readouterr().out)["tune"]
+    assert printed.startswith("X:1\nT:") and printed.rstrip("\n") == tune  # the escape became a newline
+    assert main(["predict", "folk-lstm", "--url", folk_server, "--temperature", "0"]) == 2
+    assert "temperature" in capsys.readouterr().err

@@ -340,3 +340,42 @@ def test_text_serving_imports_neither_torch_nor_transformers():
     code = ("import sys, serving.service, serving.text_classifier; "
             "sys.exit(1 if {'torch', 'transformers'} & set(sys.modules) else 0)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_client_classify_text_typed_results_and_errors(text_server, sentiment):
+    from clients import AsyncClient, Client, RequestError
+
+    texts = sentiment.test.texts[:4]
+    with Client(text_server) as client:
+        many = client.classify_text(texts=texts, model=NAME)
+        one = client.classify_text(texts[0])  # one text classifier served: model may be left out
+        with pytest.raises(RequestError, match="empty") as caught:
+            client.classify_text("")
+        assert caught.value.status == 400
+        with pytest.raises(ValueError, match="either text"):
+            client.classify_text("a", texts=["b"])
+    assert [p.label for p in many.predictions][0] == one.predictions[0].label
+    assert one.predictions[0].probabilities[one.predictions[0].label] == pytest.approx(one.predictions[0].score)
+    assert many.model == NAME and len(many.predictions) == 4
+
+    async def concurrently():
+        async with AsyncClient(text_server) as client:
+            return await asyncio.gather(*(client.classify_text(t) for t in texts))
+
+    labels = [r.predictions[0].label for r in asyncio.run(concurrently())]
+    assert labels == [p.label for p in many.predictions]
+
+
+def test_predict_command_on_texts_and_stdin(text_server, capsys, monkeypatch):
+    import io
+
+    from edgestack.cli import main
+
+    assert main(["predict", NAME, "a wonderful, moving film", "dull and lifeless", "--url", text_server]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and lines[0].split()[0] in ("rotten", "fresh") and "dull and lifeless" in lines[1]
+    monkeypatch.setattr("sys.stdin", io.StringIO("a wonderful, moving film\n\ndull and lifeless\n"))
+    assert main(["predict", NAME, "-", "--url", text_server, "--json"]) == 0
+    answers = json.loads(capsys.readouterr().out)
+    assert [a["text"] for a in answers] == ["a wonderful, moving film", "dull and lifeless"]
+    assert [a["label"] for a in answers] == [line.split()[0] for line in lines]
