@@ -342,6 +342,18 @@ def parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("models", help="list models and their artifacts")
     m.set_defaults(func=cmd_models)
+
+    vc = sub.add_parser("v2-check", help="tritonclient compatibility matrix against a running v2 server",
+                        description="Every tritonclient.http call (sync and async, binary and JSON tensors) "
+                                    "against each model of a running Open Inference Protocol (v2) server: ours, "
+                                    "Triton or KServe. Prints one pass/FAIL cell per call and model; exit 1 if "
+                                    "any cell failed. See edgestack/v2check.py.")
+    vc.add_argument("models", nargs="*", help="model names (default: what our server lists at POST /models)")
+    vc.add_argument("--url", default=os.environ.get("EDGESTACK_URL", "http://localhost:3000"))
+    vc.add_argument("--artifacts", help="also compare each answer with the same variant run in process, "
+                                        "from this artifacts folder (e.g. artifacts)")
+    vc.add_argument("--json", metavar="FILE", help="write the matrix as JSON to FILE")
+    vc.set_defaults(func=lambda args: __import__("edgestack.v2check", fromlist=["run"]).run(args))
     return p
 
 

@@ -22,10 +22,10 @@ import tritonclient.http as tc
 import tritonclient.http.aio as tc_aio
 from tritonclient.utils import InferenceServerException
 
-from edgestack import artifact, registry
+from edgestack import artifact, registry, v2check
 from edgestack import v2protocol as v2
-from serving.runner import RunnerOptions
-from serving.runtime import open_session
+from edgestack.v2check import reference, triton_inputs
+from serving.v2 import tensor_specs
 from tests import conftest
 from tests.conftest import serve
 from training.data import images
@@ -53,8 +53,6 @@ def _available(model: str, source: str) -> bool:
 
 
 MODELS = [m for m, source in ARTIFACTS.items() if _available(m, source)]
-SAMPLE_TEXT = ["a gripping, beautifully acted film", "dull, predictable and far too long",
-               "Shares rose after the bank reported record profits", "The striker scored twice in the final"]
 MAX_ITEMS = 16
 
 
@@ -100,63 +98,19 @@ def image_tensor(art, pixels: np.ndarray) -> np.ndarray:
 
 
 def example_inputs(art, pixels: np.ndarray, batch: int = 4) -> dict[str, np.ndarray]:
-    """Real digit images for image models; for the others, values their manifest admits
-    (every -1 dimension = `batch`): sample sentences for BYTES, small ids for integers."""
+    """Real digit images for image models; for the others, what v2-check sends: values their
+    metadata admits (sample sentences for BYTES, small ids for integers)."""
     if art.task == "image-classification":
         return {art.manifest["inputs"][0]["name"]: image_tensor(art, pixels[:batch])}
-    rng = np.random.default_rng(0)
-    feeds = {}
-    for spec in art.manifest["inputs"]:
-        shape = [batch if d == -1 else d for d in spec["shape"]]
-        dt = v2.datatype(spec["dtype"])
-        if dt.v2 == "BYTES":
-            values = [SAMPLE_TEXT[i % len(SAMPLE_TEXT)].encode() for i in range(int(np.prod(shape)))]
-            feeds[spec["name"]] = np.array(values, dtype=object).reshape(shape)
-        elif dt.numpy.kind in "iu":
-            feeds[spec["name"]] = rng.integers(0, 10, shape).astype(dt.numpy)
-        else:
-            feeds[spec["name"]] = (rng.standard_normal(shape) * 0.1).astype(dt.numpy)
-    return feeds
-
-
-def reference(art, variant: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The same variant in process: the bare ORT session for image classifiers, else the
-    family's own runner (tokenization, state checks, ...) without HTTP."""
-    if art.task == "image-classification":
-        session = open_session(art.variant_path(variant), device="cpu", threads=1)
-        names = [o["name"] for o in art.manifest["outputs"]]
-        return dict(zip(names, session.run(feeds, names)))
-    runner = registry.load_object(registry.get(art.name).runner)(
-        art, RunnerOptions(device="cpu", variant=variant, threads=1))
-    text = {k: np.vectorize(lambda b: b.decode(), otypes=[object])(a) if a.dtype == object else a
-            for k, a in feeds.items()}
-    return asyncio.run(runner.infer(text))
+    return v2check.example_inputs(tensor_specs(art.manifest["inputs"]), batch)
 
 
 def tolerance(art) -> float:
-    """Static int8 (CNN) and fp32 graphs give the same rows whatever else shares the batch;
-    dynamic int8 (text: activations quantized over the whole padded batch) moves them by up
-    to ~1e-3 when the server batches concurrent requests together."""
-    return 5e-3 if art.task == "text-classification" else 1e-4
+    return v2check.tolerance(art.task)
 
 
 def assert_outputs_match(result, expected: dict[str, np.ndarray], atol: float = 1e-4) -> None:
-    for name, want in expected.items():
-        got = result.as_numpy(name)
-        assert got is not None, f"output {name} missing"
-        if want.dtype == object:
-            assert [x.decode() if isinstance(x, bytes) else x for x in got.reshape(-1)] == list(want.reshape(-1))
-        else:
-            np.testing.assert_allclose(got, want, rtol=atol, atol=atol)
-
-
-def triton_inputs(module, feeds: dict[str, np.ndarray], binary: bool) -> list:
-    inputs = []
-    for name, array in feeds.items():
-        item = module.InferInput(name, list(array.shape), v2.of_numpy(array.dtype).v2)
-        item.set_data_from_numpy(array, binary_data=binary)
-        inputs.append(item)
-    return inputs
+    v2check.same_outputs({name: result.as_numpy(name) for name in expected}, expected, atol)
 
 
 def host(url: str) -> str:
@@ -417,3 +371,20 @@ def test_predict_command_v2_agrees_with_the_rest_path(v2_url, digit_pixels, tmp_
     assert main(["predict", "digits-cnn", str(tmp_path / "batch.npy"), "--url", v2_url, "--protocol", "v2",
                  "--limit", "5"]) == 0
     assert len(capsys.readouterr().out.strip().splitlines()) == 5
+
+
+# ------------------------------------------------------------------------ edgestack v2-check
+
+def test_v2_check_command_passes_every_cell_and_names_failures(v2_url, v2_artifacts, tmp_path, capsys):
+    from edgestack.cli import main
+
+    path = tmp_path / "matrix.json"
+    assert main(["v2-check", "--url", v2_url, "--artifacts", str(v2_artifacts[0]), "--json", str(path)]) == 0
+    matrix = json.loads(path.read_text())["matrix"]
+    assert set(matrix) == set(MODELS)  # every served model, as POST /models lists them
+    assert {value for cells in matrix.values() for value in cells.values()} == {"pass"}
+    assert all(len(cells) == len(v2check.CELLS) for cells in matrix.values())
+    capsys.readouterr()
+    assert main(["v2-check", "no-such-model", "--url", v2_url]) == 1
+    out = capsys.readouterr().out
+    assert "no-such-model / metadata: FAIL" in out and "unknown model 'no-such-model'" in out
