@@ -83,10 +83,12 @@ def reference(art, variant: str, feeds: dict[str, np.ndarray]) -> dict[str, np.n
 
 
 def tolerance(task: str | None) -> float:
-    """Static int8 (CNN) and fp32 graphs give the same rows whatever else shares the batch;
-    dynamic int8 (text: activations quantized over the whole padded batch) moves them by up
-    to ~1e-3 when the server batches concurrent requests together."""
-    return 5e-3 if task == "text-classification" else 1e-4
+    """Static int8 (CNN) and fp32 graphs give the same rows whatever else shares the batch.
+    Dynamic int8 (text) quantizes activations with one scale over the whole padded batch, so
+    a text's probabilities move when the server batches it with others: by up to 8.7e-3 on
+    the full MiniLM topic-transformer (v2-check on the default build), ~1e-3 on the tiny
+    models. A wrong graph, variant or tokenization moves them by far more."""
+    return 2e-2 if task == "text-classification" else 1e-4
 
 
 def same_outputs(got: dict[str, np.ndarray], want: dict[str, np.ndarray], atol: float) -> None:
