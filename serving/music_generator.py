@@ -59,7 +59,7 @@ class MusicGenerator(ModelRunner):
         super().__init__(art, options, on_batch)  # the step graph of the chosen variant
         meta = art.variants[self.variant]
         self.prompt_session = open_session(art.file(meta["prompt_file"]), providers=self.session.providers,
-                                           threads=self.options.threads)
+                                           threads=self.options.threads, spinning=self.options.spinning)
         self.chars: list[str] = json.loads(art.file(art.manifest["vocabulary"]["file"]).read_text())
         self.index = {ch: i for i, ch in enumerate(self.chars)}
         self.hidden = int(art.manifest["generation"]["hidden_size"])

@@ -81,24 +81,14 @@ class Session:
         return self.session.run(outputs, feeds)
 
 
-def spinning_default() -> bool:
-    """EDGESTACK_ORT_SPIN=1 lets ORT's intra-op threads spin-wait for work; off by default.
-
-    Spinning buys a little latency when a session has the cores to itself. A server shares
-    them: the event loop, the other models' sessions, on small boxes the client. There the
-    spinning threads take the CPU the response needs: on the 2-core reference box, turning it
-    off cut fashion-cnn's v2 batch-1 p50 from 4.2 to 3.0 ms and p95 from 8.0 to 5.1 ms, with
-    batch-32 p50 and concurrency-16 throughput unchanged (two servers interleaved in one run).
-    """
-    return os.environ.get("EDGESTACK_ORT_SPIN", "0") == "1"
-
-
 def open_session(path: Path, *, device: str = "auto", threads: int | None = None,
-                 providers: list[str] | None = None, spinning: bool | None = None) -> Session:
+                 providers: list[str] | None = None, spinning: bool = True) -> Session:
+    """spinning: ORT's intra-op threads spin-wait for work between parallel sections (ORT's
+    default). The server turns it off (RunnerOptions.spinning, see there); benchmarks and
+    batch jobs keep it, because a session alone on its cores runs faster with it."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or default_threads()
     options.inter_op_num_threads = 1
-    spinning = spinning_default() if spinning is None else spinning
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     wanted = providers or choose_providers(device=device)
