@@ -18,6 +18,14 @@ preprocessing, labels) ride along as the parameter `edgestack`.
 Text models: the graph takes token ids (INT64), not text. Triton serves it as such:
 clients tokenize (pre-tokenized inputs), or an ensemble puts a Python-backend tokenizer in
 front (README, "Triton model repositories"). Needs onnx (the `train` extra); no torch.
+
+`--backend python` writes a repository for Triton's Python backend instead (the one backend
+the tritonserver of the nvidia-pytriton wheel ships; `make triton`), with the artifact's own
+inputs and outputs (text models take BYTES text, as on our server's v2 route):
+
+    <repo>/<model>/config.pbtxt                backend "python", max_batch_size 0, KIND_CPU
+    <repo>/<model>/<version>/model.py          export/triton_python_model.py: edgestack's runner
+    <repo>/<model>/<version>/artifact/         the artifact folder (checksums verified at load)
 """
 
 from __future__ import annotations
@@ -25,12 +33,15 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import time
 from pathlib import Path
 
 from edgestack import artifact, registry
 from edgestack import v2protocol as v2
 
 TARGETS = ("both", "gpu", "cpu")
+BACKENDS = ("onnxruntime", "python")
+PYTHON_MODEL = Path(__file__).with_name("triton_python_model.py")  # becomes <version>/model.py
 
 
 def graph_io(path: Path) -> tuple[list[dict], list[dict], bool]:
@@ -55,14 +66,18 @@ def graph_io(path: Path) -> tuple[list[dict], list[dict], bool]:
     return inputs, outputs, batched
 
 
-def model_config(name: str, onnx_path: Path, manifest: dict, *, max_batch_size: int = 64,
-                 queue_delay_us: int = 2000, target: str = "both", cpu_instances: int = 1,
-                 gpu_instances: int = 1, threads: int | None = None, keep_versions: int = 1,
-                 labels_file: str | None = None) -> dict:
-    """The config as the JSON form of Triton's ModelConfig (what Triton's /config returns)."""
-    if target not in TARGETS:
-        raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
-    inputs, outputs, batched = graph_io(onnx_path)
+def manifest_io(manifest: dict) -> tuple[list[dict], list[dict]]:
+    """The artifact's declared inputs and outputs (what our server's v2 metadata lists), as graph_io gives them."""
+    def describe(entries: list[dict]) -> list[dict]:
+        return [{"name": e["name"], "datatype": v2.datatype(e["dtype"]), "dims": list(e["shape"])} for e in entries]
+
+    return describe(manifest["inputs"]), describe(manifest["outputs"])
+
+
+def base_config(name: str, manifest: dict, inputs: list[dict], outputs: list[dict], *, batched: bool,
+                keep_versions: int, labels_file: str | None) -> dict:
+    """What every config has whatever runs the model: name, version policy, tensors (without the
+    batch axis when batched; label_filename on a classifier's [labels] output), client hints."""
     skip = 1 if batched else 0
     labels = manifest.get("labels") or []
 
@@ -72,16 +87,27 @@ def model_config(name: str, onnx_path: Path, manifest: dict, *, max_batch_size: 
             entry["label_filename"] = labels_file
         return entry
 
-    config: dict = {
+    return {
         "name": name,
-        "platform": "onnxruntime_onnx",
-        "max_batch_size": max_batch_size if batched else 0,
         "version_policy": {"latest": {"num_versions": keep_versions}},
         "input": [tensor(t, False) for t in inputs],
         "output": [tensor(t, True) for t in outputs],
         "instance_group": [],
         "parameters": {"edgestack": {"string_value": json.dumps(v2.client_hints(manifest))}},
     }
+
+
+def model_config(name: str, onnx_path: Path, manifest: dict, *, max_batch_size: int = 64,
+                 queue_delay_us: int = 2000, target: str = "both", cpu_instances: int = 1,
+                 gpu_instances: int = 1, threads: int | None = None, keep_versions: int = 1,
+                 labels_file: str | None = None) -> dict:
+    """The config as the JSON form of Triton's ModelConfig (what Triton's /config returns)."""
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+    inputs, outputs, batched = graph_io(onnx_path)
+    config = base_config(name, manifest, inputs, outputs, batched=batched, keep_versions=keep_versions,
+                         labels_file=labels_file)
+    config.update(platform="onnxruntime_onnx", max_batch_size=max_batch_size if batched else 0)
     if batched:
         preferred = [b for b in (8, 16, 32) if b <= max_batch_size]
         config["dynamic_batching"] = {"max_queue_delay_microseconds": queue_delay_us,
@@ -99,6 +125,27 @@ def model_config(name: str, onnx_path: Path, manifest: dict, *, max_batch_size: 
     return config
 
 
+def python_model_config(name: str, manifest: dict, *, variant: str = "fp32", target: str = "cpu",
+                        cpu_instances: int = 1, threads: int | None = None, keep_versions: int = 1) -> dict:
+    """The config of a Python-backend model running edgestack's own runner on the artifact.
+
+    The tensors are the manifest's (text models: BYTES text, tokenized by the runner), with
+    their full shapes and max_batch_size 0: the runner takes any batch the client sends, and
+    Triton passes each request through as it came. model.py reads `variant` and `threads`.
+    """
+    if target != "cpu":
+        raise ValueError(f"the python backend runs edgestack's runner on CPU: use --target cpu, not {target!r}")
+    inputs, outputs = manifest_io(manifest)
+    config = base_config(name, manifest, inputs, outputs, batched=False, keep_versions=keep_versions,
+                         labels_file=None)
+    config.update(backend="python", max_batch_size=0)
+    config["instance_group"].append({"name": f"{name}-cpu", "kind": "KIND_CPU", "count": cpu_instances})
+    config["parameters"]["variant"] = {"string_value": variant}
+    if threads:
+        config["parameters"]["threads"] = {"string_value": str(threads)}
+    return config
+
+
 def to_pbtxt(config: dict) -> str:
     """JSON config -> protobuf text, via Triton's ModelConfig (refuses unknown fields and enums)."""
     from google.protobuf import json_format, text_format
@@ -108,24 +155,34 @@ def to_pbtxt(config: dict) -> str:
     return text_format.MessageToString(message)
 
 
-def write_model(repo: Path, art: artifact.Artifact, *, variant: str = "fp32", **options) -> Path:
-    """One model version into the repository; the config describes that version's graph."""
+def write_model(repo: Path, art: artifact.Artifact, *, variant: str = "fp32", backend: str = "onnxruntime",
+                **options) -> Path:
+    """One model version into the repository; the config describes that version's graph
+    (onnxruntime) or the artifact's declared tensors (python)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     source = art.variant_path(variant)
     model_dir = Path(repo) / art.name
     version_dir = model_dir / art.version
     version_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, version_dir / "model.onnx")
-    external = source.with_name(source.name + ".data")  # weights kept beside the graph, under their own name
-    if external.is_file():
-        shutil.copyfile(external, version_dir / external.name)
-    tokenizer = (art.manifest.get("preprocessing") or {}).get("tokenizer")
-    if tokenizer and art.file(tokenizer).is_file():  # text models: for clients (or a tokenizer model) to use
-        shutil.copyfile(art.file(tokenizer), model_dir / Path(tokenizer).name)
-    labels = art.manifest.get("labels")
-    if labels:
-        (model_dir / "labels.txt").write_text("\n".join(labels) + "\n")
-    config = model_config(art.name, version_dir / "model.onnx", art.manifest,
-                          labels_file="labels.txt" if labels else None, **options)
+    if backend == "python":
+        config = python_model_config(art.name, art.manifest, variant=variant, **options)
+        shutil.copyfile(PYTHON_MODEL, version_dir / "model.py")
+        shutil.rmtree(version_dir / "artifact", ignore_errors=True)
+        shutil.copytree(art.path, version_dir / "artifact")  # model.py verifies every checksum when it loads
+    else:
+        shutil.copyfile(source, version_dir / "model.onnx")
+        external = source.with_name(source.name + ".data")  # weights kept beside the graph, under their own name
+        if external.is_file():
+            shutil.copyfile(external, version_dir / external.name)
+        tokenizer = (art.manifest.get("preprocessing") or {}).get("tokenizer")
+        if tokenizer and art.file(tokenizer).is_file():  # text models: for clients (or a tokenizer model) to use
+            shutil.copyfile(art.file(tokenizer), model_dir / Path(tokenizer).name)
+        labels = art.manifest.get("labels")
+        if labels:
+            (model_dir / "labels.txt").write_text("\n".join(labels) + "\n")
+        config = model_config(art.name, version_dir / "model.onnx", art.manifest,
+                              labels_file="labels.txt" if labels else None, **options)
     (model_dir / "config.pbtxt").write_text(to_pbtxt(config))
     return model_dir
 
@@ -155,18 +212,40 @@ def cmd_export_triton(args: argparse.Namespace) -> int:
     if not names:
         raise artifact.ArtifactError(f"no built model under {artifact.default_root()}: run `edgestack build` first")
     repo = Path(args.repo)
+    options = dict(target=args.target or ("cpu" if args.backend == "python" else "both"),
+                   cpu_instances=args.cpu_instances, threads=args.threads, keep_versions=args.keep_versions)
+    if args.backend == "onnxruntime":
+        options.update(max_batch_size=args.max_batch, queue_delay_us=args.queue_delay_us,
+                       gpu_instances=args.gpu_instances)
     written = export_repository(repo, names, all_versions=args.all_versions, variant=args.variant,
-                                max_batch_size=args.max_batch, queue_delay_us=args.queue_delay_us,
-                                target=args.target, cpu_instances=args.cpu_instances,
-                                gpu_instances=args.gpu_instances, threads=args.threads,
-                                keep_versions=args.keep_versions)
+                                backend=args.backend, **options)
     for model_dir in written:
         versions = sorted(p.name for p in model_dir.iterdir() if p.is_dir())
         print(f"[{model_dir.name}] {model_dir}/config.pbtxt, versions {', '.join(versions)}")
-    gpus = "" if args.target == "cpu" else "--gpus all "
-    print(f"serve it: docker run {gpus}-p 8000:8000 -v {repo.resolve()}:/models "
-          "nvcr.io/nvidia/tritonserver:<yy.mm>-py3 tritonserver --model-repository=/models")
+    if args.serve is not None:
+        return serve_repository(repo, args.serve)
+    if args.backend == "python":
+        print(f"serve it: edgestack export triton --backend python --repo {repo} --serve 8000 "
+              "(the tritonserver `make triton` fetches)")
+    else:
+        gpus = "" if options["target"] == "cpu" else "--gpus all "
+        print(f"serve it: docker run {gpus}-p 8000:8000 -v {repo.resolve()}:/models "
+              "nvcr.io/nvidia/tritonserver:<yy.mm>-py3 tritonserver --model-repository=/models")
     return 0
+
+
+def serve_repository(repo: Path, port: int) -> int:
+    """Run the local tritonserver (`make triton`) on `repo` until interrupted."""
+    from edgestack.serverproc import running_triton
+
+    log = Path(repo).resolve().parent / f"{Path(repo).name}.tritonserver.log"
+    started = time.perf_counter()
+    with running_triton(repo, port=port, host="0.0.0.0", log_path=log) as (url, proc):
+        print(f"tritonserver ready at {url} in {time.perf_counter() - started:.1f} s (log: {log}); Ctrl-C stops it")
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:
+            return 0
 
 
 def add_parser(sub) -> None:
@@ -174,20 +253,31 @@ def add_parser(sub) -> None:
         "export-triton", help="write a Triton Inference Server model repository (also: `export triton`)",
         description="Write <repo>/<model>/config.pbtxt and <repo>/<model>/<version>/model.onnx for built models "
                     "(platform onnxruntime_onnx, dims from the ONNX graph, dynamic batching, instance groups, "
-                    "TensorRT FP16 on GPU). Each config is validated by parsing it with Triton's ModelConfig "
-                    "protobuf. `edgestack export triton ...` is the same command.")
+                    "TensorRT FP16 on GPU); or, with --backend python, a Python-backend model per artifact that "
+                    "runs edgestack's own runner (<version>/model.py + <version>/artifact/). Each config is "
+                    "validated by parsing it with Triton's ModelConfig protobuf. `edgestack export triton ...` "
+                    "is the same command.")
     p.add_argument("models", nargs="*", help="served names (default: every built model)")
     p.add_argument("--repo", default="triton-repo", help="repository folder (default ./triton-repo)")
-    p.add_argument("--variant", default="fp32", help="which ONNX variant to ship (fp32 default: TensorRT makes "
-                   "its own FP16 engine on GPU; int8 for CPU-only repositories)")
-    p.add_argument("--target", choices=TARGETS, default="both",
-                   help="instance groups: both (GPU + CPU; the host needs a GPU), gpu, or cpu (CPU-only Triton)")
+    p.add_argument("--variant", default="fp32", help="which ONNX variant to ship, and for python which one the "
+                   "runner runs (fp32 default: TensorRT makes its own FP16 engine on GPU; int8 for CPU-only "
+                   "repositories)")
+    p.add_argument("--backend", choices=BACKENDS, default="onnxruntime",
+                   help="onnxruntime (default): the ONNX graph on Triton's ORT backend; python: edgestack's own "
+                        "runner (tokenization, state checks) on Triton's Python backend, CPU only")
+    p.add_argument("--target", choices=TARGETS,
+                   help="instance groups: both (GPU + CPU; the host needs a GPU; the default for onnxruntime), "
+                        "gpu, or cpu (CPU-only Triton; the only one for python)")
     p.add_argument("--max-batch", type=int, default=64, help="max_batch_size for models with a batch dimension")
     p.add_argument("--queue-delay-us", type=int, default=2000,
                    help="dynamic batching: longest wait for a fuller batch, microseconds (default 2000 = our 2 ms)")
     p.add_argument("--cpu-instances", type=int, default=1, help="model instances on CPU")
     p.add_argument("--gpu-instances", type=int, default=1, help="model instances per GPU")
-    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads per instance (Triton's default if unset)")
+    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads per instance (Triton's default if unset; "
+                   "python: all cores)")
     p.add_argument("--all-versions", action="store_true", help="export every built version, not just the latest")
     p.add_argument("--keep-versions", type=int, default=1, help="version policy: serve the latest N versions")
+    p.add_argument("--serve", type=int, metavar="PORT",
+                   help="then run the local tritonserver (`make triton`; python backend) on the repository, "
+                        "HTTP on PORT, until Ctrl-C")
     p.set_defaults(func=cmd_export_triton)

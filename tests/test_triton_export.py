@@ -15,6 +15,7 @@ from tritonclient.grpc import model_config_pb2
 from tritonclient.utils import triton_to_np_dtype
 
 from edgestack import artifact
+from edgestack import v2protocol as v2
 from edgestack.cli import main
 from export import triton
 from tests.test_v2 import MODELS, v2_artifacts  # noqa: F401  (a session fixture)
@@ -126,3 +127,39 @@ def test_a_config_triton_would_refuse_is_never_written():
         triton.to_pbtxt({"name": "x", "platform": "onnxruntime_onnx", "no_such_field": 1})
     with pytest.raises(ValueError, match="target"):
         triton.model_config("x", Path("unused.onnx"), {}, target="tpu")
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_python_backend_repository(v2_artifacts, model, tmp_path, monkeypatch):
+    """--backend python: the artifact's own tensors (text models: BYTES), max_batch_size 0, one CPU
+    instance; model.py is export/triton_python_model.py and the artifact folder loads, checksums intact."""
+    root, built = v2_artifacts
+    art = built[model]
+    monkeypatch.setenv("EDGESTACK_ARTIFACTS", str(root))
+    repo = tmp_path / "repo"
+    assert main(["export", "triton", model, "--backend", "python", "--repo", str(repo), "--variant", "int8",
+                 "--threads", "1", "--cpu-instances", "2"]) == 0
+    model_dir = repo / model
+    config = parse(model_dir / "config.pbtxt")
+    assert config.name == model and config.backend == "python" and not config.platform
+    assert config.max_batch_size == 0 and not config.HasField("dynamic_batching")
+    for entries, declared in ((config.input, art.manifest["inputs"]), (config.output, art.manifest["outputs"])):
+        assert [(e.name, list(e.dims)) for e in entries] == [(d["name"], d["shape"]) for d in declared]
+        assert [config_dtype(e.data_type) for e in entries] == [v2.datatype(d["dtype"]).numpy for d in declared]
+    (group,) = config.instance_group
+    assert model_config_pb2.ModelInstanceGroup.Kind.Name(group.kind) == "KIND_CPU" and group.count == 2
+    assert config.parameters["variant"].string_value == "int8" and config.parameters["threads"].string_value == "1"
+    assert json.loads(config.parameters["edgestack"].string_value) == v2.client_hints(art.manifest)
+    version_dir = model_dir / art.version
+    assert (version_dir / "model.py").read_bytes() == triton.PYTHON_MODEL.read_bytes()
+    assert artifact.load(version_dir / "artifact").manifest == art.manifest
+    assert not (version_dir / "model.onnx").exists()
+
+
+def test_python_backend_refuses_gpu_targets_and_unknown_variants(digits_artifact, tmp_path):
+    with pytest.raises(ValueError, match="--target cpu"):
+        triton.export_repository(tmp_path, ["digits-cnn"], backend="python", target="both")
+    with pytest.raises(artifact.ArtifactError, match="no variant 'fp64'"):
+        triton.export_repository(tmp_path, ["digits-cnn"], backend="python", target="cpu", variant="fp64")
+    with pytest.raises(ValueError, match="backend"):
+        triton.export_repository(tmp_path, ["digits-cnn"], backend="tensorflow")
