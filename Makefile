@@ -6,14 +6,22 @@ PORT   ?= 3000
 # cpu or gpu: which onnxruntime build to install (they cannot live side by side).
 ORT    ?= cpu
 STAMP  := $(VENV)/.installed-$(ORT)
+# A real Triton Inference Server for CPU: the tritonserver binary (Python backend only) shipped in the
+# nvidia-pytriton wheel, downloaded and unpacked here, never pip-installed (the wheel pins numpy<2).
+TRITON_HOME  := .triton
+PYTRITON     ?= 0.7.0
+TRITON_STAMP := $(TRITON_HOME)/.installed-pytriton-$(PYTRITON)
+TRITON_PORT  ?= 8000
 
-.PHONY: serve test venv data models bench clean-models clean help folk-lstm-large text-large
+.PHONY: serve test venv data models bench clean-models clean help folk-lstm-large text-large triton triton-serve
 
 help:
 	@echo "make serve   build what is missing (venv, data, default models) and serve on port $(PORT)"
 	@echo "make test    run the test suite (builds small models from slices of real data)"
 	@echo "make models  build missing default models only"
 	@echo "make bench   benchmark fashion-cnn (table on screen, JSON under bench-results/)"
+	@echo "make triton  fetch a real tritonserver (CPU, Python backend) into $(TRITON_HOME)/ (make test needs it)"
+	@echo "make triton-serve  serve the built models on that Triton (Python backend), port $(TRITON_PORT)"
 	@echo "make folk-lstm-large   rebuild folk-lstm at the lab's size (LSTM 1024; slow on 2 cores)"
 	@echo "make text-large        rebuild the text transformers on every training text (2 epochs; slow on 2 cores)"
 
@@ -36,8 +44,34 @@ models: venv data
 serve: models
 	$(BIN)/edgestack serve --port $(PORT)
 
-test: venv data
+test: venv data triton
 	$(BIN)/python -m pytest -q tests
+
+triton: $(TRITON_STAMP)
+
+# bin/tritonserver, backends/python/ (+ the stub for this venv's Python where the backend looks for
+# it) and the libraries they link (nvidia_pytriton.libs/). The stub's numpy glue predates numpy 2
+# (it misreads numpy 2 arrays), so its interpreter is stub-env/: numpy<2, then this venv's packages
+# (a .pth). edgestack/serverproc.py running_triton runs tritonserver with stub-env/bin first on PATH.
+$(TRITON_STAMP): | $(STAMP)
+	rm -rf $(TRITON_HOME) && mkdir -p $(TRITON_HOME)/wheel
+	$(BIN)/pip download --no-deps --only-binary=:all: --dest $(TRITON_HOME)/wheel nvidia-pytriton==$(PYTRITON)
+	$(BIN)/python -m zipfile -e $(TRITON_HOME)/wheel/nvidia_pytriton-$(PYTRITON)-*.whl $(TRITON_HOME)
+	server=$(TRITON_HOME)/pytriton/tritonserver; \
+	py=$$($(BIN)/python -c 'import sys; print("%d.%d" % sys.version_info[:2])'); \
+	cp $$server/python_backend_stubs/$$py/triton_python_backend_stub $$server/backends/python/ && \
+	chmod +x $$server/bin/tritonserver $$server/backends/python/triton_python_backend_stub
+	rm -rf $(TRITON_HOME)/wheel
+	$(BIN)/python -m venv --without-pip $(TRITON_HOME)/stub-env
+	purelib='import sysconfig; print(sysconfig.get_paths()["purelib"])'; \
+	stub=$$($(TRITON_HOME)/stub-env/bin/python -c "$$purelib"); venv=$$($(BIN)/python -c "$$purelib"); \
+	$(BIN)/pip install --quiet --no-deps --target $$stub "numpy<2" && \
+	echo "import site; site.addsitedir('$$venv')" > $$stub/edgestack-venv.pth
+	touch $@
+
+# The built models on that Triton, each run by edgestack's own runner (Python backend); Ctrl-C stops it.
+triton-serve: models triton
+	$(BIN)/edgestack export triton --backend python --repo triton-repo-python --serve $(TRITON_PORT)
 
 bench: models
 	$(BIN)/edgestack bench fashion-cnn
@@ -56,4 +90,4 @@ clean-models:
 	rm -rf artifacts
 
 clean: clean-models
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(TRITON_HOME)

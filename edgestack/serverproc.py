@@ -1,4 +1,5 @@
-"""Start `edgestack serve` as a real child process and wait until it is ready.
+"""Start a server as a real child process and wait until it is ready: `edgestack serve`, or a
+real Triton Inference Server (the tritonserver `make triton` unpacks) on a model repository.
 
 Used by the benchmark and the tests, so both exercise exactly what a user runs.
 """
@@ -11,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from pathlib import Path
@@ -25,23 +27,16 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_server(models: list[str], *, port: int | None = None, env: dict | None = None,
-                   timeout: float = 120.0, log_path: Path | None = None):
-    """Yield (url, process) once GET /readyz answers 200; stop the server afterwards.
+def running_process(command: list[str], ready_url: str, *, env: dict | None = None, timeout: float = 120.0,
+                    log_path: Path | None = None, what: str = "server"):
+    """Start `command`, yield the process once GET `ready_url` answers 200; always stop it afterwards.
 
-    Raises RuntimeError with the server's last output if it exits before it is ready.
+    Raises RuntimeError with the last output if it exits before it is ready, TimeoutError if it
+    is not ready in `timeout` seconds (the output in both cases).
     """
-    port = port or free_port()
-    # BentoML keeps Prometheus' multiprocess files in $BENTOML_HOME and wipes them when a
-    # server starts: servers sharing a home erase each other's metrics. One home each.
-    home = tempfile.mkdtemp(prefix="edgestack-bentoml-home-")
-    env = {"BENTOML_HOME": home, **(env or {})}
     # A file, never a pipe: nobody reads a pipe while the server runs, and a full one stalls it.
     log = open(log_path, "w+") if log_path else tempfile.TemporaryFile("w+")
-    proc = subprocess.Popen([sys.executable, "-m", "edgestack.cli", "serve", *models, "--port", str(port),
-                             "--host", "127.0.0.1"], env={**os.environ, **env},
-                            stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen(command, env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT)
 
     def output() -> str:
         log.seek(0)
@@ -51,19 +46,96 @@ def running_server(models: list[str], *, port: int | None = None, env: dict | No
         deadline = time.time() + timeout
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"server exited with {proc.returncode}:\n{output()}")
+                raise RuntimeError(f"{what} exited with {proc.returncode}:\n{output()}")
             with contextlib.suppress(httpx.TransportError):
-                if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                if httpx.get(ready_url, timeout=2).status_code == 200:
                     break
             if time.time() > deadline:
-                raise TimeoutError(f"server not ready after {timeout}s")
+                raise TimeoutError(f"{what} not ready after {timeout}s:\n{output()}")
             time.sleep(0.3)
-        yield url, proc
+        yield proc
     finally:
         proc.terminate()
         try:
             proc.wait(20)
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait()
         log.close()
+
+
+@contextlib.contextmanager
+def running_server(models: list[str], *, port: int | None = None, env: dict | None = None,
+                   timeout: float = 120.0, log_path: Path | None = None):
+    """`edgestack serve`: yield (url, process) once GET /readyz answers 200; stop the server afterwards."""
+    port = port or free_port()
+    url = f"http://127.0.0.1:{port}"
+    # BentoML keeps Prometheus' multiprocess files in $BENTOML_HOME and wipes them when a
+    # server starts: servers sharing a home erase each other's metrics. One home each.
+    home = tempfile.mkdtemp(prefix="edgestack-bentoml-home-")
+    command = [sys.executable, "-m", "edgestack.cli", "serve", *models, "--port", str(port), "--host", "127.0.0.1"]
+    try:
+        with running_process(command, url + "/readyz", env={"BENTOML_HOME": home, **(env or {})},
+                             timeout=timeout, log_path=log_path) as proc:
+            yield url, proc
+    finally:
         shutil.rmtree(home, ignore_errors=True)
+
+
+# ------------------------------------------------------------------ Triton Inference Server
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def triton_home() -> Path:
+    """Where `make triton` unpacks the nvidia-pytriton wheel: $EDGESTACK_TRITON_HOME, else <repo>/.triton."""
+    return Path(os.environ.get("EDGESTACK_TRITON_HOME") or REPO_ROOT / ".triton")
+
+
+def triton_server_dir(home: Path | None = None) -> Path:
+    """The unpacked tritonserver (bin/, backends/python/ with the stub in place); FileNotFoundError if
+    it, or the stub environment, is absent."""
+    home = home or triton_home()
+    server = home / "pytriton" / "tritonserver"
+    for needed in (server / "bin/tritonserver", server / "backends/python/libtriton_python.so",
+                   server / "backends/python/triton_python_backend_stub", home / "stub-env/bin/python3"):
+        if not needed.is_file():
+            raise FileNotFoundError(f"no {needed}: run `make triton` (unpacks the tritonserver of the "
+                                    f"nvidia-pytriton wheel into {home})")
+    return server
+
+
+def triton_env(home: Path | None = None) -> dict[str, str]:
+    """Environment for tritonserver and its Python-backend stubs. The stub embeds libpython3.X
+    (this interpreter's, on LD_LIBRARY_PATH with the wheel's bundled libraries) and takes its
+    sys.path from the first `python3` on PATH: the stub environment `make triton` builds
+    (numpy<2, which the stub's numpy glue needs, then this venv's packages)."""
+    home = home or triton_home()
+
+    def joined(entries: list, current: str | None) -> str:
+        return os.pathsep.join(dict.fromkeys(str(e) for e in [*entries, *(current or "").split(os.pathsep)] if e))
+
+    return {
+        "PATH": joined([home / "stub-env" / "bin"], os.environ.get("PATH")),
+        "LD_LIBRARY_PATH": joined([sysconfig.get_config_var("LIBDIR"), home / "nvidia_pytriton.libs"],
+                                  os.environ.get("LD_LIBRARY_PATH")),
+    }
+
+
+@contextlib.contextmanager
+def running_triton(repo: Path, *, port: int | None = None, host: str = "127.0.0.1", env: dict | None = None,
+                   timeout: float = 120.0, log_path: Path | None = None, home: Path | None = None):
+    """tritonserver on the model repository `repo`: yield (url, process) once GET /v2/health/ready
+    answers 200 (every model loaded); stop it afterwards. HTTP only: gRPC and metrics are off,
+    so nothing but `port` is bound. A model that fails to load makes tritonserver exit, and
+    this raise RuntimeError with its log."""
+    server = triton_server_dir(home)
+    port = port or free_port()
+    command = [str(server / "bin" / "tritonserver"), f"--model-repository={Path(repo).resolve()}",
+               f"--backend-directory={server / 'backends'}", f"--cache-directory={server / 'caches'}",
+               f"--http-address={host}", f"--http-port={port}", "--allow-grpc=false", "--allow-metrics=false",
+               "--exit-on-error=true", "--exit-timeout-secs=10"]
+    url = f"http://127.0.0.1:{port}"
+    with running_process(command, url + "/v2/health/ready", env={**triton_env(home), **(env or {})},
+                         timeout=timeout, log_path=log_path, what="tritonserver") as proc:
+        yield url, proc
