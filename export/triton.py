@@ -235,9 +235,15 @@ def cmd_export_triton(args: argparse.Namespace) -> int:
 
 
 def serve_repository(repo: Path, port: int) -> int:
-    """Run the local tritonserver (`make triton`) on `repo` until interrupted."""
+    """Run the local tritonserver (`make triton`) on `repo` until interrupted (Ctrl-C or SIGTERM)."""
+    import signal
+    import sys
+
     from edgestack.serverproc import running_triton
 
+    # SIGTERM (docker stop, kill) would end this process at once and leave tritonserver running:
+    # exit through the context instead, which stops it.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     log = Path(repo).resolve().parent / f"{Path(repo).name}.tritonserver.log"
     started = time.perf_counter()
     with running_triton(repo, port=port, host="0.0.0.0", log_path=log) as (url, proc):
