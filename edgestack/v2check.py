@@ -12,7 +12,8 @@ matrix, pass or FAIL with the reason:
     infer binary async    concurrent requests of batch 1..3; same numbers as sync
     infer JSON async      the same with JSON tensors
     = in-process ORT      with a local artifact of the model: the binary answer equals the same
-                          variant run in this process (images: the bare session; other families:
+                          variant (from the metadata's or, on Triton, the model config's
+                          `variant` parameter) run in this process (images: the bare session; other families:
                           their runner, which tokenizes or checks state exactly as the server does)
 
 Inputs come from the model metadata alone (sample sentences for BYTES, small ids for
@@ -115,6 +116,7 @@ class ModelCheck:
         self.host, self.model, self.root = url.removeprefix("http://").rstrip("/"), model, artifacts_root
         self.cells: dict[str, str] = {}
         self.meta: dict | None = None
+        self.params: dict[str, str] = {}  # variant, edgestack hints: from metadata, else the model config
         self.feeds: dict[str, np.ndarray] = {}
         self.answers: dict[str, dict[str, np.ndarray]] = {}
 
@@ -160,6 +162,7 @@ class ModelCheck:
                 v2.datatype(tensor["datatype"])  # a v2 datatype we know
                 assert all(isinstance(d, int) and d >= -1 for d in tensor["shape"]), f"bad shape {tensor['shape']}"
         self.meta = meta
+        self.params = meta.get("parameters") or config_parameters(client_config(self.host, self.model))
         self.feeds = example_inputs(meta["inputs"])
 
     def ready(self) -> None:
@@ -231,7 +234,7 @@ class ModelCheck:
             art = artifact.load_latest(self.model, self.root)
         except artifact.ArtifactError as exc:
             return f"skipped: {exc}"
-        variant = (self.meta.get("parameters") or {}).get("variant")
+        variant = self.params.get("variant")
         if variant is None:
             return "skipped: the server does not say which variant it runs"
         same_outputs(self.answers["binary"], reference(art, variant, self.feeds), tolerance(art.task))
@@ -239,7 +242,7 @@ class ModelCheck:
 
     @property
     def atol(self) -> float:
-        hints = json.loads((self.meta.get("parameters") or {}).get("edgestack", "{}"))
+        hints = json.loads(self.params.get("edgestack", "{}"))
         return tolerance(hints.get("task"))
 
     def run(self) -> dict[str, str]:
@@ -257,6 +260,24 @@ class ModelCheck:
             self.cell("infer binary async", lambda: self.infer_async(True))
             self.cell("infer JSON async", lambda: self.infer_async(False))
         return {name: self.cells.get(name, "FAIL: not reached (binary infer failed)") for name in CELLS}
+
+
+def client_config(host: str, model: str) -> dict:
+    """Triton's model configuration (its metadata has no `parameters`); {} where there is none."""
+    import tritonclient.http as tc
+    from tritonclient.utils import InferenceServerException
+
+    with tc.InferenceServerClient(host) as client:
+        try:
+            return client.get_model_config(model)
+        except InferenceServerException:
+            return {}
+
+
+def config_parameters(config: dict) -> dict[str, str]:
+    """A model config's parameters ({"key": {"string_value": "..."}}) as plain strings."""
+    return {k: v.get("string_value", "") if isinstance(v, dict) else str(v)
+            for k, v in (config.get("parameters") or {}).items()}
 
 
 def check_models(url: str, models: list[str], artifacts_root: Path | None = None) -> dict[str, dict[str, str]]:
