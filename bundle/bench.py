@@ -52,14 +52,24 @@ def cold_start(python: str, bundle_dir: Path, inputs: list[str], runs: int) -> d
             "peak_rss_mib_median": statistics.median(rss) / 1024, "runs": runs}
 
 
-def latency(bundle_dir: Path, sample, iterations: int) -> dict:
-    """Batch-1 latency through the Python API: ort and onnx formats interleaved, 1 thread."""
+def import_from_bundle(bundle_dir: Path, module: str = "edge_runner"):
+    """`module` from this bundle's own edge_runner package. Every bundle ships its own copy,
+    with the modules of its family only (music.py, text.py, ...): a copy imported from another
+    bundle earlier in this process is dropped from sys.modules first, or Python would hand it
+    back and miss this family's modules."""
+    for name in [m for m in sys.modules if m == "edge_runner" or m.startswith("edge_runner.")]:
+        del sys.modules[name]
     sys.path.insert(0, str(bundle_dir))
     try:
-        runner = importlib.import_module("edge_runner")
-        models = {fmt: runner.load(bundle_dir, threads=1, model_format=fmt) for fmt in ("ort", "onnx")}
+        return importlib.import_module(module)
     finally:
         sys.path.remove(str(bundle_dir))
+
+
+def latency(bundle_dir: Path, sample, iterations: int) -> dict:
+    """Batch-1 latency through the Python API: ort and onnx formats interleaved, 1 thread."""
+    runner = import_from_bundle(bundle_dir)
+    models = {fmt: runner.load(bundle_dir, threads=1, model_format=fmt) for fmt in ("ort", "onnx")}
     for model in models.values():
         for _ in range(20):
             model.predict_one(sample)
@@ -89,11 +99,7 @@ def run_bench_bundle(args) -> dict:
     rows = []
     for name in args.models:
         built = make_bundle(name, args.bundles, progress=True)
-        sys.path.insert(0, str(built.path))
-        try:
-            edge_module = importlib.import_module(f"edge_runner.{built.manifest['runner']['module']}")
-        finally:
-            sys.path.remove(str(built.path))
+        edge_module = import_from_bundle(built.path, f"edge_runner.{built.manifest['runner']['module']}")
         sample_dir = (Path(args.out) / "bundle-samples" / name).resolve()
         sample_dir.mkdir(parents=True, exist_ok=True)
         inputs, sample = edge_module.example_input(built.manifest, sample_dir)

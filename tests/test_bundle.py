@@ -230,3 +230,16 @@ def test_music_bundle_in_the_clean_venv_writes_the_servers_tune(folk_artifact, e
             body = {"prompt": prompt, "seed": answer["seed"], "max_length": 300, "temperature": 0.9, "top_p": 0.95}
             served = httpx.post(url + "/generate", json=body, timeout=60).json()
             assert answer["tune"] == served["tune"] and answer["stop_reason"] == served["stop_reason"]
+
+
+def test_bundles_of_two_families_import_their_own_runner_in_one_process(digits_bundle, folk_artifact, tmp_path):
+    """bench-bundle imports each bundle's edge_runner in turn: the second must not get the first's copy."""
+    from bundle.bench import import_from_bundle
+
+    music = make_bundle("folk-lstm", tmp_path / "bundles", progress=False)
+    image_module = import_from_bundle(digits_bundle.path, "edge_runner.image")
+    music_module = import_from_bundle(music.path, "edge_runner.music")
+    assert Path(image_module.__file__).is_relative_to(digits_bundle.path)
+    assert Path(music_module.__file__).is_relative_to(music.path)
+    model = import_from_bundle(music.path).load(music.path, threads=1)
+    assert isinstance(model.predict_one(), int)  # one generation step: the music runner, not the image one
