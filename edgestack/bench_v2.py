@@ -12,11 +12,17 @@ the server's fixed per-request cost (p50 of GET /v2/health/ready: HTTP, routing,
 no model), taken inside the concurrency-1 rotation (A B C F A B C F ...) so it sees the same
 drift as the requests it is compared with. The check printed at the end is the issue's: v2
 binary at concurrency 1 within 1.5x of (in-process p50 + fixed cost).
+
+With --triton, a real Triton Inference Server (`make triton`: CPU, Python backend) serving
+the same artifact and variant through edgestack's runner joins the rotation as one more
+contender ("triton-v2-binary", and its own fixed cost): Triton's C++ HTTP front end against
+BentoML's Python one, on the same model code, in the same run.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import tempfile
 import time
@@ -30,7 +36,11 @@ from edgestack.serverproc import free_port, running_server
 
 PROTOCOLS = ("v2-binary", "v2-json", "rest-classify")
 FIXED = "fixed-cost"  # GET /v2/health/ready: the server's per-request cost without a model
-FIXED_REQUEST = {"method": "GET", "url": "/v2/health/ready"}
+TRITON, TRITON_FIXED = "triton-v2-binary", "triton-fixed-cost"
+
+
+def ready_request(base: str = "") -> dict:
+    return {"method": "GET", "url": base + "/v2/health/ready"}
 BATCHES = (1, 32)
 CONCURRENCY = (1, 16)
 
@@ -81,7 +91,10 @@ async def block(client, request: dict, concurrency: int, count: int) -> tuple[li
     return latencies, time.perf_counter() - started
 
 
-async def measure(url: str, cases: dict[int, dict[str, dict]], requests: int, rounds: int = 5) -> list[dict]:
+async def measure(url: str, cases: dict[int, dict[str, dict]], requests: int, fixed: dict[str, dict],
+                  rounds: int = 5) -> list[dict]:
+    """Every case of each batch size interleaved in blocks; `fixed` (label -> request) joins the
+    concurrency-1 rotation as the fixed per-request cost of its server."""
     import httpx
 
     rows = []
@@ -89,9 +102,7 @@ async def measure(url: str, cases: dict[int, dict[str, dict]], requests: int, ro
     async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
         for batch, by_protocol in cases.items():
             for concurrency in CONCURRENCY:
-                rotation = dict(by_protocol)
-                if concurrency == 1:
-                    rotation[FIXED] = FIXED_REQUEST
+                rotation = {**by_protocol, **(fixed if concurrency == 1 else {})}
                 for request in rotation.values():  # warm-up
                     await block(client, request, concurrency, min(2 * concurrency, 32))
                 samples = {p: [] for p in rotation}
@@ -103,13 +114,26 @@ async def measure(url: str, cases: dict[int, dict[str, dict]], requests: int, ro
                         samples[protocol] += latencies
                         walls[protocol] += wall
                 for protocol in rotation:
-                    items = 0 if protocol == FIXED else batch
+                    items = 0 if protocol in fixed else batch
                     row = percentiles(samples[protocol], items)
                     row["items_per_s"] = len(samples[protocol]) * items / walls[protocol]
-                    case = (f"GET /v2/health/ready (fixed cost), batch={batch} rotation" if protocol == FIXED
+                    case = (f"{protocol}: GET /v2/health/ready, batch={batch} rotation" if protocol in fixed
                             else f"{protocol} batch={batch} conc={concurrency}")
                     rows.append({"case": case, "protocol": protocol, "batch": batch, "concurrency": concurrency, **row})
     return rows
+
+
+@contextlib.contextmanager
+def start_triton(model: str, variant: str, threads: int, tmp: Path):
+    """The real tritonserver of `make triton` on a Python-backend repository of `model` (the
+    same artifact, variant and threads as our server); yields its URL."""
+    from edgestack.serverproc import running_triton
+    from export.triton import export_repository
+
+    repo = tmp / "triton-repo"
+    export_repository(repo, [model], backend="python", target="cpu", variant=variant, threads=threads)
+    with running_triton(repo, log_path=tmp / "tritonserver.log", timeout=180) as (url, _):
+        yield url
 
 
 def run_protocol_bench(args) -> dict:
@@ -138,14 +162,22 @@ def run_protocol_bench(args) -> dict:
                            **percentiles(samples, batch)})
     session = None  # closed: the server gets the cores
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as servers:
         env = {"EDGESTACK_THREADS": str(threads), "EDGESTACK_VARIANT": variant}
-        with running_server([args.model], port=args.port or free_port(), env=env,
-                            log_path=Path(tmp) / "server.log") as (url, _):
-            rows = asyncio.run(measure(url, cases, args.http_requests))
+        url, _ = servers.enter_context(running_server([args.model], port=args.port or free_port(), env=env,
+                                                      log_path=Path(tmp) / "server.log"))
+        fixed = {FIXED: ready_request()}
+        if args.triton:
+            triton_url = servers.enter_context(start_triton(args.model, variant, threads, Path(tmp)))
+            fixed[TRITON_FIXED] = ready_request(triton_url)
+            for batch, by_protocol in cases.items():
+                by_protocol[TRITON] = {**by_protocol["v2-binary"], "url": triton_url + by_protocol["v2-binary"]["url"]}
+        rows = asyncio.run(measure(url, cases, args.http_requests, fixed))
 
     by_case = {r["case"]: r for r in rows}
     fixed = {r["batch"]: r for r in rows if r["protocol"] == FIXED}
+    if args.triton:
+        triton_fixed = {r["batch"]: r for r in rows if r["protocol"] == TRITON_FIXED}
     # A lone request still waits up to the adaptive batcher's window for company: part of
     # every protocol's latency at concurrency 1, reported beside the check.
     from serving.runner import RunnerOptions
@@ -154,25 +186,32 @@ def run_protocol_bench(args) -> dict:
     ratios, checks = {}, {}
     for batch, ort_row in zip(BATCHES, in_process):
         binary = by_case[f"v2-binary batch={batch} conc=1"]["p50_ms"]
-        for protocol in PROTOCOLS[1:]:
+        for protocol in PROTOCOLS[1:] + ((TRITON,) if args.triton else ()):
             ratios[f"{protocol}_over_v2-binary_p50_batch{batch}_conc1"] = (
                 by_case[f"{protocol} batch={batch} conc=1"]["p50_ms"] / binary)
+        if args.triton:
+            ours, theirs = (by_case[f"{p} batch={batch} conc=16"]["items_per_s"] for p in ("v2-binary", TRITON))
+            ratios[f"{TRITON}_over_v2-binary_items_per_s_batch{batch}_conc16"] = theirs / ours
+            ratios[f"{TRITON_FIXED}_over_{FIXED}_p50_batch{batch}"] = (
+                triton_fixed[batch]["p50_ms"] / fixed[batch]["p50_ms"])
         budget = 1.5 * (ort_row["p50_ms"] + fixed[batch]["p50_ms"])
         checks[f"batch{batch}"] = {"v2_binary_p50_ms": binary, "ort_p50_ms": ort_row["p50_ms"],
                                    "fixed_p50_ms": fixed[batch]["p50_ms"], "budget_ms": budget, "within": binary <= budget,
                                    "batching_window_ms": wait_ms}
     result = {"model": args.model, "version": art.version, "variant": variant,
               "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(threads),
-              "in_process": in_process, "fixed_cost": list(fixed.values()), "http": rows, "ratios": ratios, "checks": checks}
+              "triton": bool(args.triton), "in_process": in_process, "fixed_cost": list(fixed.values()),
+              "http": rows, "ratios": ratios, "checks": checks}
 
     m = result["machine"]
     print(f"machine: {m['cpu']}, {m['cores']} cores, {threads} threads, flags {' '.join(m['flags'])}; "
           f"onnxruntime {m['versions'].get('onnxruntime')}")
     print_table(in_process, "in process")
-    print_table(rows, "over HTTP, one server (items/s = images per second)")
-    print("\nratios (p50, concurrency 1):")
+    print_table(rows, f"over HTTP, {'our server and Triton' if args.triton else 'one server'} "
+                      "(items/s = images per second)")
+    print("\nratios (p50 at concurrency 1; items/s at concurrency 16):")
     for key, value in ratios.items():
-        print(f"  {key:45s} {value:6.3f}")
+        print(f"  {key:58s} {value:6.3f}")
     print("\nv2 binary at concurrency 1 vs 1.5 x (in-process ORT p50 + fixed cost):")
     for key, c in checks.items():
         print(f"  {key}: {c['v2_binary_p50_ms']:.3f} ms vs budget {c['budget_ms']:.3f} ms "

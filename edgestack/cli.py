@@ -328,6 +328,9 @@ def parser() -> argparse.ArgumentParser:
     be.add_argument("--protocols", action="store_true",
                     help="instead: v2 binary vs v2 JSON vs the convenience endpoint over HTTP, batch 1 and 32, "
                          "concurrency 1 and 16, against in-process ORT (--http-requests per case)")
+    be.add_argument("--triton", action="store_true",
+                    help="with --protocols: also a real Triton (`make triton`, CPU, Python backend) serving the same "
+                         "artifact and variant, as one more contender in the same rotation")
     be.set_defaults(func=cmd_bench)
 
     from edgestack import abc_check

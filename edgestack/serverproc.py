@@ -105,6 +105,15 @@ def triton_server_dir(home: Path | None = None) -> Path:
     return server
 
 
+def triton_missing(home: Path | None = None) -> str | None:
+    """Why no local tritonserver can run (what `make triton` would fetch), or None."""
+    try:
+        triton_server_dir(home)
+    except FileNotFoundError as exc:
+        return str(exc)
+    return None
+
+
 def triton_env(home: Path | None = None) -> dict[str, str]:
     """Environment for tritonserver and its Python-backend stubs. The stub embeds libpython3.X
     (this interpreter's, on LD_LIBRARY_PATH with the wheel's bundled libraries) and takes its

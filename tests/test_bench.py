@@ -10,7 +10,8 @@ import sys
 
 import pytest
 
-from edgestack.bench_v2 import BATCHES, CONCURRENCY, PROTOCOLS
+from edgestack.bench_v2 import BATCHES, CONCURRENCY, PROTOCOLS, TRITON, TRITON_FIXED
+from edgestack.serverproc import triton_missing
 
 
 def run_bench(tmp_path, *flags) -> dict:
@@ -49,3 +50,17 @@ def test_model_bench_compares_pytorch_and_ort_variants(tmp_path):
     assert all(r["n"] >= 5 and r["p50_ms"] > 0 for r in result["in_process"])
     assert result["ratios"]["ort_int8_over_pytorch_p50_batch1"] > 0
     assert "http" not in result or not result["http"]  # --no-http starts no server
+
+
+@pytest.mark.usefixtures("digits_artifact")
+@pytest.mark.skipif(triton_missing() is not None, reason=str(triton_missing()))
+def test_protocol_bench_with_a_real_triton_in_the_same_rotation(tmp_path):
+    result = run_bench(tmp_path, "--protocols", "--triton")
+    cases = {(r["protocol"], r["batch"], r["concurrency"]): r for r in result["http"]}
+    for batch in BATCHES:
+        for concurrency in CONCURRENCY:
+            assert cases[(TRITON, batch, concurrency)]["p50_ms"] > 0
+        assert cases[(TRITON_FIXED, batch, 1)]["p50_ms"] > 0
+        assert result["ratios"][f"{TRITON}_over_v2-binary_p50_batch{batch}_conc1"] > 0
+        assert result["ratios"][f"{TRITON}_over_v2-binary_items_per_s_batch{batch}_conc16"] > 0
+    assert result["triton"] is True

@@ -24,15 +24,8 @@ from export import triton
 from tests.test_v2 import MODELS, v2_artifacts  # noqa: F401  (a session fixture)
 
 
-def _missing_triton() -> str | None:
-    try:
-        serverproc.triton_server_dir()
-    except FileNotFoundError as exc:
-        return str(exc)
-    return None
-
-
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(_missing_triton() is not None, reason=str(_missing_triton()))]
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(serverproc.triton_missing() is not None,
+                                                   reason=str(serverproc.triton_missing()))]
 
 
 @pytest.fixture(scope="module")
