@@ -163,8 +163,13 @@ def fresh_version_dir(name: str, root: Path | None = None) -> Path:
     return staging
 
 
+def staging_version(staging: Path) -> str:
+    """The version a staging folder of `fresh_version_dir` becomes when published."""
+    return Path(staging).name.removeprefix(".staging-")
+
+
 def publish(staging: Path) -> Path:
     """Atomically turn a staging folder into its version folder (no half-written versions)."""
-    final = staging.parent / staging.name.removeprefix(".staging-")
+    final = staging.parent / staging_version(staging)
     staging.rename(final)
     return final

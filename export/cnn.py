@@ -7,7 +7,6 @@ into the manifest; the export fails if parity or the int8 accuracy budget is not
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -18,7 +17,8 @@ from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, 
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from edgestack import artifact
-from export.onnx_utils import check_parity, convert_fp16, export_module, op_types, versions
+from export.onnx_utils import (check_parity, convert_fp16, export_module, keep_training_run, manifest_head, op_types,
+                                versions)
 from serving.runtime import open_session
 from training import cnn
 
@@ -98,20 +98,10 @@ def export(run_dir: Path, staging: Path, *, name: str, calibration_images: int =
     if check_int8_budget and drop > MAX_INT8_DROP:
         raise AssertionError(f"{name}: int8 loses {drop:.2%} accuracy against fp32 (budget {MAX_INT8_DROP:.1%})")
 
-    # The training run travels with the artifact: plots for people, the safetensors
-    # checkpoint for parity checks and benchmarks against PyTorch.
-    checkpoint = staging / "checkpoint"
-    checkpoint.mkdir()
-    for extra in ("model.safetensors", "config.json", "labels.json", "metrics.json", "curves.png", "confusion.png"):
-        if (Path(run_dir) / extra).exists():
-            shutil.copy(Path(run_dir) / extra, checkpoint / extra)
-    metrics = json.loads((Path(run_dir) / "metrics.json").read_text())
+    metrics = keep_training_run(run_dir, staging, ("model.safetensors", "config.json", "labels.json",
+                                                   "metrics.json", "curves.png", "confusion.png"))
     manifest = {
-        "name": name,
-        "version": staging.name.removeprefix(".staging-"),
-        "family": "cnn",
-        "task": "image-classification",
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **manifest_head(name, staging, "cnn", "image-classification"),
         "inputs": [{"name": INPUT, "dtype": "float32", "shape": [-1, 1, 28, 28]}],
         "outputs": [{"name": OUTPUT, "dtype": "float32", "shape": [-1, len(labels)]}],
         "preprocessing": cnn.PREPROCESS,

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
 import warnings
 from pathlib import Path
@@ -33,7 +32,8 @@ from onnxruntime.quantization import QuantType, quantize_dynamic
 from torch import nn
 
 from edgestack import artifact
-from export.onnx_utils import MAX_IR_VERSION, ParityError, check_parity, finalize, op_types, versions
+from export.onnx_utils import (MAX_IR_VERSION, ParityError, check_parity, finalize, keep_training_run, manifest_head,
+                                op_types, versions)
 from serving.runtime import open_session
 from training import folk_lstm
 from training.data import abc as abc_data
@@ -231,19 +231,11 @@ def export(run_dir: Path, staging: Path, *, name: str, check_int8_budget: bool =
         say(f"[{name}] WARNING: int8 stepped slower than fp32 here ({speedup:.2f}x)")
 
     (staging / "vocab.json").write_text(json.dumps(vocab.chars))
-    checkpoint = staging / "checkpoint"
-    checkpoint.mkdir()
-    for extra in ("model.safetensors", "config.json", "vocab.json", "metrics.json", "curves.png", "samples.txt"):
-        if (run_dir / extra).exists():
-            shutil.copy(run_dir / extra, checkpoint / extra)
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = keep_training_run(run_dir, staging, ("model.safetensors", "config.json", "vocab.json",
+                                                   "metrics.json", "curves.png", "samples.txt"))
     state = {"dtype": "float32", "shape": [1, -1, hidden]}
     manifest = {
-        "name": name,
-        "version": staging.name.removeprefix(".staging-"),
-        "family": "lstm",
-        "task": "text-generation",
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **manifest_head(name, staging, "lstm", "text-generation"),
         # The served (v2 protocol) graph is the step graph: one character per call, state in and out.
         "inputs": [{"name": "token", "dtype": "int64", "shape": [-1]},
                    {"name": "h", **state}, {"name": "c", **state}],

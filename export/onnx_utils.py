@@ -8,6 +8,9 @@ Used by every family's export module so the pitfalls are handled in one place:
 from __future__ import annotations
 
 import importlib.metadata
+import json
+import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +22,28 @@ MAX_IR_VERSION = 10
 
 class ParityError(AssertionError):
     """ONNX outputs differ from PyTorch's by more than the stated tolerance."""
+
+
+def keep_training_run(run_dir: Path, staging: Path, files: tuple[str, ...]) -> dict:
+    """Copy the training run's `files` that exist into <staging>/checkpoint/ (sub-folders kept)
+    and return its metrics. The run travels with the artifact: plots for people, the
+    safetensors checkpoint for parity checks and benchmarks against PyTorch."""
+    checkpoint = Path(staging) / "checkpoint"
+    checkpoint.mkdir()
+    for name in files:
+        source = Path(run_dir) / name
+        if source.exists():
+            (checkpoint / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(source, checkpoint / name)
+    return json.loads((Path(run_dir) / "metrics.json").read_text())
+
+
+def manifest_head(name: str, staging: Path, family: str, task: str) -> dict:
+    """The fields every artifact manifest starts with."""
+    from edgestack.artifact import staging_version
+
+    return {"name": name, "version": staging_version(staging), "family": family, "task": task,
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
 def versions() -> dict[str, str]:

@@ -33,7 +33,8 @@ import onnx
 import torch
 
 from edgestack import artifact
-from export.onnx_utils import MAX_IR_VERSION, check_parity, finalize, op_types, versions
+from export.onnx_utils import (MAX_IR_VERSION, check_parity, finalize, keep_training_run, manifest_head, op_types,
+                                versions)
 from serving.runtime import open_session
 from serving.text_classifier import TextEncoder
 from training import text_transformer as tt
@@ -191,21 +192,11 @@ def export(run_dir: Path, staging: Path, *, name: str, check_int8_budget: bool =
     if check_int8_budget and drop > MAX_INT8_DROP:
         raise AssertionError(f"{name}: int8 loses {drop:.2%} accuracy against fp32 (budget {MAX_INT8_DROP:.0%})")
 
-    # The training run travels with the artifact: plots for people, the safetensors
-    # checkpoint for parity checks and benchmarks against PyTorch.
-    checkpoint = staging / "checkpoint"
-    (checkpoint / "model").mkdir(parents=True)
-    for extra in ("model/model.safetensors", "model/encoder.json", "tokenizer.json", "config.json", "labels.json",
-                  "metrics.json", "curves.png", "confusion.png"):
-        if (run_dir / extra).exists():
-            shutil.copy(run_dir / extra, checkpoint / extra)
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = keep_training_run(run_dir, staging, ("model/model.safetensors", "model/encoder.json", "tokenizer.json",
+                                                   "config.json", "labels.json", "metrics.json", "curves.png",
+                                                   "confusion.png"))
     manifest = {
-        "name": name,
-        "version": staging.name.removeprefix(".staging-"),
-        "family": "transformer",
-        "task": "text-classification",
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **manifest_head(name, staging, "transformer", "text-classification"),
         # What a caller sends and gets (REST and v2): strings in, probabilities out.
         "inputs": [{"name": "text", "dtype": "bytes", "shape": [-1]}],
         "outputs": [{"name": "probabilities", "dtype": "float32", "shape": [-1, len(labels)]}],
