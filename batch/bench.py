@@ -7,7 +7,6 @@ temporary folder (removed afterwards) and must end with one row or error per inp
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import time
@@ -24,7 +23,7 @@ def parse_setting(text: str) -> tuple[str, int]:
 
 
 def run_bench_batch(args) -> dict:
-    from edgestack.bench import machine
+    from edgestack.bench import machine, write_result
 
     settings = [parse_setting(s) for s in args.settings.split(",")]
     results = []
@@ -51,9 +50,5 @@ def run_bench_batch(args) -> dict:
     print(f"{args.model} on {args.input}: items/s = items / (engine start to last shard written); "
           "steady = without the start-up\n")
     print(summary_table(results))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"batch-{args.model}-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(report, indent=2))
-    print(f"\nJSON: {path}")
+    write_result(report, args.out, f"batch-{args.model}")
     return report

@@ -92,7 +92,7 @@ def dir_bytes(path: Path) -> int:
 
 
 def run_bench_bundle(args) -> dict:
-    from edgestack.bench import machine
+    from edgestack.bench import machine, write_result
 
     python = args.python or sys.executable
     has_pillow = subprocess.run([python, "-c", "import PIL"], env=clean_env(), capture_output=True).returncode == 0
@@ -126,9 +126,5 @@ def run_bench_bundle(args) -> dict:
               f"{r['ort_bytes'] / 1024:8.0f} {r['cold_start_ms_median']:13.0f} {r['peak_rss_mib_median']:12.1f} "
               f"{r['batch1']['ort']['p50_ms']:13.3f} {r['batch1']['onnx']['p50_ms']:14.3f} "
               f"{r['batch1']['ort']['p99_ms']:13.3f}  {r['batch1_unit']}")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"bundle-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(report, indent=2))
-    print(f"\nJSON: {path}")
+    write_result(report, args.out, "bundle")
     return report
