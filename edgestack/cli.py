@@ -195,8 +195,7 @@ def _predict_tune(args: argparse.Namespace, client) -> int:
     if len(args.inputs) > 1:
         raise SystemExit("error: folk-lstm takes one prompt (quote it), e.g. 'X:1\\nT:'")
     prompt = args.inputs[0].replace("\\n", "\n") if args.inputs else None
-    sampling = {"seed": args.seed, "temperature": args.temperature, "max_length": args.max_length}
-    sampling = {k: v for k, v in sampling.items() if v is not None}
+    sampling = {"seed": args.seed, "temperature": args.temperature, "max_length": args.max_length}  # None: server default
     if args.json:
         print(json.dumps(client.generate(prompt, model=args.model, **sampling).__dict__, indent=2))
         return 0
@@ -238,6 +237,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     run_bench(args)
     return 0
+
+
+def cmd_v2_check(args: argparse.Namespace) -> int:
+    from edgestack.v2check import run
+
+    return run(args)
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -356,7 +361,7 @@ def parser() -> argparse.ArgumentParser:
     vc.add_argument("--artifacts", help="also compare each answer with the same variant run in process, "
                                         "from this artifacts folder (e.g. artifacts)")
     vc.add_argument("--json", metavar="FILE", help="write the matrix as JSON to FILE")
-    vc.set_defaults(func=lambda args: __import__("edgestack.v2check", fromlist=["run"]).run(args))
+    vc.set_defaults(func=cmd_v2_check)
     return p
 
 

@@ -29,6 +29,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+import tritonclient.http as tc
+import tritonclient.http.aio as tc_aio
+from tritonclient.utils import InferenceServerException
 
 from edgestack import v2protocol as v2
 
@@ -129,9 +132,6 @@ class ModelCheck:
 
     # ---------------------------------------------------------------- cells
     def health(self) -> None:
-        import tritonclient.http as tc
-        import tritonclient.http.aio as tc_aio
-
         with tc.InferenceServerClient(self.host) as client:
             assert client.is_server_live() and client.is_server_ready(), "sync: not live or not ready"
 
@@ -142,9 +142,6 @@ class ModelCheck:
         assert asyncio.run(go()), "async: not live or not ready"
 
     def metadata(self) -> None:
-        import tritonclient.http as tc
-        import tritonclient.http.aio as tc_aio
-
         with tc.InferenceServerClient(self.host) as client:
             meta = client.get_model_metadata(self.model)
             version = (meta.get("versions") or [None])[0]
@@ -166,8 +163,6 @@ class ModelCheck:
         self.feeds = example_inputs(meta["inputs"])
 
     def ready(self) -> None:
-        import tritonclient.http as tc
-
         with tc.InferenceServerClient(self.host) as client:
             assert client.is_model_ready(self.model), "not ready"
             versions = (self.meta or {}).get("versions") or []
@@ -188,8 +183,6 @@ class ModelCheck:
                 f"output {spec['name']}: shape {list(array.shape)} vs declared {spec['shape']}"
 
     def infer_sync(self, binary: bool) -> None:
-        import tritonclient.http as tc
-
         outputs = None if binary else [tc.InferRequestedOutput(o["name"], binary_data=False)
                                        for o in self.meta["outputs"]]
         with tc.InferenceServerClient(self.host) as client:
@@ -205,8 +198,6 @@ class ModelCheck:
         self.answers["binary" if binary else "json"] = answer
 
     def infer_async(self, binary: bool) -> None:
-        import tritonclient.http.aio as tc_aio
-
         feeds = [example_inputs(self.meta["inputs"], batch=1 + i % 3, seed=i) for i in range(4)]
         outputs = None if binary else [tc_aio.InferRequestedOutput(o["name"], binary_data=False)
                                        for o in self.meta["outputs"]]
@@ -217,7 +208,6 @@ class ModelCheck:
                                                            outputs=outputs) for f in feeds))
 
         results = asyncio.run(go())
-        import tritonclient.http as tc
 
         with tc.InferenceServerClient(self.host) as client:  # each one alone, for comparison
             for f, result in zip(feeds, results):
@@ -264,9 +254,6 @@ class ModelCheck:
 
 def client_config(host: str, model: str) -> dict:
     """Triton's model configuration (its metadata has no `parameters`); {} where there is none."""
-    import tritonclient.http as tc
-    from tritonclient.utils import InferenceServerException
-
     with tc.InferenceServerClient(host) as client:
         try:
             return client.get_model_config(model)
