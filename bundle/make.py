@@ -142,6 +142,11 @@ def make_bundle(name: str, out_root: Path | str = "bundles", *, variant: str = "
     spec = registry.get(name)
     tools = registry.family_tools(name)
     art = artifact.load_latest(name, root)  # verifies every checksum of the source artifact
+    withheld = (art.manifest.get("quantization") or {}).get("status") == "withheld"
+    if variant == "int8" and "int8" not in art.variants and withheld:
+        say(f"[{name}] WARNING: the build withheld int8 ({art.manifest['quantization'].get('reason')}); "
+            f"bundling fp32 instead")
+        variant = "fp32"
     if variant not in art.variants:
         raise ValueError(f"{name} v{art.version} has no {variant!r} variant (has {sorted(art.variants)})")
     edge_module = importlib.import_module(tools.edge)

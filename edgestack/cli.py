@@ -56,13 +56,19 @@ def _train_overrides(args: argparse.Namespace) -> dict:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from edgestack.build import build
+    """Every model in turn, a summary table at the end; exit 1 only when a model has nothing to serve."""
+    from edgestack.build import build_many, summary_table
 
     names = args.models or registry.DEFAULT_MODELS
     for name in names:
         registry.get(name)
-    for name in names:
-        build(name, _train_overrides(args), force=args.force)
+    outcomes = build_many(names, _train_overrides(args), force=args.force, retrain=args.retrain)
+    print("\n" + summary_table(outcomes), flush=True)
+    failed = [o.name for o in outcomes if not o.servable]
+    if failed:
+        print(f"\nedgestack build: {len(failed)} of {len(outcomes)} model(s) have no servable variant: "
+              f"{', '.join(failed)} (see above); the others can be served.", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -268,7 +274,9 @@ def parser() -> argparse.ArgumentParser:
                        "Build an artifact (train, export, parity check, quantize, measure) for each model "
                        "that has no verified artifact yet. Artifacts go under $EDGESTACK_ARTIFACTS (./artifacts).")
     b.add_argument("models", nargs="*", help=f"served names (default: {', '.join(registry.DEFAULT_MODELS)}); known: {names}")
-    b.add_argument("--force", action="store_true", help="build a new version even if one exists")
+    b.add_argument("--force", action="store_true", help="build a new version even if one exists (a finished "
+                   "training run of the same config is exported again, not retrained)")
+    b.add_argument("--retrain", action="store_true", help="train anew even if a finished run of the same config exists")
     _add_train_options(b)
     b.set_defaults(func=cmd_build)
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 import warnings
 from pathlib import Path
@@ -32,6 +33,8 @@ from onnxruntime.quantization import QuantType, quantize_dynamic
 from torch import nn
 
 from edgestack import artifact
+from edgestack.errors import QualityGateError
+from export import int8_search
 from export.onnx_utils import (MAX_IR_VERSION, ParityError, check_parity, finalize, keep_training_run, manifest_head,
                                 op_types, versions)
 from serving.runtime import open_session
@@ -43,7 +46,7 @@ STEP_INPUTS, STEP_OUTPUTS = ["token", "h", "c"], ["logits", "h_out", "c_out"]
 PROMPT_INPUTS = ["tokens", "h", "c"]
 ROLLOUT_STEPS = 200
 ROLLOUT_PROMPT = "X:1\nT:"
-MAX_INT8_BPC_INCREASE = 0.02  # int8 may be at most 2% worse than fp32 in bits per character
+MAX_INT8_BPC_INCREASE = 0.02  # int8 may be at most 2% worse than fp32 in bits per character (val and test)
 PARITY_ATOL, PARITY_RTOL = 1e-4, 1e-4
 
 
@@ -84,18 +87,24 @@ def export_graph(module: nn.Module, example: tuple, path: Path, input_names: lis
     return path
 
 
-def quantize(src: Path, dst: Path) -> Path:
-    """Dynamic int8: LSTM -> DynamicQuantizeLSTM, MatMul -> MatMulInteger (weights int8 per tensor)."""
+def quantize(src: Path, dst: Path, settings: dict) -> Path:
+    """Dynamic int8: LSTM -> DynamicQuantizeLSTM, MatMul -> MatMulInteger (7-bit weights with
+    reduce_range, per tensor unless said). QualityGateError if the LSTM was left in fp32."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
     root = logging.getLogger()
     level, root.level = root.level, logging.ERROR  # "consider pre-processing": it has nothing to do here
     try:
-        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8,
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=settings["per_channel"],
+                         reduce_range=settings["reduce_range"], nodes_to_exclude=settings.get("exclude") or [],
                          op_types_to_quantize=["LSTM", "MatMul", "Gemm"])
     finally:
         root.setLevel(level)
     model = onnx.load(str(dst))
     model.ir_version = min(model.ir_version, MAX_IR_VERSION)
     onnx.save_model(model, str(dst))
+    ops = op_types(dst)
+    if "DynamicQuantizeLSTM" not in ops or "LSTM" in ops:
+        raise QualityGateError(f"{dst.name}: the LSTM was not quantized (op types {ops})", gate="int8-ops")
     return dst
 
 
@@ -148,7 +157,7 @@ def step_tokens_per_s(session, hidden: int, steps: int = 300, rounds: int = 5) -
     return float(np.median(rates))
 
 
-def export(run_dir: Path, staging: Path, *, name: str, check_int8_budget: bool = True,
+def export(run_dir: Path, staging: Path, *, name: str, max_int8_bpc_increase: float = MAX_INT8_BPC_INCREASE,
            progress: bool = True) -> dict:
     """Write {step,prompt}.{fp32,int8}.onnx, vocab.json and the manifest into `staging`."""
     say = print if progress else (lambda *a, **k: None)
@@ -168,12 +177,29 @@ def export(run_dir: Path, staging: Path, *, name: str, check_int8_budget: bool =
                  {"tokens": {0: "batch", 1: "time"}, "h": {1: "batch"}, "c": {1: "batch"},
                   "logits": {0: "batch", 1: "time"}, "h_out": {1: "batch"}, "c_out": {1: "batch"}})
 
-    say(f"[{name}] dynamic int8 quantization (DynamicQuantizeLSTM)")
-    files["int8"] = tuple(quantize(src, staging / src.name.replace("fp32", "int8")) for src in files["fp32"])
-    for path in files["int8"]:
-        ops = op_types(path)
-        if "DynamicQuantizeLSTM" not in ops or "LSTM" in ops:
-            raise AssertionError(f"{path.name}: the LSTM was not quantized (op types {ops})")
+    say(f"[{name}] dynamic int8 (DynamicQuantizeLSTM), checked in bits per character on validation and test")
+    val_ids = np.asarray(vocab.encode(abc_data.join_tunes(split["val"]), unknown="drop"), np.int64)
+    test_ids = np.asarray(vocab.encode(abc_data.join_tunes(split["test"]), unknown="drop"), np.int64)
+    ids = {"val": val_ids, "test": test_ids}
+
+    def neg_bpc(paths, part: str) -> float:  # the search wants higher-is-better scores
+        return -folk_lstm.bits_per_char(ort_step_fn(open_session(paths[-1], device="cpu")), ids[part])
+
+    try:
+        result = int8_search.search(
+            name=name, metric="-bits/char", budget=max_int8_bpc_increase, drop=int8_search.relative_increase,
+            reference={part: neg_bpc(files["fp32"], part) for part in ids}, workdir=staging / "int8-search",
+            base=[{"per_channel": False}], nodes=[], say=say,
+            quantize=lambda settings, folder: [quantize(src, folder / src.name.replace("fp32", "int8"), settings)
+                                               for src in files["fp32"]],
+            score=neg_bpc)
+    except QualityGateError as exc:
+        result = int8_search.SearchResult(None, reason=str(exc), record={"status": "withheld", "reason": str(exc)})
+    if result.chosen:
+        files["int8"] = tuple(f.replace(staging / f.name) for f in result.chosen.files)
+    else:
+        say(f"[{name}] WARNING: int8 withheld: {result.reason}; the artifact keeps fp32")
+    shutil.rmtree(staging / "int8-search", ignore_errors=True)
 
     sessions = {v: tuple(open_session(p, device="cpu") for p in paths) for v, paths in files.items()}
 
@@ -196,7 +222,8 @@ def export(run_dir: Path, staging: Path, *, name: str, check_int8_budget: bool =
     parity = {
         "greedy_rollout_steps": ROLLOUT_STEPS, "greedy_rollout_prompt": ROLLOUT_PROMPT,
         "greedy_rollout_identical": True,
-        "int8_greedy_rollout_agreement": float(np.mean(np.asarray(rollouts["int8"]) == np.asarray(expected))),
+        "int8_greedy_rollout_agreement": (float(np.mean(np.asarray(rollouts["int8"]) == np.asarray(expected)))
+                                          if "int8" in rollouts else None),
         "prompt_logits": check_parity(t_logits.numpy(), o_logits, atol=PARITY_ATOL, rtol=PARITY_RTOL,
                                       what=f"{name} prompt logits"),
         "prompt_state": check_parity(np.concatenate([t_h.numpy(), t_c.numpy()]), np.concatenate([o_h, o_c]),
@@ -206,8 +233,6 @@ def export(run_dir: Path, staging: Path, *, name: str, check_int8_budget: bool =
         "step_state": check_parity(e_h.numpy(), s_h, atol=PARITY_ATOL, rtol=PARITY_RTOL, what=f"{name} step state"),
     }
 
-    val_ids = np.asarray(vocab.encode(abc_data.join_tunes(split["val"]), unknown="drop"), np.int64)
-    test_ids = np.asarray(vocab.encode(abc_data.join_tunes(split["test"]), unknown="drop"), np.int64)
     torch_val = folk_lstm.bits_per_char(folk_lstm.torch_step_fn(model), val_ids)
     variants = {}
     for variant, (step_s, prompt_s) in sessions.items():
@@ -222,13 +247,12 @@ def export(run_dir: Path, staging: Path, *, name: str, check_int8_budget: bool =
                              "val_chars": int(len(val_ids)), "test_chars": int(len(test_ids)),
                              "step_tokens_per_s": speed, "op_types": op_types(files[variant][0]),
                              "prompt_op_types": op_types(files[variant][1]), "target": "cpu"}
-    increase = variants["int8"]["val_bits_per_char"] / variants["fp32"]["val_bits_per_char"] - 1
-    if check_int8_budget and increase > MAX_INT8_BPC_INCREASE:
-        raise AssertionError(f"{name}: int8 validation bits/char are {increase:.2%} worse than fp32's "
-                             f"(budget {MAX_INT8_BPC_INCREASE:.0%})")
-    speedup = variants["int8"]["step_tokens_per_s"] / variants["fp32"]["step_tokens_per_s"]
-    if speedup < 1.0:  # timing on a shared machine is noisy: say it loudly, `edgestack bench` measures properly
-        say(f"[{name}] WARNING: int8 stepped slower than fp32 here ({speedup:.2f}x)")
+    increase = speedup = None
+    if "int8" in variants:
+        increase = variants["int8"]["val_bits_per_char"] / variants["fp32"]["val_bits_per_char"] - 1
+        speedup = variants["int8"]["step_tokens_per_s"] / variants["fp32"]["step_tokens_per_s"]
+        if speedup < 1.0:  # timing on a shared machine is noisy: say it loudly, `edgestack bench` measures properly
+            say(f"[{name}] WARNING: int8 stepped slower than fp32 here ({speedup:.2f}x)")
 
     (staging / "vocab.json").write_text(json.dumps(vocab.chars))
     metrics = keep_training_run(run_dir, staging, ("model.safetensors", "config.json", "vocab.json",
@@ -254,6 +278,8 @@ def export(run_dir: Path, staging: Path, *, name: str, check_int8_budget: bool =
         "pytorch_val_bits_per_char": torch_val,
         "int8_bits_per_char_increase": increase,
         "int8_step_speedup": speedup,
+        "quantization": {**result.record, "format": "dynamic", "activations": "uint8 (at run time)",
+                         "weights": "int8"},
         "versions": versions(),
         "training": {"config": config, "best_epoch": metrics["best_epoch"],
                      "val_bits_per_char": metrics["val_bits_per_char"],

@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from edgestack.errors import ParityError  # noqa: F401 (raised here; importers take it from here too)
+
 # onnxruntime 1.31 reads IR version <= 11; onnx 1.23 may write 12.
 MAX_IR_VERSION = 10
 
 
-class ParityError(AssertionError):
-    """ONNX outputs differ from PyTorch's by more than the stated tolerance."""
 
 
 def keep_training_run(run_dir: Path, staging: Path, files: tuple[str, ...]) -> dict:

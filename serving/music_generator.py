@@ -211,7 +211,8 @@ class MusicGenerator(ModelRunner):
                 "variant": self.variant, "provider": self.session.providers[0],
                 "inputs": self.inputs, "outputs": self.outputs, "vocabulary": self.chars,
                 "limits": self.limits, "end_of_tune": self.end_of_tune,
-                "bits_per_char": {v: meta.get("val_bits_per_char") for v, meta in m["variants"].items()}}
+                "bits_per_char": {v: meta.get("val_bits_per_char") for v, meta in m["variants"].items()},
+                "warnings": self.warnings}
 
     def warm_up(self) -> None:
         params = SamplingParams(prompt=self.default_prompt, max_length=8, seed=0)

@@ -49,6 +49,15 @@ class RunnerOptions:
                    max_items=int(env("EDGESTACK_MAX_ITEMS", 256)))
 
 
+def variant_warnings(art: Artifact, chosen: str, requested: str | None) -> list[str]:
+    """Say so when a CPU serves fp32 because the build withheld int8 (its gate failed)."""
+    quant = art.manifest.get("quantization") or {}
+    if requested or chosen != "fp32" or quant.get("status") != "withheld":
+        return []
+    return [f"{art.name} v{art.version}: serving fp32 on CPU because the build withheld int8: "
+            f"{quant.get('reason') or 'no candidate within budget'}"]
+
+
 class ModelRunner:
     def __init__(self, art: Artifact, options: RunnerOptions | None = None, on_batch=None):
         self.artifact, self.options = art, options or RunnerOptions()
@@ -61,6 +70,9 @@ class ModelRunner:
                                     name=art.name,
                                     on_batch=on_batch)
         log.info("%s v%s: variant %s on %s", art.name, art.version, self.variant, self.session.providers[0])
+        self.warnings = variant_warnings(art, self.variant, self.options.variant)
+        for warning in self.warnings:
+            log.warning("%s", warning)
 
     @property
     def name(self) -> str:
@@ -79,7 +91,8 @@ class ModelRunner:
         return {"name": self.name, "version": self.artifact.version, "task": m["task"],
                 "variant": self.variant, "provider": self.session.providers[0],
                 "inputs": self.inputs, "outputs": self.outputs, "labels": m.get("labels"),
-                "accuracy": {v: meta.get("test_accuracy") for v, meta in m["variants"].items()}}
+                "accuracy": {v: meta.get("test_accuracy") for v, meta in m["variants"].items()},
+                "warnings": self.warnings}
 
     def _run_rows(self, rows: np.ndarray) -> list[np.ndarray]:
         """Single-input models: one array of rows in, every output out."""

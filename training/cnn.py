@@ -21,7 +21,7 @@ from torch import nn
 from tqdm import tqdm
 
 from training.data import images as image_data
-from training.loop import KeepBest, save_classifier_run
+from training.loop import KeepBest, save_classifier_run, set_training_threads
 
 # What the exported graph expects; serving repeats exactly this in numpy.
 PREPROCESS = {"layout": "NCHW", "height": 28, "width": 28, "channels": 1,
@@ -94,8 +94,7 @@ def train(cfg: Config, out_dir: Path, *, progress: bool = True) -> dict:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    set_training_threads(cfg.threads)
     data = load_dataset(cfg)
     train_split = data.train.head(cfg.train_limit)
     x_train, y_train = to_tensor(train_split.images), torch.from_numpy(train_split.labels)

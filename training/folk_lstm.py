@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from training.data import abc as abc_data
 from training.plots import plot_curves
-from training.loop import KeepBest
+from training.loop import KeepBest, set_training_threads
 
 
 @dataclass
@@ -148,8 +148,7 @@ def train(cfg: Config, out_dir: Path, *, progress: bool = True) -> dict:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    set_training_threads(cfg.threads)
     splits, train_tunes, val_tunes, test_tunes = load_data(cfg)
     train_text = abc_data.join_tunes(train_tunes)
     vocab = abc_data.Vocabulary.from_text(train_text)

@@ -35,7 +35,7 @@ from tokenizers import Tokenizer
 from tqdm import tqdm
 
 from training.data import text as text_data
-from training.loop import KeepBest, save_classifier_run
+from training.loop import KeepBest, save_classifier_run, set_training_threads
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub: everything is on disk
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -283,8 +283,7 @@ def train(cfg: Config, out_dir: Path, *, progress: bool = True) -> dict:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    set_training_threads(cfg.threads)
     started = time.time()
     data = text_data.load(cfg.dataset, cfg.data_dir, cfg.seed)
     train_split = data.train.stratified_head(cfg.train_limit, cfg.seed)
