@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -123,13 +122,7 @@ def export(run_dir: Path, staging: Path, *, name: str, max_int8_drop: float = MA
         score=lambda files, split: ort_accuracy(files[0], splits[split].images, splits[split].labels),
         base=calibration_candidates(len(data.train)), nodes=weight_nodes(prepared), say=say)
     prepared.unlink()
-    int8 = None
-    if result.chosen:
-        int8 = staging / "model.int8.onnx"
-        result.chosen.files[0].replace(int8)
-    else:
-        say(f"[{name}] WARNING: int8 withheld: {result.reason}; the artifact keeps fp32 and fp16")
-    shutil.rmtree(staging / "int8-search", ignore_errors=True)
+    int8 = (int8_search.adopt(result, staging, name=name, kept="fp32 and fp16", say=say) or [None])[0]
     for leftover in staging.glob("*.onnx.data"):
         leftover.unlink()
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
 import warnings
 from pathlib import Path
@@ -195,11 +194,9 @@ def export(run_dir: Path, staging: Path, *, name: str, max_int8_bpc_increase: fl
             score=neg_bpc)
     except QualityGateError as exc:
         result = int8_search.SearchResult(None, reason=str(exc), record={"status": "withheld", "reason": str(exc)})
-    if result.chosen:
-        files["int8"] = tuple(f.replace(staging / f.name) for f in result.chosen.files)
-    else:
-        say(f"[{name}] WARNING: int8 withheld: {result.reason}; the artifact keeps fp32")
-    shutil.rmtree(staging / "int8-search", ignore_errors=True)
+    adopted = int8_search.adopt(result, staging, name=name, kept="fp32", say=say)
+    if adopted:
+        files["int8"] = tuple(adopted)
 
     sessions = {v: tuple(open_session(p, device="cpu") for p in paths) for v, paths in files.items()}
 

@@ -153,6 +153,19 @@ def search(*, name: str, quantize: Callable[[dict, Path], list[Path]], score: Ca
     return finish(None, "withheld", reason)
 
 
+def adopt(result: SearchResult, staging: Path, *, name: str, kept: str, say: Callable[..., None] = print
+          ) -> list[Path] | None:
+    """Move the chosen trial's files into `staging` (same file names) and drop the search folder;
+    None, with a warning naming the variants `kept`, when int8 was withheld."""
+    files = None
+    if result.chosen:
+        files = [f.replace(Path(staging) / f.name) for f in result.chosen.files]
+    else:
+        say(f"[{name}] WARNING: int8 withheld: {result.reason}; the artifact keeps {kept}", flush=True)
+    shutil.rmtree(Path(staging) / "int8-search", ignore_errors=True)
+    return files
+
+
 def settings_label(settings: dict) -> str:
     parts = [str(settings[k]) for k in ("method", "images") if k in settings]
     parts.append("per-channel" if settings.get("per_channel", True) else "per-tensor")

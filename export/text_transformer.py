@@ -193,13 +193,7 @@ def export(run_dir: Path, staging: Path, *, name: str, max_int8_drop: float = MA
         workdir=staging / "int8-search", base=[{"per_channel": True}], nodes=weight_nodes(opt), say=say,
         quantize=lambda settings, folder: [quantize_int8(opt, folder / "model.int8.onnx", settings)],
         score=lambda files, split: accuracy(files[0], split), max_trials=max_int8_trials)
-    int8 = None
-    if result.chosen:
-        int8 = staging / "model.int8.onnx"
-        result.chosen.files[0].replace(int8)
-    else:
-        say(f"[{name}] WARNING: int8 withheld: {result.reason}; the artifact keeps fp32, fp32-opt and fp16")
-    shutil.rmtree(staging / "int8-search", ignore_errors=True)
+    int8 = (int8_search.adopt(result, staging, name=name, kept="fp32, fp32-opt and fp16", say=say) or [None])[0]
     say(f"[{name}] fp16 variant (for GPU)", flush=True)
     fp16 = to_fp16(fusion.pop("optimized_model"), staging / "model.fp16.onnx")
 
