@@ -89,7 +89,7 @@ class BatchAdapter:
     def _open(self, model):
         import onnxruntime as ort
 
-        from serving.runtime import choose_providers
+        from edgestack.runtime import choose_providers
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads

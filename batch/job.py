@@ -170,12 +170,12 @@ def _fingerprint(plan: dict) -> str:
 
 def prepare(model: str, input_path: str, output: str, opts: JobOptions):
     """Everything but running: the artifact, the adapter, the source, the plan."""
-    tools = registry.family_tools(model)
+    adapter_path = registry.stage(model, "batch")
     art = artifact.load_latest(model)
-    from serving.runtime import choose_providers, choose_variant
+    from edgestack.runtime import choose_providers, choose_variant
 
     variant = choose_variant(list(art.variants), choose_providers(device=opts.device), opts.variant)
-    adapter_cls = registry.load_object(tools.batch)
+    adapter_cls = registry.load_object(adapter_path)
     source = adapter_cls.open_source(input_path, art.manifest, opts.source_options)
     model_files = adapter_cls.model_files(art, variant)
     adapter: BatchAdapter = adapter_cls(art.manifest, model_files, threads=opts.threads, device=opts.device,

@@ -1,7 +1,7 @@
 """Batch adapter of the text classifiers (sentiment, topic): CSV, JSONL or Parquet rows.
 
 The text is the `text` column (--text-column), the key another column (--key-column) or
-the row number. Tokenization and inference are the edge runner's (bundle/edge_runner/text.py),
+the row number. Tokenization and inference are the text family's processing (edgestack/families/text.py),
 which follow the server: truncation to the model's max length (reported per row), padding to
 the longest text of each ORT call of --batch-size rows. A value that is missing, not a string
 or empty is an error row.
@@ -18,7 +18,7 @@ import numpy as np
 
 from batch.adapter import BatchAdapter, Item, Source, error_row
 from batch.tables import TableSource
-from bundle.edge_runner import text as edge_text
+from edgestack.families import text as text_processing
 
 
 class TextBatch(BatchAdapter):
@@ -51,17 +51,17 @@ class TextBatch(BatchAdapter):
                                    "version": str(self.manifest["version"])})
 
     @property
-    def classifier(self) -> edge_text.Classifier:
+    def classifier(self) -> text_processing.Classifier:
         if self._classifier is None:
-            encoder = edge_text.Encoder(self.tokenizer_json, self.manifest["preprocessing"]["max_length"])
-            self._classifier = edge_text.Classifier(self.session, encoder, self.manifest["labels"])
+            encoder = text_processing.Encoder(self.tokenizer_json, self.manifest["preprocessing"]["max_length"])
+            self._classifier = text_processing.Classifier(self.session, encoder, self.manifest["labels"])
         return self._classifier
 
     def process(self, items: list[Item]) -> tuple[list[dict], list[dict]]:
         good, errors = [], []
         for item in items:
             try:
-                edge_text.check_text(item.payload)
+                text_processing.check_texts([item.payload], what="text")
                 good.append(item)
             except ValueError as exc:
                 errors.append(error_row(item, str(exc)))

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgestack import artifact, registry
+from edgestack.errors import UsageError
 
 EDGE_PACKAGE = Path(__file__).resolve().parent / "edge_runner"
 COMMON_FILES = ("__init__.py", "__main__.py")
@@ -135,12 +136,22 @@ Files and their sha256 are listed in manifest.json (`python -m edge_runner --che
 """
 
 
+def copy_family_processing(module: str, folder: Path) -> None:
+    """The family's numpy-only processing (and the common module it imports) into the bundle's
+    edge_runner/families/, where the edge runner imports it from."""
+    source = Path(importlib.util.find_spec(module).origin)
+    folder.mkdir()
+    (folder / "__init__.py").write_text('"""The model family\'s processing, copied from edgestack/families/."""\n')
+    for file in (source.parent / "common.py", source):
+        shutil.copy(file, folder / file.name)
+
+
 def make_bundle(name: str, out_root: Path | str = "bundles", *, variant: str = "int8",
                 target_platform: str | None = None, archive: bool = True, root: Path | None = None,
                 progress: bool = True) -> Bundle:
     say = print if progress else (lambda *a, **k: None)
     spec = registry.get(name)
-    tools = registry.family_tools(name)
+    edge = registry.stage(name, "edge")
     art = artifact.load_latest(name, root)  # verifies every checksum of the source artifact
     withheld = (art.manifest.get("quantization") or {}).get("status") == "withheld"
     if variant == "int8" and "int8" not in art.variants and withheld:
@@ -148,8 +159,8 @@ def make_bundle(name: str, out_root: Path | str = "bundles", *, variant: str = "
             f"bundling fp32 instead")
         variant = "fp32"
     if variant not in art.variants:
-        raise ValueError(f"{name} v{art.version} has no {variant!r} variant (has {sorted(art.variants)})")
-    edge_module = importlib.import_module(tools.edge)
+        raise UsageError(f"{name} v{art.version} has no {variant!r} variant (has {sorted(art.variants)})")
+    edge_module = importlib.import_module(edge)
     out_root = Path(out_root).resolve()
     out_root.mkdir(parents=True, exist_ok=True)
     final = out_root / f"{name}-v{art.version}"
@@ -171,8 +182,9 @@ def make_bundle(name: str, out_root: Path | str = "bundles", *, variant: str = "
         runner_dir.mkdir()
         for filename in COMMON_FILES:
             shutil.copy(EDGE_PACKAGE / filename, runner_dir / filename)
-        module_file = Path(importlib.util.find_spec(tools.edge).origin)
+        module_file = Path(importlib.util.find_spec(edge).origin)
         shutil.copy(module_file, runner_dir / module_file.name)
+        copy_family_processing(spec.stages.processing, runner_dir / "families")
         labels = art.manifest.get("labels") or []
         if labels:
             (staging / "labels.txt").write_text("".join(f"{label}\n" for label in labels))

@@ -11,7 +11,8 @@ import functools
 import platform
 from pathlib import Path
 
-FLAGS_OF_INTEREST = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "fma")
+FLAGS_OF_INTEREST = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_int8", "amx_bf16", "fma")
+PACKAGES = ("torch", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxscript", "numpy")
 
 
 @functools.lru_cache(maxsize=1)
@@ -40,3 +41,16 @@ def cpu_info(cpuinfo: str | None = None) -> dict:
 
 def has_vnni(flags) -> bool:
     return bool({"avx512_vnni", "avx_vnni"} & set(flags))
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages every figure depends on (those installed)."""
+    import importlib.metadata
+
+    out = {}
+    for pkg in PACKAGES:
+        try:
+            out[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return out

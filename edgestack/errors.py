@@ -1,6 +1,36 @@
-"""Errors of the build pipeline that a user should read as one line, not a traceback."""
+"""The errors users read: caller mistakes (HTTP 4xx) and failed quality gates (one line each).
+
+InputError itself lives in edgestack/families/common.py, because the family processing
+modules raise it and are copied standalone into edge bundles; it is re-exported here.
+"""
 
 from __future__ import annotations
+
+from edgestack.families.common import InputError
+
+__all__ = ["InputError", "UnknownModel", "UsageError", "UnknownName", "DataMissing", "QualityGateError",
+           "ParityError"]
+
+
+class UnknownModel(InputError):
+    def __init__(self, name: str, known: list[str]):
+        super().__init__(f"unknown model {name!r}; this server serves: {', '.join(sorted(known)) or 'nothing'}", 404)
+
+
+class UsageError(ValueError):
+    """A command was asked for something that cannot be done (an unknown option, a variant the
+    artifact lacks, ...); the message says what and what can be. The CLI prints it as one line."""
+
+
+class UnknownName(UsageError, KeyError):
+    """An unknown served model or family name (a KeyError too, for lookups)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class DataMissing(FileNotFoundError):
+    """A dataset or corpus is not installed; the message says how to install it or bring your own."""
 
 
 class QualityGateError(Exception):

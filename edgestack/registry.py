@@ -1,8 +1,10 @@
-"""Served models: one entry per served name, naming the module of each stage.
+"""Model families and served models, registered once.
 
-Modules are named as strings and imported on demand, so the server never imports torch
-(training/export modules) and the edge runner never imports bentoml. Adding a model
-family means one module per stage plus an entry here.
+A *family* says where each stage of one kind of model lives (module paths, imported on
+demand, so the server never imports torch and the edge runner never imports bentoml).
+A *served model* is a name plus its family and training defaults. Adding a family is one
+module per stage that needs it plus one `Family(...)` line; adding a served model of an
+existing family is one `ModelSpec(...)` line (docs/adding-a-family.md).
 """
 
 from __future__ import annotations
@@ -11,92 +13,122 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from edgestack.errors import UnknownName, UsageError
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str              # one name everywhere: image | tune | text
+    task: str              # what the server does with it: image-classification | text-generation | ...
+    processing: str        # numpy-only pre/post-processing, copied into bundles: edgestack.families.<name>
+    train: str             # module with Config (dataclass) and train(cfg, out_dir, progress=) -> metrics
+    export: str            # module with export(run_dir, staging, name=, progress=, **gates) -> manifest
+    runner: str            # "module:Class" built from an Artifact at serve time (ORT only)
+    batch: str | None = None    # "module:Class": batch-job adapter (batch/)
+    edge: str | None = None     # edge runner module copied into bundles (bundle/edge_runner/)
+    bench: str | None = None    # "module:function(art, args) -> dict": `edgestack bench`
+    predict: str | None = None  # "module:function(args, client) -> int": `edgestack predict`
+    aliases: tuple[str, ...] = ()  # the names older manifests used
+
+
+FAMILIES: dict[str, Family] = {}
+
+
+def register_family(family: Family) -> Family:
+    FAMILIES[family.name] = family
+    return family
+
+
+register_family(Family(
+    "image", "image-classification", "edgestack.families.image", "training.image", "export.image",
+    "serving.image:ImageClassifier", batch="batch.image:ImageBatch", edge="bundle.edge_runner.image",
+    bench="benchmarks.image:bench_image", predict="edgestack.cli.predict:predict_images", aliases=("cnn",)))
+register_family(Family(
+    "tune", "text-generation", "edgestack.families.tune", "training.tune", "export.tune",
+    "serving.tune:MusicGenerator", batch="batch.tune:MusicBatch", edge="bundle.edge_runner.tune",
+    bench="benchmarks.tune:bench_tune", predict="edgestack.cli.predict:predict_tune", aliases=("lstm",)))
+register_family(Family(
+    "text", "text-classification", "edgestack.families.text", "training.text", "export.text",
+    "serving.text:TextClassifier", batch="batch.text:TextBatch", edge="bundle.edge_runner.text",
+    bench="benchmarks.text:bench_text", predict="edgestack.cli.predict:predict_texts", aliases=("transformer",)))
+
+
+def family(name: str) -> Family:
+    """A family by its name or an older alias (manifests written before the rename say cnn/lstm/transformer)."""
+    for fam in FAMILIES.values():
+        if name == fam.name or name in fam.aliases:
+            return fam
+    raise UnknownName(f"unknown model family {name!r}; known: {', '.join(FAMILIES)}")
+
 
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
     family: str
-    task: str
-    train_module: str      # has Config (dataclass) and train(cfg, out_dir, progress=) -> metrics
-    export_module: str     # has export(run_dir, staging, name=, progress=) -> manifest
-    runner: str            # "module:Class" built from an Artifact at serve time (ORT only)
     defaults: dict[str, Any] = field(default_factory=dict)  # Config overrides for the default build
     description: str = ""
 
+    @property
+    def stages(self) -> Family:
+        return family(self.family)
 
-MODELS: dict[str, ModelSpec] = {
-    "digits-cnn": ModelSpec(
-        "digits-cnn", "cnn", "image-classification", "training.cnn", "export.cnn",
-        "serving.image_classifier:ImageClassifier",
-        defaults={"dataset": "digits", "epochs": 40, "augment": True, "patience": 8},
-        description="handwritten digit classifier (28x28 grey, 10 classes)"),
-    "fashion-cnn": ModelSpec(
-        "fashion-cnn", "cnn", "image-classification", "training.cnn", "export.cnn",
-        "serving.image_classifier:ImageClassifier",
-        defaults={"dataset": "fashion", "epochs": 15, "augment": False, "patience": 3},
-        description="Fashion-MNIST clothing classifier (28x28 grey, 10 classes)"),
-    "folk-lstm": ModelSpec(
-        "folk-lstm", "lstm", "text-generation", "training.folk_lstm", "export.folk_lstm",
-        "serving.music_generator:MusicGenerator",
-        defaults={"corpus": "irish", "hidden_size": 384, "epochs": 15, "patience": 4, "threads": 1},
-        description="character LSTM writing Irish folk tunes in ABC notation"),
-    # Text classifiers (training/text_transformer.py): the defaults are the 2-core profile;
-    # `make text-large` (every training text, 2 epochs, max length 128) is the larger one.
-    "sentiment-transformer": ModelSpec(
-        "sentiment-transformer", "transformer", "text-classification", "training.text_transformer",
-        "export.text_transformer", "serving.text_classifier:TextClassifier",
-        defaults={"dataset": "sentiment", "arch": "minilm", "epochs": 1, "batch_size": 16, "train_limit": 4000,
-                  "lr": 1e-4, "head_lr": 1e-3, "freeze_layers": 3},
-        description="movie-review sentiment, fresh/rotten (MiniLM-L6 fine-tuned)"),
-    "topic-transformer": ModelSpec(
-        "topic-transformer", "transformer", "text-classification", "training.text_transformer",
-        "export.text_transformer", "serving.text_classifier:TextClassifier",
-        defaults={"dataset": "topic", "arch": "minilm", "epochs": 2, "batch_size": 16, "train_limit": 600,
-                  "lr": 1e-4, "head_lr": 1e-3, "freeze_layers": 3, "train_max_length": 64},
-        description="BBC News topic, 5 classes (MiniLM-L6 fine-tuned)"),
-    "sentiment-tiny": ModelSpec(
-        "sentiment-tiny", "transformer", "text-classification", "training.text_transformer",
-        "export.text_transformer", "serving.text_classifier:TextClassifier",
-        defaults={"dataset": "sentiment", "arch": "tiny", "epochs": 4, "lr": 1e-3, "patience": 2},
-        description="movie-review sentiment, tiny 2-layer transformer trained from scratch (edge option)"),
-    "topic-tiny": ModelSpec(
-        "topic-tiny", "transformer", "text-classification", "training.text_transformer",
-        "export.text_transformer", "serving.text_classifier:TextClassifier",
-        defaults={"dataset": "topic", "arch": "tiny", "epochs": 6, "lr": 1e-3, "patience": 2},
-        description="BBC News topic, tiny 2-layer transformer trained from scratch (edge option)"),
-}
+    @property
+    def task(self) -> str:
+        return self.stages.task
+
+
+MODELS: dict[str, ModelSpec] = {}
+
+
+def register_model(spec: ModelSpec) -> ModelSpec:
+    family(spec.family)  # must exist
+    MODELS[spec.name] = spec
+    return spec
+
+
+for _spec in (
+    ModelSpec("digits-cnn", "image", {"dataset": "digits", "epochs": 40, "augment": True, "patience": 8},
+              "handwritten digit classifier (28x28 grey, 10 classes)"),
+    ModelSpec("fashion-cnn", "image", {"dataset": "fashion", "epochs": 15, "augment": False, "patience": 3},
+              "Fashion-MNIST clothing classifier (28x28 grey, 10 classes)"),
+    ModelSpec("folk-lstm", "tune", {"corpus": "irish", "hidden_size": 384, "epochs": 15, "patience": 4, "threads": 1},
+              "character LSTM writing Irish folk tunes in ABC notation"),
+    # Text classifiers (training/text.py): the defaults are the 2-core profile; `make text-large`
+    # (every training text, 2 epochs, max length 128) is the larger one.
+    ModelSpec("sentiment-transformer", "text",
+              {"dataset": "sentiment", "arch": "minilm", "epochs": 1, "batch_size": 16, "train_limit": 4000,
+               "lr": 1e-4, "head_lr": 1e-3, "freeze_layers": 3},
+              "movie-review sentiment, fresh/rotten (MiniLM-L6 fine-tuned)"),
+    ModelSpec("topic-transformer", "text",
+              {"dataset": "topic", "arch": "minilm", "epochs": 2, "batch_size": 16, "train_limit": 600,
+               "lr": 1e-4, "head_lr": 1e-3, "freeze_layers": 3, "train_max_length": 64},
+              "BBC News topic, 5 classes (MiniLM-L6 fine-tuned)"),
+    ModelSpec("sentiment-tiny", "text", {"dataset": "sentiment", "arch": "tiny", "epochs": 4, "lr": 1e-3, "patience": 2},
+              "movie-review sentiment, tiny 2-layer transformer trained from scratch (edge option)"),
+    ModelSpec("topic-tiny", "text", {"dataset": "topic", "arch": "tiny", "epochs": 6, "lr": 1e-3, "patience": 2},
+              "BBC News topic, tiny 2-layer transformer trained from scratch (edge option)"),
+):
+    register_model(_spec)
 
 DEFAULT_MODELS = ["digits-cnn", "fashion-cnn", "folk-lstm", "sentiment-transformer", "topic-transformer"]
-
-
-@dataclass(frozen=True)
-class FamilyTools:
-    """Offline tools of a model family (module paths, imported on demand)."""
-    batch: str   # "module:Class": batch-job adapter (reads inputs, runs ORT, returns rows) -- batch/
-    edge: str    # "module": the device-side runner module copied into bundles -- bundle/edge_runner/
-
-
-# A family listed here gets `edgestack batch` and `edgestack bundle`; one entry per family.
-FAMILY_TOOLS: dict[str, FamilyTools] = {
-    "cnn": FamilyTools(batch="batch.images:ImageBatch", edge="bundle.edge_runner.image"),
-    "lstm": FamilyTools(batch="batch.music:MusicBatch", edge="bundle.edge_runner.music"),
-    "transformer": FamilyTools(batch="batch.text:TextBatch", edge="bundle.edge_runner.text"),
-}
-
-
-def family_tools(name: str) -> FamilyTools:
-    spec = get(name)
-    if spec.family not in FAMILY_TOOLS:
-        raise ValueError(f"{name}: family {spec.family!r} has no batch/bundle adapter yet "
-                         f"(covered: {', '.join(FAMILY_TOOLS)}); add one to registry.FAMILY_TOOLS")
-    return FAMILY_TOOLS[spec.family]
 
 
 def get(name: str) -> ModelSpec:
     try:
         return MODELS[name]
     except KeyError:
-        raise KeyError(f"unknown model {name!r}; known: {', '.join(MODELS)}") from None
+        raise UnknownName(f"unknown model {name!r}; known: {', '.join(MODELS)}") from None
+
+
+def stage(name: str, which: str) -> str:
+    """The module path of one stage ("batch", "edge", "bench", "predict", ...) of a served model's
+    family; ValueError naming the family when it has none."""
+    fam = get(name).stages
+    path = getattr(fam, which)
+    if not path:
+        raise UsageError(f"{name}: family {fam.name!r} has no {which} stage yet; add one to its Family entry "
+                         "in edgestack/registry.py")
+    return path
 
 
 def load_object(path: str):

@@ -310,3 +310,14 @@ def join_body(header: dict, raws: list[bytes]) -> tuple[bytes, int | None]:
     if not raws:
         return encoded, None
     return b"".join([encoded, *raws]), len(encoded)
+
+
+def as_text(array: np.ndarray, name: str) -> np.ndarray:
+    """BYTES elements -> str (UTF-8), as the text runners take them."""
+    out = np.empty(array.shape, dtype=object)
+    for position, item in np.ndenumerate(array):
+        try:
+            out[position] = item.decode("utf-8") if isinstance(item, bytes) else str(item)
+        except UnicodeDecodeError:
+            raise ProtocolError(f"input {name!r}: element {position} is not valid UTF-8 text") from None
+    return out

@@ -7,7 +7,6 @@ Used by every family's export module so the pitfalls are handled in one place:
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import shutil
 import time
@@ -47,13 +46,9 @@ def manifest_head(name: str, staging: Path, family: str, task: str) -> dict:
 
 
 def versions() -> dict[str, str]:
-    out = {}
-    for pkg in ("torch", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxscript", "numpy"):
-        try:
-            out[pkg] = importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return out
+    from edgestack.cpu import package_versions
+
+    return package_versions()
 
 
 def finalize(path: Path) -> None:

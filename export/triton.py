@@ -24,24 +24,25 @@ the tritonserver of the nvidia-pytriton wheel ships; `make triton`), with the ar
 inputs and outputs (text models take BYTES text, as on our server's v2 route):
 
     <repo>/<model>/config.pbtxt                backend "python", max_batch_size 0, KIND_CPU
-    <repo>/<model>/<version>/model.py          export/triton_python_model.py: edgestack's runner
+    <repo>/<model>/<version>/model.py          serving/triton_model.py: edgestack's runner
     <repo>/<model>/<version>/artifact/         the artifact folder (checksums verified at load)
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import time
 from pathlib import Path
 
 from edgestack import artifact, registry
+from edgestack.errors import UsageError
 from edgestack import v2protocol as v2
 
 TARGETS = ("both", "gpu", "cpu")
 BACKENDS = ("onnxruntime", "python")
-PYTHON_MODEL = Path(__file__).with_name("triton_python_model.py")  # becomes <version>/model.py
+# Copied as a file, never imported here: it runs inside Triton, on the serving layer.
+PYTHON_MODEL = Path(__file__).resolve().parents[1] / "serving" / "triton_model.py"  # becomes <version>/model.py
 
 
 def graph_io(path: Path) -> tuple[list[dict], list[dict], bool]:
@@ -103,7 +104,7 @@ def model_config(name: str, onnx_path: Path, manifest: dict, *, max_batch_size: 
                  labels_file: str | None = None) -> dict:
     """The config as the JSON form of Triton's ModelConfig (what Triton's /config returns)."""
     if target not in TARGETS:
-        raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+        raise UsageError(f"target must be one of {TARGETS}, got {target!r}")
     inputs, outputs, batched = graph_io(onnx_path)
     config = base_config(name, manifest, inputs, outputs, batched=batched, keep_versions=keep_versions,
                          labels_file=labels_file)
@@ -134,7 +135,7 @@ def python_model_config(name: str, manifest: dict, *, variant: str = "fp32", tar
     Triton passes each request through as it came. model.py reads `variant` and `threads`.
     """
     if target != "cpu":
-        raise ValueError(f"the python backend runs edgestack's runner on CPU: use --target cpu, not {target!r}")
+        raise UsageError(f"the python backend runs edgestack's runner on CPU: use --target cpu, not {target!r}")
     inputs, outputs = manifest_io(manifest)
     config = base_config(name, manifest, inputs, outputs, batched=False, keep_versions=keep_versions,
                          labels_file=None)
@@ -160,7 +161,7 @@ def write_model(repo: Path, art: artifact.Artifact, *, variant: str = "fp32", ba
     """One model version into the repository; the config describes that version's graph
     (onnxruntime) or the artifact's declared tensors (python)."""
     if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        raise UsageError(f"backend must be one of {BACKENDS}, got {backend!r}")
     source = art.variant_path(variant)
     model_dir = Path(repo) / art.name
     version_dir = model_dir / art.version
@@ -207,33 +208,6 @@ def export_repository(repo: Path, names: list[str], *, all_versions: bool = Fals
     return written
 
 
-def cmd_export_triton(args: argparse.Namespace) -> int:
-    names = args.models or [n for n in registry.MODELS if artifact.latest_version_dir(n) is not None]
-    if not names:
-        raise artifact.ArtifactError(f"no built model under {artifact.default_root()}: run `edgestack build` first")
-    repo = Path(args.repo)
-    options = dict(target=args.target or ("cpu" if args.backend == "python" else "both"),
-                   cpu_instances=args.cpu_instances, threads=args.threads, keep_versions=args.keep_versions)
-    if args.backend == "onnxruntime":
-        options.update(max_batch_size=args.max_batch, queue_delay_us=args.queue_delay_us,
-                       gpu_instances=args.gpu_instances)
-    written = export_repository(repo, names, all_versions=args.all_versions, variant=args.variant,
-                                backend=args.backend, **options)
-    for model_dir in written:
-        versions = sorted(p.name for p in model_dir.iterdir() if p.is_dir())
-        print(f"[{model_dir.name}] {model_dir}/config.pbtxt, versions {', '.join(versions)}")
-    if args.serve is not None:
-        return serve_repository(repo, args.serve)
-    if args.backend == "python":
-        print(f"serve it: edgestack export triton --backend python --repo {repo} --serve 8000 "
-              "(the tritonserver `make triton` fetches)")
-    else:
-        gpus = "" if options["target"] == "cpu" else "--gpus all "
-        print(f"serve it: docker run {gpus}-p 8000:8000 -v {repo.resolve()}:/models "
-              "nvcr.io/nvidia/tritonserver:<yy.mm>-py3 tritonserver --model-repository=/models")
-    return 0
-
-
 def serve_repository(repo: Path, port: int) -> int:
     """Run the local tritonserver (`make triton`) on `repo` until interrupted (Ctrl-C or SIGTERM)."""
     import signal
@@ -252,38 +226,3 @@ def serve_repository(repo: Path, port: int) -> int:
             return proc.wait()
         except KeyboardInterrupt:
             return 0
-
-
-def add_parser(sub) -> None:
-    p = sub.add_parser(
-        "export-triton", help="write a Triton Inference Server model repository (also: `export triton`)",
-        description="Write <repo>/<model>/config.pbtxt and <repo>/<model>/<version>/model.onnx for built models "
-                    "(platform onnxruntime_onnx, dims from the ONNX graph, dynamic batching, instance groups, "
-                    "TensorRT FP16 on GPU); or, with --backend python, a Python-backend model per artifact that "
-                    "runs edgestack's own runner (<version>/model.py + <version>/artifact/). Each config is "
-                    "validated by parsing it with Triton's ModelConfig protobuf. `edgestack export triton ...` "
-                    "is the same command.")
-    p.add_argument("models", nargs="*", help="served names (default: every built model)")
-    p.add_argument("--repo", default="triton-repo", help="repository folder (default ./triton-repo)")
-    p.add_argument("--variant", default="fp32", help="which ONNX variant to ship, and for python which one the "
-                   "runner runs (fp32 default: TensorRT makes its own FP16 engine on GPU; int8 for CPU-only "
-                   "repositories)")
-    p.add_argument("--backend", choices=BACKENDS, default="onnxruntime",
-                   help="onnxruntime (default): the ONNX graph on Triton's ORT backend; python: edgestack's own "
-                        "runner (tokenization, state checks) on Triton's Python backend, CPU only")
-    p.add_argument("--target", choices=TARGETS,
-                   help="instance groups: both (GPU + CPU; the host needs a GPU; the default for onnxruntime), "
-                        "gpu, or cpu (CPU-only Triton; the only one for python)")
-    p.add_argument("--max-batch", type=int, default=64, help="max_batch_size for models with a batch dimension")
-    p.add_argument("--queue-delay-us", type=int, default=2000,
-                   help="dynamic batching: longest wait for a fuller batch, microseconds (default 2000 = our 2 ms)")
-    p.add_argument("--cpu-instances", type=int, default=1, help="model instances on CPU")
-    p.add_argument("--gpu-instances", type=int, default=1, help="model instances per GPU")
-    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads per instance (Triton's default if unset; "
-                   "python: all cores)")
-    p.add_argument("--all-versions", action="store_true", help="export every built version, not just the latest")
-    p.add_argument("--keep-versions", type=int, default=1, help="version policy: serve the latest N versions")
-    p.add_argument("--serve", type=int, metavar="PORT",
-                   help="then run the local tritonserver (`make triton`; python backend) on the repository, "
-                        "HTTP on PORT, until Ctrl-C")
-    p.set_defaults(func=cmd_export_triton)

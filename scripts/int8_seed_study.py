@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from edgestack.build import build  # noqa: E402
+from export.build import build  # noqa: E402
 from edgestack.cpu import cpu_info  # noqa: E402
 
 

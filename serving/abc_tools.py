@@ -14,7 +14,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from serving.errors import InputError
+from edgestack.errors import InputError
 
 REQUIRED_HEADERS = ("X", "T", "M", "K")
 MAX_ABC_CHARS = 20_000

@@ -14,8 +14,8 @@ import numpy as np
 
 from edgestack.artifact import Artifact
 from serving.batching import MicroBatcher
-from serving.errors import InputError
-from serving.runtime import choose_providers, choose_variant, open_session
+from edgestack.errors import InputError
+from edgestack.runtime import choose_providers, choose_variant, open_session
 
 log = logging.getLogger("edgestack.serving")
 

@@ -18,6 +18,7 @@ No torch here: the artifacts hold everything (ONNX graphs, labels, preprocessing
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from http import HTTPStatus
@@ -29,7 +30,7 @@ from bentoml.exceptions import BentoMLException
 
 from edgestack import artifact, registry
 from serving import v2
-from serving.errors import InputError, UnknownModel
+from edgestack.errors import InputError, UnknownModel
 from serving.limits import BodySizeLimit
 from serving.runner import ModelRunner, RunnerOptions
 
@@ -56,7 +57,7 @@ def load_runners(names: list[str], options: RunnerOptions) -> dict[str, ModelRun
     for name in names:
         spec = registry.get(name)
         art = artifact.load_latest(name)  # verifies every checksum; refuses a tampered artifact
-        runner_cls = registry.load_object(spec.runner)
+        runner_cls = registry.load_object(spec.stages.runner)
         runner = runner_cls(art, options, on_batch=BATCH_SIZE.labels(model=name).observe)
         runner.warm_up()
         runners[name] = runner
@@ -66,8 +67,16 @@ def load_runners(names: list[str], options: RunnerOptions) -> dict[str, ModelRun
     return runners
 
 
-def http_error(exc: InputError) -> BentoMLException:
-    return BentoMLException(str(exc), error_code=HTTPStatus(exc.status))
+def caller_errors(endpoint):
+    """The one place a caller's mistake (InputError, raised anywhere below an endpoint) becomes
+    BentoML's HTTP error with the status it names (400 unless 404/413/422 ...)."""
+    @functools.wraps(endpoint)
+    async def answer(*args, **kwargs):
+        try:
+            return await endpoint(*args, **kwargs)
+        except InputError as exc:
+            raise BentoMLException(str(exc), error_code=HTTPStatus(exc.status)) from None
+    return answer
 
 
 @bentoml.service(name="edgestack", workers=1, traffic={"timeout": 60, "max_concurrency": 512},
@@ -87,54 +96,48 @@ class EdgeStack:
         if model is None:
             candidates = [n for n, r in self.runners.items() if r.artifact.task == task]
             if len(candidates) != 1:
-                raise http_error(InputError(f"say which model: `model` is one of {candidates}"))
+                raise InputError(f"say which model: `model` is one of {candidates}")
             model = candidates[0]
         runner = self.runners.get(model)
         if runner is None:
-            raise http_error(UnknownModel(model, list(self.runners)))
+            raise UnknownModel(model, list(self.runners))
         if runner.artifact.task != task:
-            raise http_error(InputError(f"model {model!r} does {runner.artifact.task}, not {task}"))
+            raise InputError(f"model {model!r} does {runner.artifact.task}, not {task}")
         return runner
 
     @bentoml.api
+    @caller_errors
     async def classify(self, model: str | None = None, pixels: Any = None, top_k: int = 3) -> dict:
         """Classify one image ([28, 28]) or many ([N, 28, 28]) given as pixel intensities 0..255."""
         runner = self._runner(model, "image-classification")
-        try:
-            predictions = await runner.classify(runner.pixels_from_array(pixels), top_k)
-        except InputError as exc:
-            raise http_error(exc) from None
+        predictions = await runner.classify(runner.pixels_from_array(pixels), top_k)
         return {"model": runner.name, "version": runner.artifact.version, "variant": runner.variant,
                 "predictions": predictions}
 
     @bentoml.api
+    @caller_errors
     async def classify_image(self, images: list[Path], model: str | None = None, top_k: int = 3) -> dict:
         """Classify uploaded image files (PNG, JPEG, ...); grey-scaled and resized to 28x28."""
         runner = self._runner(model, "image-classification")
-        try:
-            if not images:
-                raise InputError("no image uploaded: send one or more files in the `images` field")
-            if len(images) > self.options.max_items:
-                raise InputError(f"{len(images)} images; the limit is {self.options.max_items}", 413)
-            import numpy as np
+        if not images:
+            raise InputError("no image uploaded: send one or more files in the `images` field")
+        if len(images) > self.options.max_items:
+            raise InputError(f"{len(images)} images; the limit is {self.options.max_items}", 413)
+        import numpy as np
 
-            pixels = np.stack([runner.decode_image(Path(p).read_bytes(), f"upload #{i + 1}")
-                               for i, p in enumerate(images)])
-            predictions = await runner.classify(pixels, top_k)
-        except InputError as exc:
-            raise http_error(exc) from None
+        pixels = np.stack([runner.decode_image(Path(p).read_bytes(), f"upload #{i + 1}")
+                           for i, p in enumerate(images)])
+        predictions = await runner.classify(pixels, top_k)
         return {"model": runner.name, "version": runner.artifact.version, "variant": runner.variant,
                 "predictions": predictions}
 
     def _sampling(self, model, prompt, max_length, temperature, top_k, top_p, seed):
         """folk-lstm: the runner and checked sampling parameters (4xx naming any bad one)."""
         runner = self._runner(model, "text-generation")
-        try:
-            return runner, runner.check(prompt, max_length, temperature, top_k, top_p, seed)
-        except InputError as exc:
-            raise http_error(exc) from None
+        return runner, runner.check(prompt, max_length, temperature, top_k, top_p, seed)
 
     @bentoml.api
+    @caller_errors
     async def generate(self, model: str | None = None, prompt: str | None = None, max_length: int | None = None,
                        temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: int | None = None) -> dict:
         """Write a folk tune in ABC notation (folk-lstm). prompt: how the tune begins (default "X:1\\n");
@@ -143,44 +146,41 @@ class EdgeStack:
         return await runner.generate(params)
 
     @bentoml.api
+    @caller_errors
     async def generate_stream(self, model: str | None = None, prompt: str | None = None,
                               max_length: int | None = None, temperature: float = 1.0, top_k: int = 0,
                               top_p: float = 1.0, seed: int | None = None) -> str:
         """Like /generate, streamed as Server-Sent Events (text/event-stream): start, piece..., end."""
-        from serving.music_http import sse_response
+        from serving.tune_http import sse_response
 
         return sse_response(*self._sampling(model, prompt, max_length, temperature, top_k, top_p, seed))
 
     @bentoml.api
+    @caller_errors
     async def render_midi(self, abc: str | None = None, model: str | None = None, prompt: str | None = None,
                           temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
                           seed: int | None = None) -> bytes:
         """ABC -> MIDI (audio/midi). Send `abc`, or leave it out to render a tune generated with the other fields."""
-        from serving.music_http import midi_response
+        from serving.tune_http import midi_response
 
-        try:
-            if abc is None:
-                runner, params = self._sampling(model, prompt, None, temperature, top_k, top_p, seed)
-                abc = (await runner.generate(params))["tune"]
-            return await midi_response(abc)
-        except InputError as exc:
-            raise http_error(exc) from None
+        if abc is None:
+            runner, params = self._sampling(model, prompt, None, temperature, top_k, top_p, seed)
+            abc = (await runner.generate(params))["tune"]
+        return await midi_response(abc)
 
     @bentoml.api
+    @caller_errors
     async def classify_text(self, text: Any = None, texts: Any = None, model: str | None = None) -> dict:
         """Classify one `text` or a list of `texts` (sentiment-transformer, topic-transformer, ...):
         label, score and every label's probability. Texts over the model's max length in tokens
-        are truncated (the answer says `truncated: true`); see serving/text_classifier.py."""
+        are truncated (the answer says `truncated: true`); see serving/text.py."""
         runner = self._runner(model, "text-classification")
-        try:
-            if (text is None) == (texts is None):
-                raise InputError("send either `text` (one string) or `texts` (a list of strings)")
-            if text is not None and not isinstance(text, str):
-                raise InputError(f"`text` must be a string, got {type(text).__name__}; use `texts` for a list")
-            predictions = await (runner.classify([text], what="text") if text is not None
-                                 else runner.classify(texts))
-        except InputError as exc:
-            raise http_error(exc) from None
+        if (text is None) == (texts is None):
+            raise InputError("send either `text` (one string) or `texts` (a list of strings)")
+        if text is not None and not isinstance(text, str):
+            raise InputError(f"`text` must be a string, got {type(text).__name__}; use `texts` for a list")
+        predictions = await (runner.classify([text], what="text") if text is not None
+                             else runner.classify(texts))
         return {"model": runner.name, "version": runner.artifact.version, "variant": runner.variant,
                 "predictions": predictions}
 

@@ -38,7 +38,7 @@ from starlette.routing import Route
 
 import edgestack
 from edgestack import v2protocol as v2
-from serving.errors import InputError, UnknownModel
+from edgestack.errors import InputError, UnknownModel
 from serving.limits import max_body_bytes
 
 log = logging.getLogger("edgestack.v2")
@@ -136,7 +136,7 @@ class V2App:
                 else:
                     raise InputError(f"input {name!r} of {runner.name} is {want.v2}, got {got.v2}")
             if want is not None and want.v2 == "BYTES":
-                array = as_text(array, name)
+                array = v2.as_text(array, name)
             feeds[name] = array
         return feeds
 
@@ -205,17 +205,6 @@ def classify(scores: np.ndarray, k: int, labels: list[str] | None) -> np.ndarray
     for (row, col), index in np.ndenumerate(best):
         label = f":{labels[index]}" if labels else ""
         out[row, col] = f"{float(scores[row, index]):f}:{index}{label}".encode()
-    return out
-
-
-def as_text(array: np.ndarray, name: str) -> np.ndarray:
-    """BYTES elements -> str (UTF-8), as the text runners take them."""
-    out = np.empty(array.shape, dtype=object)
-    for position, item in np.ndenumerate(array):
-        try:
-            out[position] = item.decode("utf-8") if isinstance(item, bytes) else str(item)
-        except UnicodeDecodeError:
-            raise InputError(f"input {name!r}: element {position} is not valid UTF-8 text") from None
     return out
 
 

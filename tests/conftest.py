@@ -27,7 +27,7 @@ def artifacts_root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def digits_artifact(artifacts_root) -> artifact.Artifact:
     """digits-cnn trained for 3 epochs on the real 5k digits, exported with every variant."""
-    from edgestack.build import build
+    from export.build import build
 
     return build("digits-cnn", {"epochs": 3, "patience": 3}, root=artifacts_root, progress=False)
 

@@ -234,14 +234,14 @@ def test_batch_help_explains_the_options():
 @pytest.fixture(scope="module")
 def folk_artifact(artifacts_root):
     """The tiny real folk-lstm of tests/test_folk_lstm.py (built once per session, whichever module asks first)."""
-    from edgestack.build import build
+    from export.build import build
     from tests.test_folk_lstm import TINY
 
     return build("folk-lstm", TINY, root=artifacts_root, progress=False)
 
 
 def test_music_batch_from_jsonl_matches_the_servers_generator(folk_artifact, tmp_path):
-    from serving.music_generator import MusicGenerator, SamplingParams
+    from serving.tune import MusicGenerator, SamplingParams
     from serving.runner import RunnerOptions
 
     lines = [json.dumps({"id": "reel", "prompt": "X:1\nT:"}), json.dumps({"id": "number", "prompt": 7}),

@@ -27,7 +27,7 @@ TEXTS = ["A warm, funny and moving film.", "Dull, far too long and badly acted."
 
 @pytest.fixture(scope="module")
 def text_root(tmp_path_factory):
-    from edgestack.build import build
+    from export.build import build
 
     root = tmp_path_factory.mktemp("text-artifacts")
     art = build("sentiment-tiny", TINY_TEXT, root=root, progress=False)
@@ -35,9 +35,9 @@ def text_root(tmp_path_factory):
 
 
 def served(art, texts: list[str]) -> np.ndarray:
-    """The server's text runner (serving/text_classifier.py), in process, one ORT call for `texts`."""
+    """The server's text runner (serving/text.py), in process, one ORT call for `texts`."""
     from serving.runner import RunnerOptions
-    from serving.text_classifier import TextClassifier
+    from serving.text import TextClassifier
 
     runner = TextClassifier(art, RunnerOptions(device="cpu", threads=1))
     rows = np.empty(len(texts), dtype=object)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from serving.batching import MicroBatcher
-from serving.runtime import open_session
+from edgestack.runtime import open_session
 from training.data import images
 
 

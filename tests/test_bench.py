@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from edgestack.bench_v2 import BATCHES, CONCURRENCY, PROTOCOLS, TRITON, TRITON_FIXED
+from benchmarks.protocols import BATCHES, CONCURRENCY, PROTOCOLS, TRITON, TRITON_FIXED
 from edgestack.serverproc import triton_missing
 
 

@@ -202,7 +202,7 @@ def test_bundle_help_explains_the_options():
 @pytest.fixture(scope="module")
 def folk_artifact(artifacts_root):
     """The tiny real folk-lstm of tests/test_folk_lstm.py (built once per session, whichever module asks first)."""
-    from edgestack.build import build
+    from export.build import build
     from tests.test_folk_lstm import TINY
 
     return build("folk-lstm", TINY, root=artifacts_root, progress=False)
@@ -213,7 +213,7 @@ def test_music_bundle_in_the_clean_venv_writes_the_servers_tune(folk_artifact, e
 
     built = make_bundle("folk-lstm", tmp_path / "bundles", progress=False)
     folder = built.path
-    for name in ("step.onnx", "step.ort", "prompt.onnx", "prompt.ort", "vocab.json", "edge_runner/music.py"):
+    for name in ("step.onnx", "step.ort", "prompt.onnx", "prompt.ort", "vocab.json", "edge_runner/tune.py", "edge_runner/families/tune.py", "edge_runner/families/common.py"):
         assert (folder / name).is_file(), name
     assert "DynamicQuantizeLSTM" in (folder / "required_operators.config").read_text()
     (tmp_path / "jig.abc").write_text("X:2\nM:6/8\n")
@@ -234,7 +234,7 @@ def test_music_bundle_in_the_clean_venv_writes_the_servers_tune(folk_artifact, e
 
 def test_bundles_of_two_families_import_their_own_runner_in_one_process(digits_bundle, folk_artifact, tmp_path):
     """bench-bundle imports each bundle's edge_runner in turn: the second must not get the first's copy."""
-    from bundle.bench import import_from_bundle
+    from benchmarks.bundle import import_from_bundle
 
     music = make_bundle("folk-lstm", tmp_path / "bundles", progress=False)
     image_module = import_from_bundle(digits_bundle.path, "edge_runner.image")

@@ -6,7 +6,7 @@ import pytest
 
 from edgestack import artifact
 from export.onnx_utils import MAX_IR_VERSION, ParityError, check_parity
-from serving.runtime import open_session
+from edgestack.runtime import open_session
 from training.data import images
 
 

@@ -17,15 +17,15 @@ import numpy as np
 import pytest
 
 from edgestack import artifact
-from export.folk_lstm import ROLLOUT_PROMPT, greedy_rollout_ort, greedy_rollout_torch
+from export.tune import ROLLOUT_PROMPT, greedy_rollout_ort, greedy_rollout_torch
 from export.onnx_utils import op_types
 from serving import abc_tools
-from serving.errors import InputError
-from serving.music_generator import MusicGenerator, sample_index
+from edgestack.errors import InputError
+from serving.tune import MusicGenerator, sample_index
 from serving.runner import RunnerOptions
-from serving.runtime import open_session
+from edgestack.runtime import open_session
 from tests.conftest import serve
-from training import folk_lstm
+from training import tune as tune_training
 from training.data import abc as abc_data
 
 TINY = {"hidden_size": 48, "embedding_dim": 32, "epochs": 2, "patience": 2, "train_limit": 120, "val_limit": 30,
@@ -35,7 +35,7 @@ LIMITS = {"EDGESTACK_MAX_PROMPT_CHARS": "600", "EDGESTACK_MAX_NEW_CHARS": "800"}
 
 @pytest.fixture(scope="module")
 def folk_artifact(artifacts_root) -> artifact.Artifact:
-    from edgestack.build import build
+    from export.build import build
 
     return build("folk-lstm", TINY, root=artifacts_root, progress=False)
 
@@ -105,7 +105,7 @@ def test_training_learns_and_writes_a_safe_run(folk_artifact):
 
 
 def test_greedy_rollout_of_200_steps_matches_pytorch(folk_artifact):
-    model, config, vocab = folk_lstm.load_checkpoint(folk_artifact.path / "checkpoint")
+    model, config, vocab = tune_training.load_checkpoint(folk_artifact.path / "checkpoint")
     fp32 = folk_artifact.variants["fp32"]
     step = open_session(folk_artifact.file(fp32["file"]), device="cpu", threads=1)
     prompt = open_session(folk_artifact.file(fp32["prompt_file"]), device="cpu", threads=1)
@@ -157,7 +157,7 @@ def test_v2_infer_runs_one_step_with_explicit_state(runner):
     h, c = runner.zero_state(2)
     out = asyncio.run(runner.infer({"token": np.array([3, 5]), "h": h, "c": c}))
     assert out["logits"].shape == (2, len(runner.chars)) and out["h_out"].shape == h.shape
-    logits, h1, _ = runner.step(5, h[:, 1:], c[:, 1:])
+    logits, h1, _ = runner.generator.step(5, h[:, 1:], c[:, 1:])
     one = asyncio.run(runner.infer({"token": np.array([5]), "h": h[:, 1:], "c": c[:, 1:]}))
     np.testing.assert_array_equal(one["logits"][0], logits)
     np.testing.assert_array_equal(one["h_out"], h1)
@@ -293,7 +293,7 @@ def test_models_endpoint_and_still_serving_after_bad_input(folk_server):
 
 
 def test_music_serving_never_imports_torch():
-    code = ("import sys, serving.service, serving.music_generator, serving.music_http, serving.abc_tools; "
+    code = ("import sys, serving.service, serving.tune, serving.tune_http, serving.abc_tools; "
             "sys.exit(1 if 'torch' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 

@@ -14,7 +14,7 @@ import pytest
 from onnx import numpy_helper
 
 from edgestack import cli
-from edgestack.build import build, reusable_run, runs_root, train
+from export.build import build, reusable_run, runs_root, train
 from tests.conftest import serve
 
 
@@ -95,7 +95,7 @@ def test_build_goes_on_past_a_failed_model_and_says_so(digits_artifact, capsys):
 
 
 def test_a_finished_run_is_reused_only_for_the_same_config(own_root):
-    from edgestack.build import make_config
+    from export.build import make_config
     from edgestack.registry import get
 
     run_dir = runs_root(own_root) / "digits-cnn"

@@ -1,6 +1,6 @@
 import pytest
 
-from serving.runtime import choose_providers, choose_variant, open_session
+from edgestack.runtime import choose_providers, choose_variant, open_session
 
 ALL = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
 
@@ -32,7 +32,7 @@ def test_variant_is_int8_on_cpu_fp16_on_gpu_with_fallbacks():
 
 
 def test_intra_op_spinning_is_on_in_process_and_off_in_the_server(digits_artifact, monkeypatch):
-    from serving.image_classifier import ImageClassifier
+    from serving.image import ImageClassifier
     from serving.runner import RunnerOptions
 
     def spinning(session) -> str:

@@ -155,6 +155,6 @@ def test_server_refuses_to_start_on_a_tampered_artifact(tampered_root):
 
 
 def test_serving_code_never_imports_torch():
-    code = ("import sys, serving.service, serving.image_classifier, clients; "
+    code = ("import sys, serving.service, serving.image, clients; "
             "sys.exit(1 if 'torch' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -111,8 +111,8 @@ def slice_csv(tmp_path_factory, sentiment):
 
 
 def _build(root, name, cfg, **export_kwargs):
-    from export.text_transformer import export
-    from training.text_transformer import train
+    from export.text import export
+    from training.text import train
 
     run_dir = root.parent / f"runs-{name}"
     metrics = train(cfg, run_dir, progress=False)
@@ -129,7 +129,7 @@ def text_root(tmp_path_factory, artifacts_root):
 @pytest.fixture(scope="module")
 def minilm(text_root, slice_csv):
     """MiniLM-L6 fine-tuned for 1 epoch on 480 real snippets, max length 32, every variant exported."""
-    from training.text_transformer import Config
+    from training.text import Config
 
     text_root.mkdir(exist_ok=True)
     cfg = Config(data_dir=str(slice_csv), arch="minilm", epochs=1, batch_size=16, lr=1e-4, head_lr=1e-3,
@@ -150,7 +150,7 @@ def test_fine_tune_writes_safetensors_plots_and_a_baseline(minilm):
 def test_fine_tune_moved_the_pretrained_weights(minilm):
     from safetensors.numpy import load_file
 
-    from training.text_transformer import pretrained_dir
+    from training.text import pretrained_dir
 
     _, _, run_dir = minilm
     tuned = load_file(str(run_dir / "model" / "model.safetensors"))
@@ -175,15 +175,15 @@ def test_parity_with_pytorch_on_real_texts_and_padding(minilm, sentiment):
     """ORT (plain and fused) equals PyTorch on real texts; a text's logits do not depend on its batch's padding."""
     import torch
 
-    from export.text_transformer import PARITY_ATOL, PARITY_RTOL
-    from serving.runtime import open_session
-    from serving.text_classifier import TextEncoder
-    from training.text_transformer import load_checkpoint
+    from export.text import PARITY_ATOL, PARITY_RTOL
+    from edgestack.runtime import open_session
+    from edgestack.families.text import Encoder
+    from training.text import load_checkpoint
 
     art, _, run_dir = minilm
     assert art.manifest["parity"]["fp32"]["passed"] and art.manifest["parity"]["fp32-opt"]["passed"]
     model, _, _ = load_checkpoint(run_dir)
-    encoder = TextEncoder(art.file("tokenizer.json"), 32)
+    encoder = Encoder(art.file("tokenizer.json"), 32)
     texts = sentiment.test.texts[:24]
     ids, mask, lengths, _ = encoder(texts)
     assert ids.shape[1] == lengths.max() <= 32  # padded to the longest text, not to max length
@@ -212,11 +212,11 @@ def test_transformer_optimizer_fused_every_layer(minilm):
 
 
 def test_int8_keeps_accuracy_on_a_slice(minilm, sentiment):
-    from export.text_transformer import MAX_INT8_DROP, ort_logits
-    from serving.text_classifier import TextEncoder
+    from export.text import MAX_INT8_DROP, ort_logits
+    from edgestack.families.text import Encoder
 
     art, _, _ = minilm
-    encoder = TextEncoder(art.file("tokenizer.json"), 32)
+    encoder = Encoder(art.file("tokenizer.json"), 32)
     texts = sentiment.test.texts[:256]
     # the CSV's labels were sorted by name: map the packaged label ids onto the model's
     labels = np.asarray([art.manifest["labels"].index(sentiment.labels[y]) for y in sentiment.test.labels[:256]])
@@ -231,7 +231,7 @@ def test_int8_keeps_accuracy_on_a_slice(minilm, sentiment):
 def test_tiny_transformer_from_scratch_with_its_own_tokenizer(text_root, slice_csv):
     from tokenizers import Tokenizer
 
-    from training.text_transformer import Config
+    from training.text import Config
 
     cfg = Config(data_dir=str(slice_csv), arch="tiny", epochs=2, lr=1e-3, max_length=32, vocab_size=2000,
                  hidden_size=64, layers=2, heads=2, baseline=False, threads=2)
@@ -269,10 +269,10 @@ def test_classify_one_text_and_a_list(text_server, minilm, sentiment):
     many = httpx.post(text_server + "/classify_text", json={"model": NAME, "texts": texts}, timeout=30).json()
     assert len(many["predictions"]) == 8
     # the server's answers are the int8 graph's, tokenized the same way
-    from export.text_transformer import ort_logits
-    from serving.text_classifier import TextEncoder
+    from export.text import ort_logits
+    from edgestack.families.text import Encoder
 
-    logits = ort_logits(art.variant_path("int8"), TextEncoder(art.file("tokenizer.json"), 32), texts)
+    logits = ort_logits(art.variant_path("int8"), Encoder(art.file("tokenizer.json"), 32), texts)
     assert [p["label"] for p in many["predictions"]] == [art.manifest["labels"][i] for i in logits.argmax(1)]
 
 
@@ -337,7 +337,7 @@ def test_server_still_ready_after_bad_input(text_server):
 
 
 def test_text_serving_imports_neither_torch_nor_transformers():
-    code = ("import sys, serving.service, serving.text_classifier; "
+    code = ("import sys, serving.service, serving.text; "
             "sys.exit(1 if {'torch', 'transformers'} & set(sys.modules) else 0)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 

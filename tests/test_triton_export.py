@@ -132,7 +132,7 @@ def test_a_config_triton_would_refuse_is_never_written():
 @pytest.mark.parametrize("model", MODELS)
 def test_python_backend_repository(v2_artifacts, model, tmp_path, monkeypatch):
     """--backend python: the artifact's own tensors (text models: BYTES), max_batch_size 0, one CPU
-    instance; model.py is export/triton_python_model.py and the artifact folder loads, checksums intact."""
+    instance; model.py is serving/triton_model.py and the artifact folder loads, checksums intact."""
     root, built = v2_artifacts
     art = built[model]
     monkeypatch.setenv("EDGESTACK_ARTIFACTS", str(root))

@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 import tritonclient.http as tc
 
-from edgestack import serverproc, v2check
+from edgestack import serverproc
+from edgestack.cli import v2check
 from export import triton
 from tests.test_v2 import MODELS, v2_artifacts  # noqa: F401  (a session fixture)
 

@@ -22,9 +22,10 @@ import tritonclient.http as tc
 import tritonclient.http.aio as tc_aio
 from tritonclient.utils import InferenceServerException
 
-from edgestack import artifact, registry, v2check
+from edgestack import artifact, registry
+from edgestack.cli import v2check
 from edgestack import v2protocol as v2
-from edgestack.v2check import reference, triton_inputs
+from edgestack.cli.v2check import reference, triton_inputs
 from serving.v2 import tensor_specs
 from tests import conftest
 from tests.conftest import serve
@@ -59,7 +60,7 @@ MAX_ITEMS = 16
 @pytest.fixture(scope="session")
 def v2_artifacts(request, tmp_path_factory) -> tuple[Path, dict]:
     """(artifacts folder, {model: Artifact}) for every model in MODELS."""
-    from edgestack.build import build
+    from export.build import build
 
     root = tmp_path_factory.mktemp("v2-artifacts")
     built = {}

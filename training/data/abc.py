@@ -17,14 +17,12 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgestack.errors import DataMissing  # noqa: F401 (raised here; callers import it from here too)
+
 # Tunes are separated by a blank line in the training text; generation stops when the
 # model writes one (the end of a tune).
 TUNE_SEPARATOR = "\n\n"
 CORPORA = ("irish", "oneills")
-
-
-class DataMissing(FileNotFoundError):
-    """A corpus is not installed; the message says how to install it or bring your own."""
 
 
 def _package_dir(package: str) -> Path | None:

@@ -13,17 +13,15 @@ from pathlib import Path
 
 import numpy as np
 
-# The IDX reader is the edge runner's (numpy only): one reader for training, batch jobs and devices.
-from bundle.edge_runner.image import read_idx  # noqa: F401 (part of this module's API)
+from edgestack.errors import DataMissing  # noqa: F401 (raised here; callers import it from here too)
+
+# The IDX reader is the image family's (numpy only): one reader for training, batch jobs and devices.
+from edgestack.families.image import read_idx  # noqa: F401 (part of this module's API)
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_LABELS = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 DIGIT_LABELS = [str(d) for d in range(10)]
-
-
-class DataMissing(FileNotFoundError):
-    """A dataset is not installed; the message says how to install it or bring your own."""
 
 
 @dataclass

@@ -29,11 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
+from edgestack.errors import DataMissing  # noqa: F401 (raised here; callers import it from here too)
+
 SENTIMENT_LABELS = ["rotten", "fresh"]   # 0 = negative, 1 = positive
-
-
-class DataMissing(FileNotFoundError):
-    """A dataset is not installed; the message says how to install it or bring your own."""
 
 
 @dataclass

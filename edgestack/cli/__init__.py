@@ -1,0 +1,53 @@
+"""`edgestack`: one command for the whole flow.
+
+    edgestack build [MODEL ...]      train + export what is missing (default: the default models)
+    edgestack train MODEL [opts]     train only (checkpoint, metrics, plots under runs/MODEL)
+    edgestack export MODEL           export the last training run into a new artifact version
+    edgestack serve                  serve every built model with BentoML on ONNX Runtime
+    edgestack predict MODEL FILE...  classify image files (or IDX/arrays) through a server
+    edgestack bench MODEL            PyTorch vs ORT fp32 vs ORT int8, in process and over HTTP
+    edgestack models                 list served names and which artifacts exist
+    edgestack batch MODEL IN OUT     batch inference to Parquet/JSONL (local processes or Ray), resumable
+    edgestack bundle MODEL           edge-device bundle: int8 ONNX + ORT format + a numpy-only runner
+    edgestack bench-batch / bench-bundle   items/s per engine; bundle size, cold start, RSS, latency
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from edgestack import artifact
+from edgestack.errors import InputError, QualityGateError, UsageError
+
+# One module per command group, each adding its subcommands; the order is the order of `--help`.
+COMMAND_GROUPS = ("build", "triton", "serve", "predict", "bench", "abc_check", "batch", "bundle", "v2check")
+
+
+def parser() -> argparse.ArgumentParser:
+    import importlib
+
+    p = argparse.ArgumentParser(prog="edgestack", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for group in COMMAND_GROUPS:
+        importlib.import_module(f"edgestack.cli.{group}").add_parsers(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:2] == ["export", "triton"]:  # `edgestack export triton ...` = `edgestack export-triton ...`
+        argv = ["export-triton", *argv[2:]]
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except (artifact.ArtifactError, UsageError, QualityGateError, InputError, FileNotFoundError) as exc:
+        print(f"edgestack {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,7 @@
+"""python -m edgestack.cli"""
+
+import sys
+
+from edgestack.cli import main
+
+sys.exit(main())

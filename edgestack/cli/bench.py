@@ -1,0 +1,37 @@
+"""`edgestack bench`: the model family's benchmark, or the protocol benchmark (benchmarks/)."""
+
+from __future__ import annotations
+
+import argparse
+
+from edgestack import registry
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    if args.protocols:
+        from benchmarks.protocols import run_protocol_bench
+
+        run_protocol_bench(args)
+        return 0
+    from benchmarks import run_bench
+
+    run_bench(args)
+    return 0
+
+
+def add_parsers(sub) -> None:
+    be = sub.add_parser("bench", help="benchmark one model: table on screen, JSON on disk")
+    be.add_argument("model", choices=list(registry.MODELS))
+    be.add_argument("--iterations", type=int, default=200, help="timed runs per variant and batch size")
+    be.add_argument("--http-requests", type=int, default=400, help="requests per HTTP concurrency level")
+    be.add_argument("--no-http", action="store_true", help="skip the HTTP part (no server started)")
+    be.add_argument("--port", type=int, default=0, help="port for the benchmark server (0: a free one)")
+    be.add_argument("--threads", type=int, help="intra-op threads for torch and ORT (default: all cores)")
+    be.add_argument("--out", default="bench-results", help="folder for the JSON result")
+    be.add_argument("--protocols", action="store_true",
+                    help="instead: v2 binary vs v2 JSON vs the convenience endpoint over HTTP, batch 1 and 32, "
+                         "concurrency 1 and 16, against in-process ORT (--http-requests per case)")
+    be.add_argument("--triton", action="store_true",
+                    help="with --protocols: also a real Triton (`make triton`, CPU, Python backend) serving the same "
+                         "artifact and variant, as one more contender in the same rotation")
+    be.set_defaults(func=cmd_bench)

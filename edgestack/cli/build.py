@@ -1,0 +1,117 @@
+"""`edgestack build`, `train`, `export` and `models`: the build pipeline (export/build.py) from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from edgestack import artifact, registry
+from edgestack.errors import UsageError
+
+
+def _add_train_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("training options (defaults come from the model's registry entry)")
+    g.add_argument("--epochs", type=int, help="most epochs (early stopping may end sooner)")
+    g.add_argument("--batch-size", type=int, help="mini-batch size")
+    g.add_argument("--lr", type=float, help="learning rate (Adam)")
+    g.add_argument("--seed", type=int, help="seed for splits, init and shuffling: same seed, same model")
+    g.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                   help="random rotations/shifts of training images")
+    g.add_argument("--patience", type=int, help="early stopping: epochs without a better validation score")
+    g.add_argument("--data-dir", help="your own data instead of the packaged set (e.g. a folder of IDX files)")
+    g.add_argument("--train-limit", type=int, help="train on only the first N training examples")
+    g.add_argument("--hidden-size", type=int, help="folk-lstm: LSTM hidden size (default 384; the lab's 1024 is "
+                   "the large profile: `make folk-lstm-large`)")
+    g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other field of the model's training Config, repeatable (values are JSON or "
+                        "plain strings), e.g. --set freeze_layers=0 --set max_length=256")
+
+
+def _train_overrides(args: argparse.Namespace) -> dict:
+    keys = ("epochs", "batch_size", "lr", "seed", "augment", "patience", "data_dir", "train_limit", "hidden_size")
+    overrides = {k: getattr(args, k, None) for k in keys}
+    for item in getattr(args, "set", None) or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--set wants KEY=VALUE, got {item!r}")
+        try:
+            overrides[key.strip().replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key.strip().replace("-", "_")] = value
+    return overrides
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    """Every model in turn, a summary table at the end; exit 1 only when a model has nothing to serve."""
+    from export.build import build_many, summary_table
+
+    names = args.models or registry.DEFAULT_MODELS
+    for name in names:
+        registry.get(name)
+    outcomes = build_many(names, _train_overrides(args), force=args.force, retrain=args.retrain)
+    print("\n" + summary_table(outcomes), flush=True)
+    failed = [o.name for o in outcomes if not o.servable]
+    if failed:
+        print(f"\nedgestack build: {len(failed)} of {len(outcomes)} model(s) have no servable variant: "
+              f"{', '.join(failed)} (see above); the others can be served.", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from export.build import train
+
+    run_dir, metrics = train(args.model, _train_overrides(args))
+    print(f"[{args.model}] best epoch {metrics['best_epoch']}, test accuracy {metrics.get('test_acc')}; "
+          f"checkpoint, metrics and plots in {run_dir}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from export.build import export, runs_root
+
+    run_dir = Path(args.run_dir) if args.run_dir else runs_root() / args.model
+    built = export(args.model, run_dir)
+    print(f"[{args.model}] artifact v{built.version}: {built.path}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    for name, spec in registry.MODELS.items():
+        try:
+            art = artifact.load_latest(name)
+            state = f"v{art.version} " + " ".join(
+                f"{v}={m['test_accuracy']:.4f}" if "test_accuracy" in m else
+                f"{v}={m.get('test_bits_per_char', float('nan')):.4f}bpc" for v, m in art.variants.items())
+        except artifact.ArtifactError as exc:
+            state = f"not built ({exc})" if artifact.latest_version_dir(name) else "not built"
+        print(f"{name:24s} {spec.family:6s} {state}")
+    return 0
+
+
+def add_parsers(sub) -> None:
+    names = ", ".join(registry.MODELS)
+    b = sub.add_parser("build", help="train + export missing models", description=
+                       "Build an artifact (train, export, parity check, quantize, measure) for each model "
+                       "that has no verified artifact yet. Artifacts go under $EDGESTACK_ARTIFACTS (./artifacts).")
+    b.add_argument("models", nargs="*", help=f"served names (default: {', '.join(registry.DEFAULT_MODELS)}); known: {names}")
+    b.add_argument("--force", action="store_true", help="build a new version even if one exists (a finished "
+                   "training run of the same config is exported again, not retrained)")
+    b.add_argument("--retrain", action="store_true", help="train anew even if a finished run of the same config exists")
+    _add_train_options(b)
+    b.set_defaults(func=cmd_build)
+
+    t = sub.add_parser("train", help="train a model (checkpoint + metrics + plots)")
+    t.add_argument("model", choices=list(registry.MODELS))
+    _add_train_options(t)
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("export", help="export a training run to a new artifact version")
+    e.add_argument("model", choices=list(registry.MODELS))
+    e.add_argument("--run-dir", help="training run folder (default: runs/MODEL)")
+    e.set_defaults(func=cmd_export)
+
+    m = sub.add_parser("models", help="list models and their artifacts")
+    m.set_defaults(func=cmd_models)

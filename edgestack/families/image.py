@@ -1,0 +1,306 @@
+"""The image family's processing: decode, check and preprocess pixels, top-k labels.
+
+Needs numpy only. Reads .npy arrays, IDX files (MNIST layout, optionally .gz), PGM/PPM
+and 8-bit PNG with its own small decoders; when Pillow is installed (the server always has
+it) it is used instead: any format it reads, resized with LANCZOS. Without Pillow an image
+must already have the model's size.
+
+The server (serving/image.py), batch jobs (batch/image.py), the Python client's v2 path,
+training's IDX reader and the edge runner all use these functions, so they give the same
+answers for the same pixels. Errors are InputError (a ValueError) with the HTTP status.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from .common import InputError, check_top_k, softmax, top_k
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pnm"}
+ARRAY_SUFFIXES = {".npy"}
+IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
+              0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+MAX_IMAGE_PIXELS = 50_000_000  # decompression-bomb guard: larger images are refused (413)
+
+
+def is_idx(path: Path) -> bool:
+    name = Path(path).name
+    return "idx" in name and ("ubyte" in name or name.endswith((".idx", ".idx.gz")))
+
+
+# ---------------------------------------------------------------------------- readers
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX file (optionally gzipped), checking the magic number and the size."""
+    path = Path(path)
+    with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as fh:
+        data = fh.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in IDX_DTYPES:
+        raise ValueError(f"{path} is not an IDX file (bad magic number)")
+    dtype, ndim = np.dtype(IDX_DTYPES[data[2]]), data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    offset = 4 + 4 * ndim
+    expected = int(np.prod(shape)) * dtype.itemsize
+    if len(data) - offset != expected:
+        raise ValueError(f"{path}: IDX header says {shape} ({expected} bytes), file has {len(data) - offset}")
+    return np.frombuffer(data, dtype=dtype, offset=offset).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def luma(rgb: np.ndarray) -> np.ndarray:
+    """RGB -> grey exactly as Pillow's convert('L') does it (ITU-R 601-2, integer rounding)."""
+    r, g, b = (rgb[..., i].astype(np.uint32) for i in range(3))
+    return ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16).astype(np.uint8)
+
+
+def _paeth(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    p = a + b - c
+    pa, pb, pc = np.abs(p - a), np.abs(p - b), np.abs(p - c)
+    return np.where((pa <= pb) & (pa <= pc), a, np.where(pb <= pc, b, c))
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    """8-bit, non-interlaced PNG (grey, grey+alpha, RGB, RGBA, palette) -> uint8 grey [H, W]."""
+    if not data.startswith(PNG_SIGNATURE):
+        raise ValueError("not a PNG file")
+    pos, header, palette, idat = 8, None, None, []
+    while pos + 8 <= len(data):
+        length = int.from_bytes(data[pos:pos + 4], "big")
+        kind, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + length]
+        if len(body) != length:
+            raise ValueError("truncated PNG (a chunk ends early)")
+        pos += 12 + length
+        if kind == b"IHDR":
+            header = body
+        elif kind == b"PLTE":
+            palette = np.frombuffer(body, np.uint8).reshape(-1, 3)
+        elif kind == b"IDAT":
+            idat.append(body)
+        elif kind == b"IEND":
+            break
+    if header is None or len(header) < 13 or not idat:
+        raise ValueError("damaged PNG (no IHDR or no image data)")
+    width, height = int.from_bytes(header[0:4], "big"), int.from_bytes(header[4:8], "big")
+    depth, color, interlace = header[8], header[9], header[12]
+    if depth != 8 or interlace != 0 or color not in PNG_CHANNELS:
+        raise ValueError(f"PNG with bit depth {depth}, colour type {color}, interlace {interlace}: "
+                         "only 8-bit non-interlaced PNGs are decoded without Pillow (install Pillow for the rest)")
+    channels = PNG_CHANNELS[color]
+    stride = width * channels
+    try:
+        raw = zlib.decompress(b"".join(idat))
+    except zlib.error as exc:
+        raise ValueError(f"damaged PNG ({exc})") from None
+    if len(raw) != height * (stride + 1):
+        raise ValueError("damaged or truncated PNG (image data has the wrong size)")
+    rows = np.frombuffer(raw, np.uint8).reshape(height, stride + 1)
+    out = np.zeros((height, stride), np.int32)
+    previous = np.zeros(stride, np.int32)
+    for y in range(height):
+        kind, line = rows[y, 0], rows[y, 1:].astype(np.int32)
+        if kind == 0:
+            current = line
+        elif kind == 1:  # Sub: running sum per channel, modulo 256
+            current = np.cumsum(line.reshape(width, channels), axis=0).reshape(-1) % 256
+        elif kind == 2:  # Up
+            current = (line + previous) % 256
+        elif kind in (3, 4):  # Average, Paeth: depend on the reconstructed left pixel
+            current = np.zeros(stride, np.int32)
+            left = np.zeros(channels, np.int32)
+            up_left = np.zeros(channels, np.int32)
+            for x in range(width):
+                s = slice(x * channels, (x + 1) * channels)
+                up = previous[s]
+                predictor = (left + up) // 2 if kind == 3 else _paeth(left, up, up_left)
+                current[s] = (line[s] + predictor) % 256
+                left, up_left = current[s], up
+        else:
+            raise ValueError(f"damaged PNG (unknown filter type {kind})")
+        out[y], previous = current, current
+    pixels = out.astype(np.uint8).reshape(height, width, channels)
+    if color == 3:
+        if palette is None:
+            raise ValueError("damaged PNG (palette image without a palette)")
+        return luma(palette[np.minimum(pixels[..., 0], len(palette) - 1)])
+    if channels in (1, 2):
+        return pixels[..., 0]
+    return luma(pixels[..., :3])
+
+
+def decode_pnm(data: bytes) -> np.ndarray:
+    """PGM/PPM, binary (P5/P6) or text (P2/P3), maxval <= 255 -> uint8 grey [H, W]."""
+    magic = data[:2]
+    if magic not in (b"P2", b"P3", b"P5", b"P6"):
+        raise ValueError("not a PGM/PPM file")
+    tokens, pos = [], 2
+    pattern = re.compile(rb"\s*(?:#[^\n]*\n\s*)*(\d+)")
+    for _ in range(3):
+        match = pattern.match(data, pos)
+        if not match:
+            raise ValueError("damaged PGM/PPM header")
+        tokens.append(int(match.group(1)))
+        pos = match.end()
+    width, height, maxval = tokens
+    channels = 3 if magic in (b"P3", b"P6") else 1
+    if not 0 < maxval < 256:
+        raise ValueError(f"PGM/PPM with maxval {maxval}: only 8-bit files are decoded without Pillow")
+    count = width * height * channels
+    if magic in (b"P5", b"P6"):
+        body = data[pos + 1: pos + 1 + count]
+        if len(body) != count:
+            raise ValueError("truncated PGM/PPM")
+        values = np.frombuffer(body, np.uint8)
+    else:
+        values = np.array(data[pos:].split()[:count], dtype=np.int64)
+        if len(values) != count:
+            raise ValueError("truncated PGM/PPM")
+    if maxval != 255:
+        values = np.round(values.astype(np.float64) * 255 / maxval)
+    pixels = values.astype(np.uint8).reshape(height, width, channels)
+    return pixels[..., 0] if channels == 1 else luma(pixels)
+
+
+def _pillow():
+    try:
+        from PIL import Image
+    except ImportError:
+        return None
+    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+    return Image
+
+
+def decode_image(data: bytes, height: int, width: int, *, dark_background: bool = True,
+                 what: str = "image") -> np.ndarray:
+    """Image file bytes -> uint8 [height, width] grey, light-on-dark like the training data.
+
+    With Pillow: grey-scale, resize with LANCZOS. Without: the numpy PNG/PGM decoders, and
+    the image must already be height x width."""
+    if not data:
+        raise InputError(f"{what} is empty (0 bytes)")
+    Image = _pillow()
+    if Image is not None:
+        import io
+
+        from PIL import UnidentifiedImageError
+
+        try:
+            with Image.open(io.BytesIO(data)) as img:
+                img.load()
+                grey = img.convert("L")
+        except UnidentifiedImageError:
+            raise InputError(f"{what} is not an image in a format we read (PNG, JPEG, GIF, BMP, TIFF, WebP)") from None
+        except Image.DecompressionBombError:
+            raise InputError(f"{what} has too many pixels (limit {MAX_IMAGE_PIXELS})", 413) from None
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise InputError(f"{what} is a damaged or truncated image ({exc})") from None
+        if grey.size != (width, height):
+            grey = grey.resize((width, height), Image.Resampling.LANCZOS)
+        pixels = np.asarray(grey, dtype=np.uint8)
+    else:
+        try:
+            if data.startswith(PNG_SIGNATURE):
+                pixels = decode_png(data)
+            elif data[:2] in (b"P2", b"P3", b"P5", b"P6"):
+                pixels = decode_pnm(data)
+            else:
+                raise InputError(f"{what} is not a PNG or PGM/PPM file (install Pillow to read other formats)")
+        except InputError:
+            raise
+        except ValueError as exc:
+            raise InputError(f"{what}: {exc}") from None
+        if pixels.shape != (height, width):
+            raise InputError(f"{what} is {pixels.shape[1]}x{pixels.shape[0]}; the model takes {width}x{height}: "
+                             "resize it first, or install Pillow to resize as the server does")
+    # The datasets are light objects on a dark background; a photo or scan of dark ink
+    # on white paper is inverted so that it looks like them.
+    if dark_background and pixels.mean() > 127:
+        pixels = 255 - pixels
+    return pixels
+
+
+# ------------------------------------------------------------------- pre/post-processing
+
+
+def check_pixels(values, height: int, width: int, what: str = "`pixels`") -> np.ndarray:
+    """Intensities 0..255 as [H, W], [N, H, W] or [N, 1, H, W] (nested lists or an array)
+    -> float32 [N, H, W]; InputError saying what is wrong otherwise."""
+    if values is None:
+        raise InputError(f"no input: send {what} (0..255 intensities) or upload images")
+    try:
+        array = np.asarray(values, dtype=np.float64)
+    except (ValueError, TypeError):
+        raise InputError(f"{what} must be a rectangular nested list of numbers "
+                         "(ragged rows or non-numeric values found)") from None
+    if array.ndim == 2:
+        array = array[None]
+    elif array.ndim == 4 and array.shape[1] == 1:
+        array = array[:, 0]
+    if array.ndim != 3 or array.shape[1:] != (height, width):
+        raise InputError(f"{what} must have shape [{height}, {width}], [N, {height}, {width}] or "
+                         f"[N, 1, {height}, {width}]; got {list(np.shape(values))}")
+    if array.shape[0] == 0:
+        raise InputError(f"{what} holds no images")
+    if not np.isfinite(array).all():
+        raise InputError(f"{what} contains NaN or infinity")
+    if array.min() < 0 or array.max() > 255:
+        raise InputError(f"{what} must be intensities in 0..255; got range [{array.min():g}, {array.max():g}]")
+    return array.astype(np.float32)
+
+
+def to_model_input(pixels: np.ndarray, pre: dict) -> np.ndarray:
+    """float [N, H, W] 0..255 -> the model's float32 [N, 1, H, W], as the manifest says."""
+    x = (np.asarray(pixels, np.float32) * pre["scale"] - pre["mean"]) / pre["std"]
+    return x[:, None].astype(np.float32)
+
+
+def classify(probabilities: np.ndarray, labels: list[str], k: int = 3) -> list[dict]:
+    """Probabilities [N, C] -> per image: the top label and the top-k with probabilities."""
+    k = check_top_k(k, labels)
+    results = []
+    for row in probabilities:
+        best = top_k(row, labels, k)
+        results.append({"label": best[0]["label"], "top_k": best})
+    return results
+
+
+def probabilities(logits: np.ndarray) -> np.ndarray:
+    return softmax(np.asarray(logits, np.float64))
+
+
+def read_inputs(paths: list[str], height: int, width: int, dark_background: bool = True):
+    """Files -> (names, pixels [N, H, W] or None per failed file, errors {name: reason})."""
+    names, images, errors = [], [], {}
+    for path in map(Path, paths):
+        try:
+            if path.suffix == ".npy":
+                array = check_pixels(np.load(path, allow_pickle=False), height, width, what=str(path))
+                names += [f"{path}[{i}]" for i in range(len(array))] if len(array) > 1 else [str(path)]
+                images += list(array)
+            elif is_idx(path):
+                array = check_pixels(read_idx(path), height, width, what=str(path))
+                names += [f"{path}[{i}]" for i in range(len(array))]
+                images += list(array)
+            else:
+                images.append(decode_image(path.read_bytes(), height, width, dark_background=dark_background,
+                                           what=str(path)).astype(np.float32))
+                names.append(str(path))
+        except (OSError, ValueError) as exc:
+            names.append(str(path))
+            images.append(None)
+            errors[str(path)] = str(exc)
+    return names, images, errors
+
+
+def format_result(result: dict) -> str:
+    """One line per input for people: `name: label   (label p, label p, ...)`, or its error."""
+    if "error" in result:
+        return f"{result['input']}: error: {result['error']}"
+    scores = ", ".join(f"{s['label']} {s['probability']:.3f}" for s in result["top_k"])
+    return f"{result['input']}: {result['label']}   ({scores})"

@@ -1,0 +1,149 @@
+"""Imports point one way. Walks every import statement of the project (module level and
+inside functions: a lazy import is still a dependency) with `ast`, and checks the layer
+rules of docs/architecture.md, then that no import cycle exists at module level."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("edgestack", "training", "export", "serving", "batch", "bundle", "clients", "benchmarks")
+WEB = {"bentoml", "starlette", "fastapi", "uvicorn", "httptools", "uvloop"}
+TORCH = {"torch", "torchvision", "transformers", "safetensors", "onnxscript"}
+
+# layer -> the project layers it may import (itself included)
+ALLOWED = {
+    "families": {"families"},
+    "core": {"families", "core"},
+    "training": {"families", "core", "training"},
+    "export": {"families", "core", "training", "export"},
+    "serving": {"families", "core", "serving"},
+    "batch": {"families", "core", "batch"},
+    "bundle": {"families", "core", "bundle"},
+    "edge_runner": {"families", "edge_runner"},
+    "clients": {"families", "core", "clients"},
+    "benchmarks": {"families", "core", "training", "export", "serving", "batch", "bundle", "clients", "benchmarks"},
+    "cli": {"families", "core", "training", "export", "serving", "batch", "bundle", "clients", "benchmarks", "cli"},
+}
+# layer -> third-party packages it must not import
+FORBIDDEN = {"families": WEB | TORCH | {"onnxruntime", "onnx"}, "core": WEB | TORCH, "serving": TORCH,
+             "batch": WEB | TORCH, "bundle": WEB | TORCH, "edge_runner": WEB | TORCH | {"PIL"},
+             "clients": TORCH, "export": WEB, "training": WEB}
+
+
+def layer(module: str) -> str | None:
+    """The layer of a project module name, None for anything else (stdlib, third party)."""
+    parts = module.split(".")
+    if parts[0] not in PACKAGES:
+        return None
+    if parts[0] == "edgestack":
+        if len(parts) > 1 and parts[1] == "families":
+            return "families"
+        return "cli" if len(parts) > 1 and parts[1] == "cli" else "core"
+    if parts[0] == "bundle" and len(parts) > 1 and parts[1] == "edge_runner":
+        return "edge_runner"
+    return parts[0]
+
+
+def project_modules() -> dict[str, Path]:
+    modules = {}
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            relative = path.relative_to(ROOT).with_suffix("")
+            parts = list(relative.parts)
+            if parts[-1] == "__init__":
+                parts.pop()
+            modules[".".join(parts)] = path
+    return modules
+
+
+def imports_of(module: str, path: Path, *, top_level_only: bool = False) -> list[tuple[str, int]]:
+    """(imported module, line) for every import in the file; relative imports resolved."""
+    tree = ast.parse(path.read_text(), str(path))
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found = []
+    nodes = tree.body if top_level_only else ast.walk(tree)
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            found += [(alias.name, node.lineno) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[:len(base) - node.level + 1]
+                name = ".".join(base + ([node.module] if node.module else []))
+            else:
+                name = node.module
+            found.append((name, node.lineno))
+            found += [(f"{name}.{alias.name}", node.lineno) for alias in node.names]
+        elif top_level_only and isinstance(node, ast.Try):  # `try: from .families import x` at module level
+            found += imports_of_nodes(node, module, path)
+    return found
+
+
+def imports_of_nodes(node, module, path):
+    source = ast.Module(body=node.body, type_ignores=[])
+    return [(n.module, n.lineno) for n in ast.walk(source) if isinstance(n, ast.ImportFrom) and n.module and not n.level]
+
+
+MODULES = project_modules()
+
+
+def test_every_package_is_found():
+    assert {"edgestack.registry", "edgestack.families.image", "edgestack.cli", "export.build", "serving.service",
+            "bundle.edge_runner.image", "benchmarks.timing"} <= set(MODULES)
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_imports_point_one_way(module):
+    own = layer(module)
+    problems = []
+    for name, line in imports_of(module, MODULES[module]):
+        target = layer(name)
+        if target is None:
+            if name.split(".")[0] in FORBIDDEN.get(own, set()):
+                problems.append(f"line {line}: {own} must not import {name}")
+        elif target not in ALLOWED[own]:
+            problems.append(f"line {line}: {own} ({module}) imports {name} ({target})")
+    assert not problems, "\n".join(problems)
+
+
+def test_no_import_cycle_at_module_level():
+    graph = {}
+    for module, path in MODULES.items():
+        edges = set()
+        for name, _ in imports_of(module, path, top_level_only=True):
+            while name and name not in MODULES:  # `from a.b import c` names a.b.c: walk up to a module
+                name = name.rpartition(".")[0]
+            if name and name != module:
+                edges.add(name)
+        graph[module] = edges
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node):
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                cycle = stack[stack.index(nxt):] + [nxt]
+                # a package importing its own submodule is how packages work, not a cycle
+                if not all(b.startswith(a + ".") or a.startswith(b + ".") for a, b in zip(cycle, cycle[1:])):
+                    raise AssertionError("import cycle: " + " -> ".join(cycle))
+            elif nxt not in state:
+                visit(nxt)
+        stack.pop()
+        state[node] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module)
+
+
+def test_the_rules_can_fail():
+    """The checker itself: a module of the core that imports the CLI or torch is caught."""
+    assert layer("edgestack.cli.build") == "cli" and "cli" not in ALLOWED["core"]
+    assert "torch" in FORBIDDEN["core"] and "bentoml" in FORBIDDEN["export"]
+    assert layer("bundle.edge_runner.text") == "edge_runner" and "core" not in ALLOWED["edge_runner"]
