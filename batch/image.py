@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from batch.adapter import BatchAdapter, Item, Source, error_row, file_fingerprint
+from edgestack.errors import UsageError
 from edgestack.families import image as image_processing
 
 
@@ -68,7 +69,7 @@ class ArraySource(Source):
         if array.ndim == 4 and array.shape[1] == 1:
             array = array[:, 0]
         if array.ndim != 3 or array.shape[1:] != (height, width):
-            raise ValueError(f"{self.path}: images of shape {list(array.shape)}; this model takes "
+            raise UsageError(f"{self.path}: images of shape {list(array.shape)}; this model takes "
                              f"[N, {height}, {width}] (or [N, 1, {height}, {width}])")
         self.count = len(array)
         self._array = None  # loaded again lazily in each worker
@@ -117,7 +118,7 @@ class ImageBatch(BatchAdapter):
             raise FileNotFoundError(f"input {path} does not exist")
         if p.suffix == ".npy" or image_processing.is_idx(p):
             return ArraySource(p, pre["height"], pre["width"])
-        raise ValueError(f"input {path}: give a folder of images, an IDX file (*-idx3-ubyte[.gz]) or a .npy "
+        raise UsageError(f"input {path}: give a folder of images, an IDX file (*-idx3-ubyte[.gz]) or a .npy "
                          "array [N, H, W] of 0..255 intensities")
 
     def schema(self):

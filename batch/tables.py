@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from batch.adapter import Item, Source, file_fingerprint
+from edgestack.errors import UsageError
 
 TABLE_SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
 MISSING = object()
@@ -23,17 +24,17 @@ class TableSource(Source):
         self.path = Path(path).resolve()
         kind = TABLE_SUFFIXES.get(self.path.suffix.lower())
         if kind is None:
-            raise ValueError(f"input {path}: give a .csv, .jsonl or .parquet file")
+            raise UsageError(f"input {path}: give a .csv, .jsonl or .parquet file")
         if not self.path.is_file():
             raise FileNotFoundError(f"input {path} does not exist")
         self.column, self.key_column = column, key_column
         rows, broken = self._read(kind)
         columns = set().union(*(r.keys() for r in rows if isinstance(r, dict))) if rows else set()
         if rows and column not in columns:
-            raise ValueError(f"{self.path.name} has no column {column!r} (columns: {', '.join(sorted(columns))}); "
+            raise UsageError(f"{self.path.name} has no column {column!r} (columns: {', '.join(sorted(columns))}); "
                              "pick one with --text-column")
         if key_column and rows and key_column not in columns:
-            raise ValueError(f"{self.path.name} has no key column {key_column!r}")
+            raise UsageError(f"{self.path.name} has no key column {key_column!r}")
         self.values, self.keys, self.problems = [], [], {}
         for i, row in enumerate(rows):
             if i in broken:

@@ -13,12 +13,13 @@ import time
 from pathlib import Path
 
 from batch.job import JobOptions, run_job, summary_table
+from edgestack.errors import UsageError
 
 
 def parse_setting(text: str) -> tuple[str, int]:
     engine, _, workers = text.partition(":")
     if engine not in ("local", "ray") or not workers.isdigit() or int(workers) < 1:
-        raise ValueError(f"engine setting {text!r}: write ENGINE:WORKERS, e.g. local:2 or ray:2")
+        raise UsageError(f"engine setting {text!r}: write ENGINE:WORKERS, e.g. local:2 or ray:2")
     return engine, int(workers)
 
 

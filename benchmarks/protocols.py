@@ -30,8 +30,15 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.timing import (
+    interleaved,
+    machine,
+    percentiles,
+    print_table,
+    write_result,
+)
 from edgestack import artifact
-from benchmarks.timing import interleaved, machine, percentiles, print_table, write_result
+from edgestack.errors import UsageError
 from edgestack.serverproc import free_port, running_server
 
 PROTOCOLS = ("v2-binary", "v2-json", "rest-classify")
@@ -57,8 +64,8 @@ def test_pixels(art: artifact.Artifact, count: int) -> np.ndarray:
 
 def requests_for(art: artifact.Artifact, pixels: np.ndarray) -> dict[str, dict]:
     """Each protocol's request (httpx keyword arguments) for the same images, encoded once."""
-    from edgestack.families.image import to_model_input
     from clients.v2 import infer_request, model_path
+    from edgestack.families.image import to_model_input
 
     x = to_model_input(pixels, art.manifest["preprocessing"])
     name = art.manifest["inputs"][0]["name"]
@@ -141,7 +148,7 @@ def run_protocol_bench(args) -> dict:
 
     art = artifact.load_latest(args.model)
     if art.task != "image-classification":
-        raise ValueError(f"--protocols compares against the /classify endpoint: needs an image classifier, "
+        raise UsageError(f"--protocols compares against the /classify endpoint: needs an image classifier, "
                          f"{args.model} does {art.task}")
     threads = args.threads or os.cpu_count() or 1
     variant = choose_variant(list(art.variants), ["CPUExecutionProvider"], os.environ.get("EDGESTACK_VARIANT"))

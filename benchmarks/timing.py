@@ -18,6 +18,7 @@ import numpy as np
 
 from edgestack.serverproc import free_port, running_server
 
+
 def machine(threads: int) -> dict:
     from edgestack.cpu import cpu_info, package_versions
 

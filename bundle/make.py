@@ -58,7 +58,10 @@ def sha256(path: Path) -> str:
 def convert_to_ort(graphs: list[str], out_dir: Path, target_platform: str | None) -> tuple[Path, Path]:
     """<role>.onnx in out_dir -> <role>.ort (optimizations fixed at conversion) for each graph,
     plus the minimal-build operator configs covering all of them."""
-    from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
+    from onnxruntime.tools.convert_onnx_models_to_ort import (
+        OptimizationStyle,
+        convert_onnx_models_to_ort,
+    )
 
     with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
         work = Path(tmp)

@@ -16,15 +16,27 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                      quantize_static)
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    CalibrationMethod,
+    QuantFormat,
+    QuantType,
+    quantize_static,
+)
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from edgestack import artifact
-from export import int8_search
-from export.onnx_utils import (check_parity, convert_fp16, export_module, keep_training_run, manifest_head, op_types,
-                                versions)
 from edgestack.runtime import open_session
+from export import int8_search
+from export.onnx_utils import (
+    check_parity,
+    convert_fp16,
+    export_module,
+    keep_training_run,
+    manifest_head,
+    op_types,
+    versions,
+)
 from training import image as image_training
 
 INPUT, OUTPUT = "images", "logits"

@@ -35,11 +35,18 @@ import torch
 
 from edgestack import artifact
 from edgestack.errors import QualityGateError
-from export import int8_search
-from export.onnx_utils import (MAX_IR_VERSION, check_parity, finalize, keep_training_run, manifest_head, op_types,
-                                versions)
-from edgestack.runtime import open_session
 from edgestack.families.text import Encoder
+from edgestack.runtime import open_session
+from export import int8_search
+from export.onnx_utils import (
+    MAX_IR_VERSION,
+    check_parity,
+    finalize,
+    keep_training_run,
+    manifest_head,
+    op_types,
+    versions,
+)
 from training import text as tt
 from training.data import text as text_data
 

@@ -36,8 +36,8 @@ import time
 from pathlib import Path
 
 from edgestack import artifact, registry
-from edgestack.errors import UsageError
 from edgestack import v2protocol as v2
+from edgestack.errors import UsageError
 
 TARGETS = ("both", "gpu", "cpu")
 BACKENDS = ("onnxruntime", "python")

@@ -17,8 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from export.build import build  # noqa: E402
 from edgestack.cpu import cpu_info  # noqa: E402
+from export.build import build  # noqa: E402
 
 
 def row(name: str, seed: int, art) -> dict:

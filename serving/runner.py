@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgestack.artifact import Artifact
-from serving.batching import MicroBatcher
 from edgestack.errors import InputError
 from edgestack.runtime import choose_providers, choose_variant, open_session
+from serving.batching import MicroBatcher
 
 log = logging.getLogger("edgestack.serving")
 

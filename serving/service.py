@@ -29,8 +29,8 @@ import bentoml
 from bentoml.exceptions import BentoMLException
 
 from edgestack import artifact, registry
-from serving import v2
 from edgestack.errors import InputError, UnknownModel
+from serving import v2
 from serving.limits import BodySizeLimit
 from serving.runner import ModelRunner, RunnerOptions
 

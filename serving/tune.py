@@ -20,6 +20,7 @@ import numpy as np
 
 from edgestack.artifact import Artifact
 from edgestack.errors import InputError
+
 # Sampling is the tune family's processing (numpy only), so a device and the server draw the same tune.
 from edgestack.families import tune as processing
 from edgestack.families.tune import SamplingParams, sample_index  # noqa: F401 (re-exported for callers)

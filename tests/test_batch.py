@@ -241,8 +241,8 @@ def folk_artifact(artifacts_root):
 
 
 def test_music_batch_from_jsonl_matches_the_servers_generator(folk_artifact, tmp_path):
-    from serving.tune import MusicGenerator, SamplingParams
     from serving.runner import RunnerOptions
+    from serving.tune import MusicGenerator, SamplingParams
 
     lines = [json.dumps({"id": "reel", "prompt": "X:1\nT:"}), json.dumps({"id": "number", "prompt": 7}),
              json.dumps({"id": "accent", "prompt": "X:1\nT:caf\u00e9"}), "{broken json",

@@ -6,8 +6,8 @@ import threading
 import numpy as np
 import pytest
 
-from serving.batching import MicroBatcher
 from edgestack.runtime import open_session
+from serving.batching import MicroBatcher
 from training.data import images
 
 

@@ -5,8 +5,8 @@ import onnx
 import pytest
 
 from edgestack import artifact
-from export.onnx_utils import MAX_IR_VERSION, ParityError, check_parity
 from edgestack.runtime import open_session
+from export.onnx_utils import MAX_IR_VERSION, ParityError, check_parity
 from training.data import images
 
 

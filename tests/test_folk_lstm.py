@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 
 from edgestack import artifact
-from export.tune import ROLLOUT_PROMPT, greedy_rollout_ort, greedy_rollout_torch
-from export.onnx_utils import op_types
-from serving import abc_tools
 from edgestack.errors import InputError
-from serving.tune import MusicGenerator, sample_index
-from serving.runner import RunnerOptions
 from edgestack.runtime import open_session
+from export.onnx_utils import op_types
+from export.tune import ROLLOUT_PROMPT, greedy_rollout_ort, greedy_rollout_torch
+from serving import abc_tools
+from serving.runner import RunnerOptions
+from serving.tune import MusicGenerator, sample_index
 from tests.conftest import serve
 from training import tune as tune_training
 from training.data import abc as abc_data

@@ -95,8 +95,8 @@ def test_build_goes_on_past_a_failed_model_and_says_so(digits_artifact, capsys):
 
 
 def test_a_finished_run_is_reused_only_for_the_same_config(own_root):
-    from export.build import make_config
     from edgestack.registry import get
+    from export.build import make_config
 
     run_dir = runs_root(own_root) / "digits-cnn"
     spec = get("digits-cnn")

@@ -175,9 +175,9 @@ def test_parity_with_pytorch_on_real_texts_and_padding(minilm, sentiment):
     """ORT (plain and fused) equals PyTorch on real texts; a text's logits do not depend on its batch's padding."""
     import torch
 
-    from export.text import PARITY_ATOL, PARITY_RTOL
-    from edgestack.runtime import open_session
     from edgestack.families.text import Encoder
+    from edgestack.runtime import open_session
+    from export.text import PARITY_ATOL, PARITY_RTOL
     from training.text import load_checkpoint
 
     art, _, run_dir = minilm
@@ -212,8 +212,8 @@ def test_transformer_optimizer_fused_every_layer(minilm):
 
 
 def test_int8_keeps_accuracy_on_a_slice(minilm, sentiment):
-    from export.text import MAX_INT8_DROP, ort_logits
     from edgestack.families.text import Encoder
+    from export.text import MAX_INT8_DROP, ort_logits
 
     art, _, _ = minilm
     encoder = Encoder(art.file("tokenizer.json"), 32)
@@ -269,8 +269,8 @@ def test_classify_one_text_and_a_list(text_server, minilm, sentiment):
     many = httpx.post(text_server + "/classify_text", json={"model": NAME, "texts": texts}, timeout=30).json()
     assert len(many["predictions"]) == 8
     # the server's answers are the int8 graph's, tokenized the same way
-    from export.text import ort_logits
     from edgestack.families.text import Encoder
+    from export.text import ort_logits
 
     logits = ort_logits(art.variant_path("int8"), Encoder(art.file("tokenizer.json"), 32), texts)
     assert [p["label"] for p in many["predictions"]] == [art.manifest["labels"][i] for i in logits.argmax(1)]

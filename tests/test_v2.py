@@ -23,8 +23,8 @@ import tritonclient.http.aio as tc_aio
 from tritonclient.utils import InferenceServerException
 
 from edgestack import artifact, registry
-from edgestack.cli import v2check
 from edgestack import v2protocol as v2
+from edgestack.cli import v2check
 from edgestack.cli.v2check import reference, triton_inputs
 from serving.v2 import tensor_specs
 from tests import conftest

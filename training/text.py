@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 from tokenizers import Tokenizer
+from torch import nn
 from tqdm import tqdm
 
 from training.data import text as text_data
@@ -94,7 +94,14 @@ def plain_tokenizer(tokenizer: Tokenizer) -> Tokenizer:
 
 def train_wordpiece(texts: list[str], vocab_size: int) -> Tokenizer:
     """A BERT-style uncased WordPiece tokenizer learnt from `texts` ([CLS] text [SEP])."""
-    from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import (
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
 
     tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)

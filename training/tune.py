@@ -27,8 +27,8 @@ from torch import nn
 from tqdm import tqdm
 
 from training.data import abc as abc_data
-from training.plots import plot_curves
 from training.loop import KeepBest, set_training_threads
+from training.plots import plot_curves
 
 
 @dataclass

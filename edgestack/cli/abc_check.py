@@ -51,8 +51,8 @@ def reference_tunes(art: artifact.Artifact, n: int) -> list[str]:
 
 
 def run(args) -> dict:
-    from serving.tune import MusicGenerator
     from serving.runner import RunnerOptions
+    from serving.tune import MusicGenerator
 
     if not abc_tools.abc2midi_available():
         raise FileNotFoundError("abc-check needs abc2midi (Debian: apt-get install abcmidi; `make data` does it)")

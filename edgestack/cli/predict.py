@@ -99,9 +99,9 @@ def predict_tune(args: argparse.Namespace, client) -> int:
 def _predict_v2(args: argparse.Namespace) -> int:
     """The Open Inference Protocol path: any v2 server (ours, Triton, KServe); images are
     decoded and preprocessed here, the server runs the bare model."""
-    from edgestack.families.image import format_result
     from clients import Client, EdgestackError
     from clients.v2 import predict_files_v2
+    from edgestack.families.image import format_result
     from edgestack.v2protocol import client_hints
 
     hints = client_hints(artifact.load_latest(args.model, Path(args.artifacts)).manifest) if args.artifacts else None

@@ -9,7 +9,6 @@ from pathlib import Path
 
 from edgestack import artifact, registry
 
-
 SERVE_FLAGS = (("device", "EDGESTACK_DEVICE"), ("variant", "EDGESTACK_VARIANT"), ("threads", "EDGESTACK_THREADS"),
                ("max_body_bytes", "EDGESTACK_MAX_BODY_BYTES"), ("max_batch", "EDGESTACK_MAX_BATCH"),
                ("max_wait_ms", "EDGESTACK_MAX_WAIT_MS"))

@@ -23,8 +23,8 @@ Triton, KServe. The tests (tests/test_v2.py) use the same input and reference he
 
 from __future__ import annotations
 
-import asyncio
 import argparse
+import asyncio
 import json
 import os
 import time
@@ -74,8 +74,8 @@ def reference(art, variant: str, feeds: dict[str, np.ndarray]) -> dict[str, np.n
     """The same variant in process: the bare ORT session for image classifiers, else the
     family's own runner (tokenization, state checks, ...) without HTTP."""
     from edgestack import registry
-    from serving.runner import RunnerOptions
     from edgestack.runtime import open_session
+    from serving.runner import RunnerOptions
 
     if art.task == "image-classification":
         session = open_session(art.variant_path(variant), device="cpu", threads=1)
