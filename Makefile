@@ -13,11 +13,12 @@ PYTRITON     ?= 0.7.0
 TRITON_STAMP := $(TRITON_HOME)/.installed-pytriton-$(PYTRITON)
 TRITON_PORT  ?= 8000
 
-.PHONY: serve test venv data models fresh-clone-check bench clean-models clean help folk-lstm-large text-large triton triton-serve
+.PHONY: serve test test-fast venv data models fresh-clone-check bench clean-models clean help folk-lstm-large text-large triton triton-serve
 
 help:
 	@echo "make serve   build what is missing (venv, data, default models) and serve on port $(PORT)"
 	@echo "make test    run the test suite (builds small models from slices of real data)"
+	@echo "make test-fast  unit tests only: no built model, no server (about a minute)"
 	@echo "make models  build missing default models only"
 	@echo "make bench   benchmark fashion-cnn (table on screen, JSON under bench-results/)"
 	@echo "make triton  fetch a real tritonserver (CPU, Python backend) into $(TRITON_HOME)/ (make test needs it)"
@@ -47,8 +48,13 @@ serve: venv data
 	@$(BIN)/edgestack build || echo "!! not every model built (see the summary above); serving those that did"
 	$(BIN)/edgestack serve --port $(PORT)
 
+# Unit tests first (no built model, no server; a minute), then the integration tests (real models
+# built from data slices, real servers, a real Triton).
 test: venv data triton
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q tests/unit tests/integration
+
+test-fast: venv
+	$(BIN)/python -m pytest -q tests/unit
 
 triton: $(TRITON_STAMP)
 

@@ -54,7 +54,7 @@ def cold_start(python: str, bundle_dir: Path, inputs: list[str], runs: int) -> d
 
 def import_from_bundle(bundle_dir: Path, module: str = "edge_runner"):
     """`module` from this bundle's own edge_runner package. Every bundle ships its own copy,
-    with the modules of its family only (music.py, text.py, ...): a copy imported from another
+    with the modules of its family only (tune.py, text.py, ...): a copy imported from another
     bundle earlier in this process is dropped from sys.modules first, or Python would hand it
     back and miss this family's modules."""
     for name in [m for m in sys.modules if m == "edge_runner" or m.startswith("edge_runner.")]:

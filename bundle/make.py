@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import hashlib
 import importlib
 import importlib.util
 import io
@@ -51,8 +50,7 @@ class Bundle:
     manifest: dict
 
 
-def sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+sha256 = artifact.sha256_file
 
 
 def convert_to_ort(graphs: list[str], out_dir: Path, target_platform: str | None) -> tuple[Path, Path]:

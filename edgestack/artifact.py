@@ -14,13 +14,14 @@ imports neither torch nor onnxruntime: serving, batch jobs and edge runners all 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from edgestack.families.common import sha256_file  # noqa: F401 (part of this module's API)
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -33,14 +34,6 @@ class ArtifactError(RuntimeError):
 def default_root() -> Path:
     """Where artifacts live: $EDGESTACK_ARTIFACTS, else ./artifacts."""
     return Path(os.environ.get("EDGESTACK_ARTIFACTS", "artifacts")).resolve()
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def write_manifest(directory: Path, manifest: dict[str, Any]) -> Path:

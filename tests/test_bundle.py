@@ -21,7 +21,7 @@ import onnxruntime as ort
 import pytest
 from PIL import Image
 
-from bundle.edge_runner import image as edge_image
+from edgestack.families import image as edge_image
 from bundle.make import make_bundle
 from training.data import images
 
@@ -64,7 +64,7 @@ def test_bundle_has_every_file_with_checksums_and_a_matching_archive(digits_bund
     folder, manifest = digits_bundle.path, digits_bundle.manifest
     for name in ("model.onnx", "model.ort", "required_operators.config", "required_operators_and_types.config",
                  "manifest.json", "labels.txt", "README.txt", "edge_runner/__init__.py", "edge_runner/__main__.py",
-                 "edge_runner/image.py"):
+                 "edge_runner/image.py", "edge_runner/families/image.py", "edge_runner/families/common.py"):
         assert (folder / name).is_file(), name
     assert manifest["variant"] == "int8" and manifest["runner"]["requires"] == ["onnxruntime", "numpy"]
     assert (folder / "labels.txt").read_text().split() == manifest["labels"]
@@ -238,7 +238,7 @@ def test_bundles_of_two_families_import_their_own_runner_in_one_process(digits_b
 
     music = make_bundle("folk-lstm", tmp_path / "bundles", progress=False)
     image_module = import_from_bundle(digits_bundle.path, "edge_runner.image")
-    music_module = import_from_bundle(music.path, "edge_runner.music")
+    music_module = import_from_bundle(music.path, "edge_runner.tune")
     assert Path(image_module.__file__).is_relative_to(digits_bundle.path)
     assert Path(music_module.__file__).is_relative_to(music.path)
     model = import_from_bundle(music.path).load(music.path, threads=1)

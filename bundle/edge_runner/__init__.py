@@ -19,7 +19,6 @@ this file, named by the bundle manifest's `runner.module`.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib
 import json
 import os
@@ -27,8 +26,14 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import onnxruntime as ort
+
+try:  # inside a bundle: the family's processing (and its common module) sit in edge_runner/families/
+    from .families.common import sha256_file
+except ModuleNotFoundError as missing:  # in the source tree
+    if missing.name != f"{__package__}.families":
+        raise
+    from edgestack.families.common import sha256_file
 
 BUNDLE_DIR = Path(__file__).resolve().parent.parent
 MANIFEST = "manifest.json"
@@ -49,7 +54,7 @@ def read_manifest(bundle_dir: Path | str | None = None, *, check: bool = False) 
             file = bundle_dir / relative
             if not file.is_file():
                 raise BundleError(f"bundle file {relative} is missing")
-            if hashlib.sha256(file.read_bytes()).hexdigest() != meta["sha256"]:
+            if sha256_file(file) != meta["sha256"]:
                 raise BundleError(f"bundle file {relative} does not match its sha256 (changed or partly copied)")
     return manifest
 

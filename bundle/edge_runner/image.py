@@ -12,7 +12,9 @@ import numpy as np
 
 try:  # inside a bundle: `edgestack bundle` copied the family's processing here
     from .families import image as processing
-except ImportError:  # in the source tree
+except ModuleNotFoundError as missing:  # in the source tree (any other missing module is a real error)
+    if missing.name != f"{__package__}.families":
+        raise
     from edgestack.families import image as processing
 
 read_inputs, check_pixels, to_model_input = processing.read_inputs, processing.check_pixels, processing.to_model_input

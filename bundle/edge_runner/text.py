@@ -11,7 +11,9 @@ from pathlib import Path
 
 try:  # inside a bundle: `edgestack bundle` copied the family's processing here
     from .families import text as processing
-except ImportError:  # in the source tree
+except ModuleNotFoundError as missing:  # in the source tree (any other missing module is a real error)
+    if missing.name != f"{__package__}.families":
+        raise
     from edgestack.families import text as processing
 
 REQUIRES = ("onnxruntime", "numpy", "tokenizers")

@@ -17,7 +17,9 @@ import numpy as np
 
 try:  # inside a bundle: `edgestack bundle` copied the family's processing here
     from .families import tune as processing
-except ImportError:  # in the source tree
+except ModuleNotFoundError as missing:  # in the source tree (any other missing module is a real error)
+    if missing.name != f"{__package__}.families":
+        raise
     from edgestack.families import tune as processing
 
 MAX_TEMPERATURE = processing.MAX_TEMPERATURE

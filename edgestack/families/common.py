@@ -1,9 +1,13 @@
-"""What every family's processing shares: the caller-error type, softmax, top-k labels.
+"""What every family's processing shares: the caller-error type, softmax, top-k labels, and
+the file checksum that artifacts and bundles are verified with.
 
 Standalone (numpy only): copied into edge bundles beside the family modules.
 """
 
 from __future__ import annotations
+
+import hashlib
+from pathlib import Path
 
 import numpy as np
 
@@ -35,3 +39,12 @@ def top_k(row: np.ndarray, labels: list[str], k: int, *, with_index: bool = True
     best = np.argsort(-row, kind="stable")[:k]
     return [{"label": labels[i], **({"index": int(i)} if with_index else {}), "probability": float(row[i])}
             for i in best]
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks (artifacts and bundles list one per file)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
