@@ -79,7 +79,7 @@ def test_text_batch_from_csv_and_jsonl_with_bad_rows(text_root, tmp_path):
 
 def test_text_bundle_runs_with_onnxruntime_numpy_and_tokenizers_only(text_root, tmp_path):
     from bundle.make import make_bundle
-    from tests.test_bundle import clean_env
+    from tests.integration.test_bundle import clean_env
 
     root, art = text_root
     built = make_bundle("sentiment-tiny", tmp_path / "bundles", root=root, progress=False)

@@ -12,7 +12,6 @@ import importlib
 import importlib.util
 import json
 import shutil
-import struct
 from pathlib import Path
 
 import httpx
@@ -216,18 +215,6 @@ def test_requested_outputs_classification_fp16_and_compression(v2_url, built, di
             np.testing.assert_allclose(squeezed, plain, rtol=1e-5, atol=1e-5)
 
 
-def test_bytes_codec_round_trip_and_refusals():
-    values = np.array([[b"", "h\u00e9llo".encode()], [b"\x00\xff", b"abc"]], dtype=object)
-    raw = v2.serialize_bytes(values)
-    assert raw[:4] == struct.pack("<I", 0) and len(raw) == 4 * 4 + 0 + 6 + 2 + 3
-    back = v2.from_raw(raw, v2.BY_V2["BYTES"], [2, 2], "t")
-    assert back.tolist() == values.tolist()
-    with pytest.raises(v2.ProtocolError, match="claims 9 bytes"):
-        v2.deserialize_bytes(struct.pack("<I", 9) + b"abc")
-    with pytest.raises(v2.ProtocolError, match="stray"):
-        v2.deserialize_bytes(struct.pack("<I", 1) + b"a" + b"\x01")
-    with pytest.raises(v2.ProtocolError, match="needs 3 BYTES element"):
-        v2.from_raw(raw, v2.BY_V2["BYTES"], [3], "t")
 
 
 # ------------------------------------------------------------------------ malformed requests

@@ -176,34 +176,15 @@ def encode_png(grey: np.ndarray, filter_type: int) -> bytes:
             + chunk(b"IEND", b""))
 
 
-def test_numpy_png_and_pgm_decoders_match_pillow(digit_pixels):
-    pixels, _ = digit_pixels
-    rng = np.random.default_rng(0)
-    for i, grey in enumerate(pixels[:5]):
-        colour = np.stack([grey, np.roll(grey, 3, 0), rng.integers(0, 256, grey.shape, dtype=np.uint8)], -1)
-        candidates = [png(grey), png(colour, "RGB"), png(colour, "RGBA"), png(grey, "LA"),
-                      png(colour, "P"), *(encode_png(grey, f) for f in range(5))]
-        for data in candidates:
-            expected = np.asarray(Image.open(io.BytesIO(data)).convert("L"))
-            np.testing.assert_array_equal(edge_image.decode_png(data), expected)
-        pgm = b"P5\n28 28\n255\n" + grey.tobytes()
-        np.testing.assert_array_equal(edge_image.decode_pnm(pgm), np.asarray(Image.open(io.BytesIO(pgm))))
-    with pytest.raises(ValueError, match="truncated"):
-        edge_image.decode_png(encode_png(pixels[0], 2)[:-30])
 
 
-def test_bundle_help_explains_the_options():
-    result = subprocess.run([sys.executable, "-m", "edgestack.cli", "bundle", "--help"], capture_output=True, text=True)
-    assert result.returncode == 0
-    for text in ("--target-platform", "--variant", "model.ort", "required_operators", "onnxruntime and numpy"):
-        assert text in result.stdout
 
 
 @pytest.fixture(scope="module")
 def folk_artifact(artifacts_root):
     """The tiny real folk-lstm of tests/test_folk_lstm.py (built once per session, whichever module asks first)."""
     from export.build import build
-    from tests.test_folk_lstm import TINY
+    from tests.integration.test_folk_lstm import TINY
 
     return build("folk-lstm", TINY, root=artifacts_root, progress=False)
 

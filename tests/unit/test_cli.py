@@ -16,7 +16,8 @@ def test_unknown_model_is_a_clear_error(capsys):
 
 
 def test_serve_flags_become_the_settings_the_service_reads(monkeypatch):
-    from edgestack.cli import parser, server_env
+    from edgestack.cli import parser
+    from edgestack.cli.serve import server_env
     from serving.runner import RunnerOptions
 
     args = parser().parse_args(["serve", "digits-cnn", "--max-wait-ms", "2.5", "--max-batch", "8", "--threads", "1"])

@@ -224,18 +224,13 @@ def test_ray_engine_against_a_cluster_address_matches_local(digits_artifact, dig
                                atol=1e-6)
 
 
-def test_batch_help_explains_the_options():
-    result = run_cli("batch", "--help")
-    assert result.returncode == 0
-    for option in ("--engine", "--workers", "--threads", "--shard-size", "--address", "--overwrite", "errors.jsonl"):
-        assert option in result.stdout
 
 
 @pytest.fixture(scope="module")
 def folk_artifact(artifacts_root):
     """The tiny real folk-lstm of tests/test_folk_lstm.py (built once per session, whichever module asks first)."""
     from export.build import build
-    from tests.test_folk_lstm import TINY
+    from tests.integration.test_folk_lstm import TINY
 
     return build("folk-lstm", TINY, root=artifacts_root, progress=False)
 

@@ -22,7 +22,7 @@ import tritonclient.http as tc
 from edgestack import serverproc
 from edgestack.cli import v2check
 from export import triton
-from tests.test_v2 import MODELS, v2_artifacts  # noqa: F401  (a session fixture)
+from tests.integration.test_v2 import MODELS, v2_artifacts  # noqa: F401  (a session fixture)
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(serverproc.triton_missing() is not None,
                                                    reason=str(serverproc.triton_missing()))]

@@ -18,7 +18,7 @@ from edgestack import artifact
 from edgestack import v2protocol as v2
 from edgestack.cli import main
 from export import triton
-from tests.test_v2 import MODELS, v2_artifacts  # noqa: F401  (a session fixture)
+from tests.integration.test_v2 import MODELS, v2_artifacts  # noqa: F401  (a session fixture)
 
 
 def parse(path: Path) -> model_config_pb2.ModelConfig:
@@ -99,34 +99,8 @@ def test_cpu_only_repository_and_every_version(digits_artifact, tmp_path):
     assert_config_matches_graph(config, onnx_path)
 
 
-def test_multi_input_graph_without_a_batch_dimension(tmp_path):
-    """An LSTM-step-like graph: token ids (INT64), a state whose batch axis is not first,
-    a string input; no shared leading dynamic axis, so max_batch_size 0 and full dims."""
-    tokens = helper.make_tensor_value_info("tokens", TensorProto.INT64, ["batch", 1])
-    state = helper.make_tensor_value_info("state", TensorProto.FLOAT, [2, "batch", 16])
-    text = helper.make_tensor_value_info("text", TensorProto.STRING, [3])
-    outs = [helper.make_tensor_value_info(n, t, s) for n, t, s in (("tokens_out", TensorProto.INT64, ["batch", 1]),
-                                                                   ("state_out", TensorProto.FLOAT, [2, "batch", 16]),
-                                                                   ("text_out", TensorProto.STRING, [3]))]
-    nodes = [helper.make_node("Identity", [i], [o]) for i, o in (("tokens", "tokens_out"), ("state", "state_out"),
-                                                                 ("text", "text_out"))]
-    model = helper.make_model(helper.make_graph(nodes, "step", [tokens, state, text], outs),
-                              opset_imports=[helper.make_opsetid("", 18)])
-    path = tmp_path / "model.onnx"
-    onnx.save(model, str(path))
-    config_json = triton.model_config("step", path, {"task": "text-generation"}, target="gpu")
-    config = text_format.Parse(triton.to_pbtxt(config_json), model_config_pb2.ModelConfig())
-    assert config.max_batch_size == 0 and not config.HasField("dynamic_batching")
-    assert_config_matches_graph(config, path)
-    assert list(config.input[1].dims) == [2, -1, 16]
-    assert model_config_pb2.DataType.Name(config.input[2].data_type) == "TYPE_STRING"
 
 
-def test_a_config_triton_would_refuse_is_never_written():
-    with pytest.raises(Exception, match="no_such_field"):
-        triton.to_pbtxt({"name": "x", "platform": "onnxruntime_onnx", "no_such_field": 1})
-    with pytest.raises(ValueError, match="target"):
-        triton.model_config("x", Path("unused.onnx"), {}, target="tpu")
 
 
 @pytest.mark.parametrize("model", MODELS)
