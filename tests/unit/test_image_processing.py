@@ -1,4 +1,4 @@
-"""Moved from tests/test_bundle.py: the tests that need no built model and no server."""
+"""The image family's numpy decoders against Pillow, and the batch and bundle commands' --help."""
 
 from __future__ import annotations
 

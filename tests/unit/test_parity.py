@@ -1,4 +1,4 @@
-"""Moved from tests/test_export.py: the tests that need no built model and no server."""
+"""The parity check of the export step fails loudly, naming the worst difference."""
 
 from __future__ import annotations
 

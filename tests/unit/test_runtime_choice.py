@@ -1,4 +1,5 @@
-"""Moved from tests/test_runtime.py: the tests that need no built model and no server."""
+"""ONNX Runtime provider and variant choice (TensorRT > CUDA > CPU; int8 on CPU, fp16 on GPU), with the
+provider lists a GPU build would offer: the GPU path's logic, tested without a GPU."""
 
 from __future__ import annotations
 

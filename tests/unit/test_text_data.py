@@ -1,4 +1,4 @@
-"""Moved from tests/test_text.py: the tests that need no built model and no server."""
+"""The text datasets (packaged and a user's own CSV/JSONL/folder) and the text server's imports."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Moved from tests/test_triton_export.py: the tests that need no built model and no server."""
+"""Triton model configs written from ONNX graphs: dims, batch axes, and configs Triton would refuse."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Moved from tests/test_folk_lstm.py: the tests that need no built model and no server."""
+"""The ABC corpus, the vocabulary, the tune sampler's cuts, ABC checks, and the music server's imports."""
 
 from __future__ import annotations
 

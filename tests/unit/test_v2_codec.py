@@ -1,4 +1,4 @@
-"""Moved from tests/test_v2.py: the tests that need no built model and no server."""
+"""The Open Inference Protocol's BYTES codec: round trips and refusals."""
 
 from __future__ import annotations
 

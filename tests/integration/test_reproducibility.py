@@ -1,4 +1,5 @@
-"""Moved from tests/test_int8_gates.py: the tests that need no built model and no server."""
+"""Reproducibility: the same seed gives the same weights whatever the thread count (trains twice), and
+the fresh-clone script parses."""
 
 from __future__ import annotations
 
