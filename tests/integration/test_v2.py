@@ -34,12 +34,12 @@ from training.data import images
 # fixture of tests/conftest.py ("fixture:NAME", copied), or "module:ATTR", the tiny build
 # overrides a family's own tests use (built here). Everything lives in a private artifacts
 # folder, so these builds never shadow another test module's. A model joins the
-# compatibility matrix (and tests/test_triton_export.py) once it is registered and its
-# source exists.
+# compatibility matrix (and tests/integration/test_triton_export.py) once it is registered; a source
+# that does not exist is an error, not a smaller matrix.
 ARTIFACTS = {
     "digits-cnn": "fixture:digits_artifact",
-    "folk-lstm": "tests.test_folk_lstm:TINY",
-    "sentiment-tiny": "tests.test_batch_text:TINY_TEXT",
+    "folk-lstm": "tests.integration.test_folk_lstm:TINY",
+    "sentiment-tiny": "tests.integration.test_batch_text:TINY_TEXT",
 }
 
 
@@ -47,9 +47,10 @@ def _available(model: str, source: str) -> bool:
     if model not in registry.MODELS:
         return False
     kind, _, name = source.partition(":")
-    if kind == "fixture":
-        return hasattr(conftest, name)
-    return importlib.util.find_spec(kind) is not None
+    found = hasattr(conftest, name) if kind == "fixture" else importlib.util.find_spec(kind) is not None
+    if not found:  # a registered model whose test source moved: fail here, never shrink the matrix quietly
+        raise LookupError(f"tests/integration/test_v2.py ARTIFACTS[{model!r}] = {source!r} does not exist")
+    return True
 
 
 MODELS = [m for m, source in ARTIFACTS.items() if _available(m, source)]
