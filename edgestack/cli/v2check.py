@@ -18,7 +18,7 @@ matrix, pass or FAIL with the reason:
 
 Inputs come from the model metadata alone (sample sentences for BYTES, small ids for
 integers, small normal values for floats), so the check works against any v2 server: ours,
-Triton, KServe. The tests (tests/test_v2.py) use the same input and reference helpers.
+Triton, KServe. The tests (tests/integration/test_v2.py) use the same input and reference helpers.
 """
 
 from __future__ import annotations

@@ -228,7 +228,7 @@ def test_ray_engine_against_a_cluster_address_matches_local(digits_artifact, dig
 
 @pytest.fixture(scope="module")
 def folk_artifact(artifacts_root):
-    """The tiny real folk-lstm of tests/test_folk_lstm.py (built once per session, whichever module asks first)."""
+    """The tiny real folk-lstm of tests/integration/test_folk_lstm.py (built once per session, whichever module asks first)."""
     from export.build import build
     from tests.integration.test_folk_lstm import TINY
 

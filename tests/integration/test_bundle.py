@@ -182,7 +182,7 @@ def encode_png(grey: np.ndarray, filter_type: int) -> bytes:
 
 @pytest.fixture(scope="module")
 def folk_artifact(artifacts_root):
-    """The tiny real folk-lstm of tests/test_folk_lstm.py (built once per session, whichever module asks first)."""
+    """The tiny real folk-lstm of tests/integration/test_folk_lstm.py (built once per session, whichever module asks first)."""
     from export.build import build
     from tests.integration.test_folk_lstm import TINY
 

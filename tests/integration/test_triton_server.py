@@ -2,7 +2,7 @@
 
 The tritonserver binary of the nvidia-pytriton wheel (`make triton`; it ships the Python
 backend only) runs the repository `edgestack export triton --backend python` writes for the
-test artifacts of tests/test_v2.py: each model is edgestack's own runner inside Triton's
+test artifacts of tests/integration/test_v2.py: each model is edgestack's own runner inside Triton's
 Python backend. The real, unmodified tritonclient then makes every call of the
 `edgestack v2-check` matrix against it; the answers are compared with the same variant run
 in this process; malformed requests get Triton's 4xx answers (its own validation, and the
