@@ -1,0 +1,351 @@
+"""The artifact manifest as types: what `manifest.json` holds, checked when it is written and read.
+
+Every artifact folder has a `manifest.json` (edgestack/artifact.py writes and loads it). This
+module is its schema: pydantic models for the head every family writes (name, version,
+family, task, tensors, variants, files, ...) and for the parts only some families have
+(tune: `vocabulary`, `generation`, `prompt_graph`; text: `model_inputs`/`model_outputs`,
+`fusions`, `baseline`). Every model keeps keys it does not know (`extra="allow"`): a new
+family's own block, or a field a newer export adds, survives a load and a dump unchanged,
+and a dump keeps the keys in the order they were read (the same JSON back).
+
+Schema versions (`schema_version` in the file):
+
+    1   the first manifests. Family names were cnn / lstm / transformer, renamed image /
+        tune / text late in version 1 (files of both kinds exist); the `quantization`
+        block arrived late too, so older version-1 files lack it.
+    2   family names image / tune / text only, and the `quantization` block from the int8
+        search (still optional: a family without int8, like a toy one, has none).
+
+`migrate` brings a version-1 dict up to SCHEMA_VERSION; a manifest from a newer edgestack is
+refused (ArtifactError naming both versions) instead of being misread. `parse` = migrate +
+validate, every failure one line.
+
+Core layer: standard library, pydantic and edgestack.errors only (no torch, no web
+framework): the server, batch jobs and the CLI all read manifests through it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
+
+from edgestack.errors import ArtifactError
+
+SCHEMA_VERSION = 2
+# Family names of schema version 1 -> the names every later manifest uses.
+FAMILY_ALIASES = {"cnn": "image", "lstm": "tune", "transformer": "text"}
+
+
+class Block(BaseModel):
+    """A part of the manifest: unknown keys kept, `to_dict` gives back what was read, in its order."""
+
+    model_config = ConfigDict(extra="allow", protected_namespaces=())  # model_inputs is a field name
+    _keys: tuple[str, ...] = PrivateAttr(default=())  # the keys as read, in the file's order
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _remember_key_order(cls, data: Any, handler: ModelWrapValidatorHandler[Block]) -> Block:
+        block = handler(data)
+        if isinstance(data, dict):
+            block._keys = tuple(data)
+        return block
+
+    @model_serializer(mode="wrap")
+    def _in_read_order(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        out = handler(self)
+        if not self._keys or not isinstance(out, dict):
+            return out
+        rank = {key: i for i, key in enumerate(self._keys)}
+        return dict(sorted(out.items(), key=lambda item: rank.get(item[0], len(rank))))
+
+    def to_dict(self, **options) -> dict[str, Any]:
+        """The block as plain JSON data: the keys that were set (no defaults added), extras
+        included, in the order they were read (a manifest round-trips to the same JSON)."""
+        return self.model_dump(exclude_unset=True, **options)
+
+
+class TensorSpec(Block):
+    """One input or output tensor of a graph or of the served model."""
+
+    name: str
+    dtype: str = Field(description='numpy-style name: "float32", "int64", "bytes" (text), ...')
+    shape: list[int] = Field(description="-1 = any size (batch, sequence)")
+
+
+class Variant(Block):
+    """One model file of the artifact (fp32, fp32-opt, int8, fp16, ...) and how good it measured."""
+
+    file: str = Field(description="the ONNX graph (tune: the step graph)")
+    prompt_file: str | None = Field(None, description="tune: the prompt graph of the same variant")
+    val_bits_per_char: float | None = Field(None, description="tune: validation bits per character (ORT)")
+    test_bits_per_char: float | None = Field(None, description="tune: test bits per character (ORT)")
+    val_chars: int | None = None
+    test_chars: int | None = None
+    step_tokens_per_s: float | None = Field(None, description="tune: batch-1 stepping speed at export time")
+    test_accuracy: float | None = Field(None, description="classifiers: accuracy on the whole test split (ORT)")
+    test_size: int | None = None
+    agreement_with_fp32: float | None = Field(None, description="text: share of test predictions equal to fp32's")
+    op_types: dict[str, int] = Field(default_factory=dict, description="ONNX op type -> count in the graph")
+    prompt_op_types: dict[str, int] | None = None
+    target: str | None = Field(None, description='"cpu" or "gpu": where this variant is meant to run')
+    val_accuracy: float | None = Field(None, description="int8: validation accuracy of the chosen recipe")
+
+    def scores(self) -> dict[str, float]:
+        """The measured test_*/val_* numbers (what a bundle reports as its quality)."""
+        return {k: v for k, v in self.to_dict().items() if k.startswith(("test_", "val_")) and isinstance(v, (int, float))}
+
+
+class Preprocessing(Block):
+    """How inputs become model tensors. Image: layout, size and scaling; text: the tokenizer."""
+
+    layout: str | None = None
+    height: int | None = None
+    width: int | None = None
+    channels: int | None = None
+    scale: float | None = Field(None, description="pixels (0..255) * scale, then (x - mean) / std")
+    mean: float | None = None
+    std: float | None = None
+    dark_background: bool = Field(False, description="training images are light on dark: invert uploads that are not")
+    tokenizer: str | None = Field(None, description="text: tokenizer.json, a file of the artifact")
+    max_length: int | None = Field(None, description="text: most tokens read per text ([CLS] and [SEP] included)")
+    padding: str | None = None
+    truncation: str | None = None
+    lowercase: bool | None = None
+
+
+class ParityCheck(Block):
+    """ONNX Runtime against PyTorch: passed when |ORT - PyTorch| <= atol + rtol * |PyTorch| everywhere."""
+
+    max_abs_diff: float
+    atol: float
+    rtol: float
+    passed: bool
+
+
+class Parity(Block):
+    """The export's parity results. Image: one check (the fields below); text: a check per graph
+    ("fp32", "fp32-opt") and `texts`; tune: greedy rollout agreement and per-graph checks."""
+
+    max_abs_diff: float | None = None
+    atol: float | None = None
+    rtol: float | None = None
+    passed: bool | None = None
+    texts: int | None = None
+    greedy_rollout_steps: int | None = None
+    greedy_rollout_prompt: str | None = None
+    greedy_rollout_identical: bool | None = None
+    int8_greedy_rollout_agreement: float | None = None
+
+
+class Trial(Block):
+    """One int8 candidate of the search (export/int8_search.py)."""
+
+    label: str
+    settings: dict[str, Any] = Field(default_factory=dict)
+    val_score: float | None = None
+    test_score: float | None = None
+    val_drop: float | None = None
+    test_drop: float | None = None
+    within_budget: bool | None = None
+    seconds: float | None = None
+
+
+class Quantization(Block):
+    """The int8 search's record: published (the chosen trial) or withheld (and why)."""
+
+    status: Literal["published", "withheld"]
+    step: str | None = Field(None, description="calibration | exclude-nodes | granularity | withheld")
+    metric: str | None = None
+    budget: float | None = None
+    reference: dict[str, float] | None = Field(None, description="fp32's val and test scores")
+    portable: bool | None = None
+    cpu: dict[str, Any] | None = Field(None, description="the CPU the search ran on (edgestack.cpu.cpu_info)")
+    chosen: Trial | None = None
+    reason: str = Field("", description="why int8 was withheld")
+    selection: str | None = None
+    trials: list[Trial] = Field(default_factory=list)
+    format: str | None = None
+    activations: str | None = None
+    weights: str | None = None
+
+    @property
+    def withheld_reason(self) -> str | None:
+        """Why the build withheld int8; None when it was published."""
+        if self.status != "withheld":
+            return None
+        return self.reason or "no candidate within budget"
+
+
+class Training(Block):
+    """The training run the artifact was exported from (family-specific metrics are extras)."""
+
+    config: dict[str, Any] = Field(default_factory=dict, description="the training Config, as a dict")
+    best_epoch: int | None = None
+    train_seconds: float | None = None
+    data_source: str | None = None
+
+
+class FileEntry(Block):
+    """A file of the artifact folder; loading refuses the artifact when the checksum differs."""
+
+    sha256: str
+    bytes: int
+
+
+class Vocabulary(Block):
+    """tune: the characters of the model, one per token id, in `file` (a JSON list)."""
+
+    file: str
+    size: int | None = None
+    unknown_characters: str | None = None
+
+
+class Generation(Block):
+    """tune: what sampling needs besides the graphs."""
+
+    end_of_tune: str
+    default_prompt: str
+    hidden_size: int
+
+
+class Graph(Block):
+    """A second graph's tensors (tune: the prompt graph)."""
+
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+
+
+class Fusions(Block):
+    """text: the transformer optimizer's fused operators."""
+
+    fused: dict[str, int] = Field(default_factory=dict)
+    expected_attention: int | None = None
+
+
+class Manifest(Block):
+    """manifest.json of one artifact version (schema version SCHEMA_VERSION)."""
+
+    schema_version: int = Field(description="the manifest's format; see this module's docstring")
+    name: str = Field(description="the served name, e.g. digits-cnn")
+    version: str = Field(description="the artifact version: the folder name, a number")
+    family: str = Field(description="image | tune | text (or a registered family's name)")
+    task: str = Field(description="image-classification | text-generation | text-classification | ...")
+    created_at: str | None = Field(None, description="UTC, ISO 8601")
+    inputs: list[TensorSpec] = Field(description="what a caller sends (REST and v2)")
+    outputs: list[TensorSpec] = Field(description="what a caller gets")
+    # tune
+    prompt_graph: Graph | None = None
+    vocabulary: Vocabulary | None = None
+    generation: Generation | None = None
+    # text: what the ONNX graphs take and give (the served tensors are text in, probabilities out)
+    model_inputs: list[TensorSpec] | None = None
+    model_outputs: list[TensorSpec] | None = None
+    preprocessing: Preprocessing | None = None
+    labels: list[str] | None = Field(None, description="class names, in the model's output order")
+    variants: dict[str, Variant] = Field(description="variant name -> its file and measured quality")
+    parity: Parity | None = None
+    fusions: Fusions | None = None  # text
+    int8_accuracy_drop: float | None = Field(None, description="classifiers: fp32 - int8 test accuracy")
+    pytorch_val_bits_per_char: float | None = None  # tune
+    int8_bits_per_char_increase: float | None = None  # tune: relative, validation
+    int8_step_speedup: float | None = None  # tune: int8 / fp32 stepping speed at export time
+    quantization: Quantization | None = None
+    baseline: dict[str, Any] | None = Field(None, description="text: the TF-IDF + logistic regression baseline")
+    versions: dict[str, str] = Field(default_factory=dict, description="package versions at export time")
+    training: Training | None = None
+    files: dict[str, FileEntry] = Field(description="path in the folder -> sha256 and size (all but the manifest)")
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_as_text(cls, value):
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("schema_version")
+    @classmethod
+    def _current_schema(cls, value: int) -> int:
+        if value != SCHEMA_VERSION:
+            raise ValueError(f"is {value}; this model reads {SCHEMA_VERSION} (parse() migrates older ones)")
+        return value
+
+    @field_validator("family")
+    @classmethod
+    def _current_family_name(cls, value: str) -> str:
+        if value in FAMILY_ALIASES:
+            raise ValueError(f"{value!r} is a schema-1 name; schema {SCHEMA_VERSION} says {FAMILY_ALIASES[value]!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _family_parts(self) -> Manifest:
+        """What the server needs of each built-in family, so a manifest without it fails at load."""
+        need: list[str] = []
+        pre = self.preprocessing
+        if self.family == "image":
+            if pre is None or None in (pre.height, pre.width, pre.scale, pre.mean, pre.std):
+                need.append("preprocessing with height, width, scale, mean and std")
+        elif self.family == "text":
+            if pre is None or pre.tokenizer is None or pre.max_length is None:
+                need.append("preprocessing with tokenizer and max_length")
+        elif self.family == "tune":
+            need += [part for part in ("vocabulary", "generation") if getattr(self, part) is None]
+            need += [f"variants.{v}.prompt_file" for v, meta in self.variants.items() if meta.prompt_file is None]
+        if self.family in ("image", "text") and not self.labels:
+            need.append("labels")
+        if need:
+            raise ValueError(f"a {self.family} manifest needs {', '.join(need)}")
+        return self
+
+
+def migrate(data: dict[str, Any], where: str = "manifest") -> dict[str, Any]:
+    """A manifest dict of any known schema version -> a new dict at SCHEMA_VERSION.
+
+    1 -> 2: family aliases (cnn -> image, lstm -> tune, transformer -> text); a missing
+    quantization block stays missing. A newer version than this edgestack knows is refused."""
+    if not isinstance(data, dict):
+        raise ArtifactError(f"{where}: a manifest is a JSON object, got {type(data).__name__}")
+    version = data.get("schema_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ArtifactError(f"{where} has schema_version {version!r}; this edgestack reads 1 to {SCHEMA_VERSION}")
+    if version > SCHEMA_VERSION:
+        raise ArtifactError(f"{where} has schema_version {version}, newer than this edgestack reads "
+                            f"({SCHEMA_VERSION}): upgrade edgestack, or rebuild the artifact with this one")
+    data = dict(data)
+    if version == 1:
+        family = data.get("family")
+        data["family"] = FAMILY_ALIASES.get(family, family) if isinstance(family, str) else family
+        data["schema_version"] = 2
+    return data
+
+
+def one_line(exc: ValidationError) -> str:
+    """pydantic's report in one line: the first problem with where it is, and how many more."""
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    where = ".".join(str(part) for part in first["loc"]) or "manifest"
+    message = first["msg"].removeprefix("Value error, ")
+    more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
+    return f"{where}: {message}{more}"
+
+
+def validate(data: dict[str, Any], where: str = "manifest") -> Manifest:
+    """A dict at SCHEMA_VERSION -> Manifest; ArtifactError with a one-line reason if it is not one."""
+    try:
+        return Manifest.model_validate(data)
+    except ValidationError as exc:
+        raise ArtifactError(f"{where} is not a valid manifest: {one_line(exc)}") from None
+
+
+def parse(data: dict[str, Any], where: str = "manifest") -> Manifest:
+    """A manifest dict of any known schema version -> Manifest (migrated, then validated)."""
+    return validate(migrate(data, where), where)
