@@ -83,8 +83,9 @@ def cmd_models(args: argparse.Namespace) -> int:
         try:
             art = artifact.load_latest(name)
             state = f"v{art.version} " + " ".join(
-                f"{v}={m['test_accuracy']:.4f}" if "test_accuracy" in m else
-                f"{v}={m.get('test_bits_per_char', float('nan')):.4f}bpc" for v, m in art.variants.items())
+                f"{v}={m.test_accuracy:.4f}" if m.test_accuracy is not None else
+                f"{v}={m.test_bits_per_char if m.test_bits_per_char is not None else float('nan'):.4f}bpc"
+                for v, m in art.meta.variants.items())
         except artifact.ArtifactError as exc:
             state = f"not built ({exc})" if artifact.latest_version_dir(name) else "not built"
         print(f"{name:24s} {spec.family:6s} {state}")
