@@ -79,7 +79,7 @@ class Block(BaseModel):
 class TensorSpec(Block):
     """One input or output tensor of a graph or of the served model."""
 
-    name: str
+    name: str = Field(description="the tensor's name in the graph and in v2 requests")
     dtype: str = Field(description='numpy-style name: "float32", "int64", "bytes" (text), ...')
     shape: list[int] = Field(description="-1 = any size (batch, sequence)")
 
@@ -91,14 +91,14 @@ class Variant(Block):
     prompt_file: str | None = Field(None, description="tune: the prompt graph of the same variant")
     val_bits_per_char: float | None = Field(None, description="tune: validation bits per character (ORT)")
     test_bits_per_char: float | None = Field(None, description="tune: test bits per character (ORT)")
-    val_chars: int | None = None
-    test_chars: int | None = None
+    val_chars: int | None = Field(None, description="tune: characters of validation text measured")
+    test_chars: int | None = Field(None, description="tune: characters of test text measured")
     step_tokens_per_s: float | None = Field(None, description="tune: batch-1 stepping speed at export time")
     test_accuracy: float | None = Field(None, description="classifiers: accuracy on the whole test split (ORT)")
-    test_size: int | None = None
+    test_size: int | None = Field(None, description="classifiers: examples in that test split")
     agreement_with_fp32: float | None = Field(None, description="text: share of test predictions equal to fp32's")
     op_types: dict[str, int] = Field(default_factory=dict, description="ONNX op type -> count in the graph")
-    prompt_op_types: dict[str, int] | None = None
+    prompt_op_types: dict[str, int] | None = Field(None, description="tune: the same for the prompt graph")
     target: str | None = Field(None, description='"cpu" or "gpu": where this variant is meant to run')
     val_accuracy: float | None = Field(None, description="int8: validation accuracy of the chosen recipe")
 
@@ -110,75 +110,68 @@ class Variant(Block):
 class Preprocessing(Block):
     """How inputs become model tensors. Image: layout, size and scaling; text: the tokenizer."""
 
-    layout: str | None = None
-    height: int | None = None
-    width: int | None = None
-    channels: int | None = None
-    scale: float | None = Field(None, description="pixels (0..255) * scale, then (x - mean) / std")
-    mean: float | None = None
-    std: float | None = None
-    dark_background: bool = Field(False, description="training images are light on dark: invert uploads that are not")
+    layout: str | None = Field(None, description='image: "NCHW"')
+    height: int | None = Field(None, description="image: rows the model takes (uploads are resized)")
+    width: int | None = Field(None, description="image: columns the model takes")
+    channels: int | None = Field(None, description="image: 1 = grey")
+    scale: float | None = Field(None, description="image: pixels (0..255) * scale, then (x - mean) / std")
+    mean: float | None = Field(None, description="image: subtracted after scaling")
+    std: float | None = Field(None, description="image: divided by after the mean")
+    dark_background: bool = Field(False, description="image: training images are light on dark: invert uploads that are not")
     tokenizer: str | None = Field(None, description="text: tokenizer.json, a file of the artifact")
     max_length: int | None = Field(None, description="text: most tokens read per text ([CLS] and [SEP] included)")
-    padding: str | None = None
-    truncation: str | None = None
-    lowercase: bool | None = None
-
-
-class ParityCheck(Block):
-    """ONNX Runtime against PyTorch: passed when |ORT - PyTorch| <= atol + rtol * |PyTorch| everywhere."""
-
-    max_abs_diff: float
-    atol: float
-    rtol: float
-    passed: bool
+    padding: str | None = Field(None, description="text: how a batch is padded (to its longest text)")
+    truncation: str | None = Field(None, description="text: what happens to longer texts")
+    lowercase: bool | None = Field(None, description="text: the tokenizer lowercases")
 
 
 class Parity(Block):
-    """The export's parity results. Image: one check (the fields below); text: a check per graph
-    ("fp32", "fp32-opt") and `texts`; tune: greedy rollout agreement and per-graph checks."""
+    """The export's parity results: ONNX Runtime against PyTorch, passed when |ORT - PyTorch| <=
+    atol + rtol * |PyTorch| everywhere. Image: one check (the four fields below); text: one such
+    check per graph ("fp32", "fp32-opt", extras) and `texts`; tune: the greedy rollout fields
+    and a check per graph output ("prompt_logits", ..., extras)."""
 
-    max_abs_diff: float | None = None
-    atol: float | None = None
-    rtol: float | None = None
-    passed: bool | None = None
-    texts: int | None = None
-    greedy_rollout_steps: int | None = None
-    greedy_rollout_prompt: str | None = None
-    greedy_rollout_identical: bool | None = None
-    int8_greedy_rollout_agreement: float | None = None
+    max_abs_diff: float | None = Field(None, description="image: the largest |ORT - PyTorch| on the sample")
+    atol: float | None = Field(None, description="image: absolute tolerance")
+    rtol: float | None = Field(None, description="image: relative tolerance")
+    passed: bool | None = Field(None, description="image: within tolerance everywhere (else the export failed)")
+    texts: int | None = Field(None, description="text: real test texts compared")
+    greedy_rollout_steps: int | None = Field(None, description="tune: characters generated greedily by both")
+    greedy_rollout_prompt: str | None = Field(None, description="tune: the rollout's prompt")
+    greedy_rollout_identical: bool | None = Field(None, description="tune: ORT fp32 wrote PyTorch's characters")
+    int8_greedy_rollout_agreement: float | None = Field(None, description="tune: share of int8's characters equal")
 
 
 class Trial(Block):
     """One int8 candidate of the search (export/int8_search.py)."""
 
-    label: str
-    settings: dict[str, Any] = Field(default_factory=dict)
-    val_score: float | None = None
-    test_score: float | None = None
-    val_drop: float | None = None
-    test_drop: float | None = None
-    within_budget: bool | None = None
-    seconds: float | None = None
+    label: str = Field(description='what was tried, e.g. "minmax 1000 per-channel"')
+    settings: dict[str, Any] = Field(default_factory=dict, description="the quantizer's settings")
+    val_score: float | None = Field(None, description="the metric on validation (higher is better)")
+    test_score: float | None = Field(None, description="the metric on test")
+    val_drop: float | None = Field(None, description="fp32's validation score minus this one's")
+    test_drop: float | None = Field(None, description="fp32's test score minus this one's")
+    within_budget: bool | None = Field(None, description="both drops within the budget")
+    seconds: float | None = Field(None, description="time to quantize and score")
 
 
 class Quantization(Block):
     """The int8 search's record: published (the chosen trial) or withheld (and why)."""
 
-    status: Literal["published", "withheld"]
+    status: Literal["published", "withheld"] = Field(description="withheld: no int8 variant in the artifact")
     step: str | None = Field(None, description="calibration | exclude-nodes | granularity | withheld")
-    metric: str | None = None
-    budget: float | None = None
+    metric: str | None = Field(None, description='what was compared: "accuracy", "-bits/char"')
+    budget: float | None = Field(None, description="the largest drop allowed against fp32")
     reference: dict[str, float] | None = Field(None, description="fp32's val and test scores")
-    portable: bool | None = None
+    portable: bool | None = Field(None, description="7-bit weights: the same answers on AVX2 and VNNI CPUs")
     cpu: dict[str, Any] | None = Field(None, description="the CPU the search ran on (edgestack.cpu.cpu_info)")
-    chosen: Trial | None = None
+    chosen: Trial | None = Field(None, description="the published candidate")
     reason: str = Field("", description="why int8 was withheld")
-    selection: str | None = None
-    trials: list[Trial] = Field(default_factory=list)
-    format: str | None = None
-    activations: str | None = None
-    weights: str | None = None
+    selection: str | None = Field(None, description="the rule that chose, in words")
+    trials: list[Trial] = Field(default_factory=list, description="every candidate tried, in order")
+    format: str | None = Field(None, description='"QDQ static" or "dynamic"')
+    activations: str | None = Field(None, description="activation type")
+    weights: str | None = Field(None, description="weight type")
 
     @property
     def withheld_reason(self) -> str | None:
@@ -192,46 +185,46 @@ class Training(Block):
     """The training run the artifact was exported from (family-specific metrics are extras)."""
 
     config: dict[str, Any] = Field(default_factory=dict, description="the training Config, as a dict")
-    best_epoch: int | None = None
-    train_seconds: float | None = None
-    data_source: str | None = None
+    best_epoch: int | None = Field(None, description="the epoch whose checkpoint was kept")
+    train_seconds: float | None = Field(None, description="wall time of the training run")
+    data_source: str | None = Field(None, description="where the training data came from")
 
 
 class FileEntry(Block):
     """A file of the artifact folder; loading refuses the artifact when the checksum differs."""
 
-    sha256: str
-    bytes: int
+    sha256: str = Field(description="hex digest of the file's bytes")
+    bytes: int = Field(description="size")
 
 
 class Vocabulary(Block):
     """tune: the characters of the model, one per token id, in `file` (a JSON list)."""
 
-    file: str
-    size: int | None = None
-    unknown_characters: str | None = None
+    file: str = Field(description="vocab.json, a file of the artifact")
+    size: int | None = Field(None, description="characters (the logits' width)")
+    unknown_characters: str | None = Field(None, description="what prompts and evaluation do with others")
 
 
 class Generation(Block):
     """tune: what sampling needs besides the graphs."""
 
-    end_of_tune: str
-    default_prompt: str
-    hidden_size: int
+    end_of_tune: str = Field(description="generation stops when the text ends with it (a blank line)")
+    default_prompt: str = Field(description="the prompt when a request has none")
+    hidden_size: int = Field(description="the LSTM state's width (h and c are [1, batch, hidden_size])")
 
 
 class Graph(Block):
     """A second graph's tensors (tune: the prompt graph)."""
 
-    inputs: list[TensorSpec]
-    outputs: list[TensorSpec]
+    inputs: list[TensorSpec] = Field(description="what the graph takes")
+    outputs: list[TensorSpec] = Field(description="what it gives")
 
 
 class Fusions(Block):
     """text: the transformer optimizer's fused operators."""
 
-    fused: dict[str, int] = Field(default_factory=dict)
-    expected_attention: int | None = None
+    fused: dict[str, int] = Field(default_factory=dict, description="fused op type -> count")
+    expected_attention: int | None = Field(None, description="attention blocks there should be (one per layer)")
 
 
 class Manifest(Block):
@@ -245,26 +238,24 @@ class Manifest(Block):
     created_at: str | None = Field(None, description="UTC, ISO 8601")
     inputs: list[TensorSpec] = Field(description="what a caller sends (REST and v2)")
     outputs: list[TensorSpec] = Field(description="what a caller gets")
-    # tune
-    prompt_graph: Graph | None = None
-    vocabulary: Vocabulary | None = None
-    generation: Generation | None = None
-    # text: what the ONNX graphs take and give (the served tensors are text in, probabilities out)
-    model_inputs: list[TensorSpec] | None = None
-    model_outputs: list[TensorSpec] | None = None
-    preprocessing: Preprocessing | None = None
+    prompt_graph: Graph | None = Field(None, description="tune: the prompt graph's tensors")
+    vocabulary: Vocabulary | None = Field(None, description="tune: the characters")
+    generation: Generation | None = Field(None, description="tune: sampling settings")
+    model_inputs: list[TensorSpec] | None = Field(None, description="text: what the ONNX graphs take (token ids, mask)")
+    model_outputs: list[TensorSpec] | None = Field(None, description="text: what they give (logits)")
+    preprocessing: Preprocessing | None = Field(None, description="image and text: input to tensors")
     labels: list[str] | None = Field(None, description="class names, in the model's output order")
     variants: dict[str, Variant] = Field(description="variant name -> its file and measured quality")
-    parity: Parity | None = None
-    fusions: Fusions | None = None  # text
+    parity: Parity | None = Field(None, description="the export's ORT-against-PyTorch checks")
+    fusions: Fusions | None = Field(None, description="text: operator fusions of fp32-opt")
     int8_accuracy_drop: float | None = Field(None, description="classifiers: fp32 - int8 test accuracy")
-    pytorch_val_bits_per_char: float | None = None  # tune
-    int8_bits_per_char_increase: float | None = None  # tune: relative, validation
-    int8_step_speedup: float | None = None  # tune: int8 / fp32 stepping speed at export time
-    quantization: Quantization | None = None
+    pytorch_val_bits_per_char: float | None = Field(None, description="tune: PyTorch's validation bits/char")
+    int8_bits_per_char_increase: float | None = Field(None, description="tune: int8 / fp32 validation bits/char - 1")
+    int8_step_speedup: float | None = Field(None, description="tune: int8 / fp32 stepping speed at export time")
+    quantization: Quantization | None = Field(None, description="the int8 search's record (schema 2)")
     baseline: dict[str, Any] | None = Field(None, description="text: the TF-IDF + logistic regression baseline")
     versions: dict[str, str] = Field(default_factory=dict, description="package versions at export time")
-    training: Training | None = None
+    training: Training | None = Field(None, description="the training run behind the artifact")
     files: dict[str, FileEntry] = Field(description="path in the folder -> sha256 and size (all but the manifest)")
 
     @field_validator("version", mode="before")
