@@ -102,6 +102,14 @@ class Variant(Block):
     target: str | None = Field(None, description='"cpu" or "gpu": where this variant is meant to run')
     val_accuracy: float | None = Field(None, description="int8: validation accuracy of the chosen recipe")
 
+    @property
+    def headline(self) -> tuple[str, float]:
+        """The variant's main figure: ("accuracy", test accuracy) for classifiers, else
+        ("bits/char", test bits per character; NaN when the variant has neither)."""
+        if self.test_accuracy is not None:
+            return "accuracy", self.test_accuracy
+        return "bits/char", float("nan") if self.test_bits_per_char is None else self.test_bits_per_char
+
     def scores(self) -> dict[str, float]:
         """The measured test_*/val_* numbers (what a bundle reports as its quality)."""
         return {k: v for k, v in self.to_dict().items() if k.startswith(("test_", "val_")) and isinstance(v, (int, float))}

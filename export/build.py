@@ -119,9 +119,8 @@ def build(name: str, overrides: dict[str, Any] | None = None, *, root: Path | No
 
 
 def variant_summary(art: artifact.Artifact) -> str:
-    return ", ".join(f"{v}: {m.test_accuracy:.4f}" if m.test_accuracy is not None else
-                     f"{v}: {m.test_bits_per_char if m.test_bits_per_char is not None else float('nan'):.4f} bits/char"
-                     for v, m in art.meta.variants.items())
+    figures = {v: m.headline for v, m in art.meta.variants.items()}
+    return ", ".join(f"{v}: {x:.4f}" + ("" if kind == "accuracy" else f" {kind}") for v, (kind, x) in figures.items())
 
 
 def int8_withheld(art: artifact.Artifact) -> str | None:

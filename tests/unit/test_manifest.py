@@ -129,6 +129,7 @@ def test_typed_fields_read_like_the_dict():
     assert (image.preprocessing.height, image.preprocessing.width, image.preprocessing.dark_background) == (28, 28, True)
     assert image.variants["int8"].val_accuracy == 0.98 and image.variants["fp16"].target == "gpu"
     assert image.variants["int8"].scores() == {"test_accuracy": 0.984, "test_size": 500, "val_accuracy": 0.98}
+    assert image.variants["fp32"].headline == ("accuracy", 0.984)
     assert image.quantization.status == "published" and image.quantization.withheld_reason is None
     assert image.quantization.chosen.settings["method"] == "minmax" and len(image.quantization.trials) == 1
     assert image.quantization.cpu["cores"] == 2 and image.files["model.fp32.onnx"].bytes == 10
@@ -136,6 +137,7 @@ def test_typed_fields_read_like_the_dict():
     assert image.parity.passed is True and image.labels == ["a", "b", "c"]
 
     assert tune.variants["fp32"].prompt_file == "prompt.fp32.onnx" and tune.variants["fp32"].test_bits_per_char == 1.49
+    assert tune.variants["fp32"].headline == ("bits/char", 1.49)
     assert tune.vocabulary.file == "vocab.json" and tune.generation.hidden_size == 8
     assert tune.generation.to_dict() == {"end_of_tune": "\n\n", "default_prompt": "X:1\n", "hidden_size": 8}
     assert tune.prompt_graph.inputs[0].name == "tokens" and tune.labels is None
