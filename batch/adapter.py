@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from edgestack.manifest import Manifest
+
 
 @dataclass
 class Item:
@@ -75,7 +77,7 @@ def file_fingerprint(path: Path) -> dict:
 class BatchAdapter:
     """Base of family adapters. The ORT session opens on first use, in the worker."""
 
-    def __init__(self, manifest: dict, model: bytes | str | dict, *, threads: int = 1, device: str = "cpu",
+    def __init__(self, manifest: Manifest, model: bytes | str | dict, *, threads: int = 1, device: str = "cpu",
                  batch_size: int = 256, options: dict | None = None):
         self.manifest, self.model, self.threads, self.device = manifest, model, threads, device
         self.batch_size, self.options = batch_size, dict(options or {})
@@ -119,7 +121,7 @@ class BatchAdapter:
         return str(art.variant_path(variant))
 
     @classmethod
-    def open_source(cls, path: str, manifest: dict, options: dict) -> Source:
+    def open_source(cls, path: str, manifest: Manifest, options: dict) -> Source:
         raise NotImplementedError
 
     def schema(self):

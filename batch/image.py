@@ -20,6 +20,7 @@ import numpy as np
 from batch.adapter import BatchAdapter, Item, Source, error_row, file_fingerprint
 from edgestack.errors import UsageError
 from edgestack.families import image as image_processing
+from edgestack.manifest import Manifest
 
 
 class FolderSource(Source):
@@ -106,34 +107,36 @@ class ArraySource(Source):
 class ImageBatch(BatchAdapter):
     @property
     def pre(self) -> dict:
-        return self.manifest["preprocessing"]
+        """The preprocessing as the image family's processing takes it (a dict)."""
+        return self.manifest.preprocessing.to_dict()
 
     @classmethod
-    def open_source(cls, path: str, manifest: dict, options: dict) -> Source:
-        pre = manifest["preprocessing"]
+    def open_source(cls, path: str, manifest: Manifest, options: dict) -> Source:
+        pre = manifest.preprocessing
         p = Path(path)
         if p.is_dir():
             return FolderSource(p)
         if not p.is_file():
             raise FileNotFoundError(f"input {path} does not exist")
         if p.suffix == ".npy" or image_processing.is_idx(p):
-            return ArraySource(p, pre["height"], pre["width"])
+            return ArraySource(p, pre.height, pre.width)
         raise UsageError(f"input {path}: give a folder of images, an IDX file (*-idx3-ubyte[.gz]) or a .npy "
                          "array [N, H, W] of 0..255 intensities")
 
     def schema(self):
         import pyarrow as pa
 
-        labels = self.manifest["labels"]
+        labels = self.manifest.labels
         return pa.schema([("key", pa.string()), ("index", pa.int64()), ("label", pa.string()),
                           ("label_index", pa.int32()), ("probability", pa.float32()),
                           ("probabilities", pa.list_(pa.float32(), len(labels)))],
-                         metadata={"labels": json.dumps(labels), "model": self.manifest["name"],
-                                   "version": str(self.manifest["version"])})
+                         metadata={"labels": json.dumps(labels), "model": self.manifest.name,
+                                   "version": self.manifest.version})
 
     def _decode(self, items: list[Item]) -> tuple[list[Item], list[np.ndarray], list[dict]]:
         """Items -> the usable ones with their pixels [H, W], and an error row for each other one."""
-        height, width = self.pre["height"], self.pre["width"]
+        pre = self.manifest.preprocessing
+        height, width = pre.height, pre.width
         good, pixels, errors = [], [], []
         arrays = [item for item in items if not isinstance(item.payload, bytes)]
         if arrays:  # array inputs: checked all at once (finite, 0..255), not image by image
@@ -150,7 +153,7 @@ class ImageBatch(BatchAdapter):
             if isinstance(item.payload, bytes):
                 try:
                     pixels.append(image_processing.decode_image(item.payload, height, width,
-                                                          dark_background=self.pre.get("dark_background", False),
+                                                          dark_background=pre.dark_background,
                                                           what="file"))
                     good.append(item)
                 except (ValueError, OSError) as exc:
@@ -159,12 +162,12 @@ class ImageBatch(BatchAdapter):
 
     def process(self, items: list[Item]) -> tuple[list[dict], list[dict]]:
         good, pixels, errors = self._decode(items)
-        labels = self.manifest["labels"]
-        input_name = self.manifest["inputs"][0]["name"]
+        labels, pre = self.manifest.labels, self.pre
+        input_name = self.manifest.inputs[0].name
         rows = []
         for begin in range(0, len(good), self.batch_size):
             block = np.stack(pixels[begin:begin + self.batch_size]).astype(np.float32)
-            (logits,) = self.run_model({input_name: image_processing.to_model_input(block, self.pre)})[:1]
+            (logits,) = self.run_model({input_name: image_processing.to_model_input(block, pre)})[:1]
             probs = image_processing.probabilities(logits)
             best = probs.argmax(axis=1)
             for item, row, top in zip(good[begin:begin + self.batch_size], probs, best):

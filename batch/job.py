@@ -174,16 +174,16 @@ def prepare(model: str, input_path: str, output: str, opts: JobOptions):
     art = artifact.load_latest(model)
     from edgestack.runtime import choose_providers, choose_variant
 
-    variant = choose_variant(list(art.variants), choose_providers(device=opts.device), opts.variant)
+    variant = choose_variant(list(art.meta.variants), choose_providers(device=opts.device), opts.variant)
     adapter_cls = registry.load_object(adapter_path)
-    source = adapter_cls.open_source(input_path, art.manifest, opts.source_options)
+    source = adapter_cls.open_source(input_path, art.meta, opts.source_options)
     model_files = adapter_cls.model_files(art, variant)
-    adapter: BatchAdapter = adapter_cls(art.manifest, model_files, threads=opts.threads, device=opts.device,
+    adapter: BatchAdapter = adapter_cls(art.meta, model_files, threads=opts.threads, device=opts.device,
                                         batch_size=opts.batch_size, options=opts.source_options)
     files = model_files.values() if isinstance(model_files, dict) else [model_files]
     fmt = output_format(Path(output), opts.output_format)
     plan = {"plan_version": PLAN_VERSION, "model": model, "version": art.version, "variant": variant,
-            "model_sha256": [art.manifest["files"][Path(f).name]["sha256"] for f in files],
+            "model_sha256": [art.meta.files[Path(f).name].sha256 for f in files],
             "input": source.fingerprint(),
             "items": len(source), "shard_size": opts.shard_size, "format": fmt,
             "options": adapter.options_fingerprint()}

@@ -19,21 +19,21 @@ import numpy as np
 from batch.adapter import BatchAdapter, Item, Source, error_row
 from batch.tables import TableSource
 from edgestack.families import text as text_processing
+from edgestack.manifest import Manifest
 
 
 class TextBatch(BatchAdapter):
-    def __init__(self, manifest: dict, model, **kwargs):
+    def __init__(self, manifest: Manifest, model, **kwargs):
         super().__init__(manifest, model, **kwargs)
-        pre = manifest["preprocessing"]
         # the tokenizer travels inside the adapter (to worker processes and Ray actors)
-        self.tokenizer_json = (Path(model).parent / pre["tokenizer"]).read_text(encoding="utf-8")
+        self.tokenizer_json = (Path(model).parent / manifest.preprocessing.tokenizer).read_text(encoding="utf-8")
         self._classifier = None
 
     def __getstate__(self):
         return {**super().__getstate__(), "_classifier": None}
 
     @classmethod
-    def open_source(cls, path: str, manifest: dict, options: dict) -> Source:
+    def open_source(cls, path: str, manifest: Manifest, options: dict) -> Source:
         return TableSource(Path(path), options.get("text_column") or "text", options.get("key_column"))
 
     def options_fingerprint(self) -> dict:
@@ -42,19 +42,19 @@ class TextBatch(BatchAdapter):
     def schema(self):
         import pyarrow as pa
 
-        labels = self.manifest["labels"]
+        labels = self.manifest.labels
         return pa.schema([("key", pa.string()), ("index", pa.int64()), ("label", pa.string()),
                           ("label_index", pa.int32()), ("probability", pa.float32()),
                           ("probabilities", pa.list_(pa.float32(), len(labels))), ("tokens", pa.int32()),
                           ("truncated", pa.bool_())],
-                         metadata={"labels": json.dumps(labels), "model": self.manifest["name"],
-                                   "version": str(self.manifest["version"])})
+                         metadata={"labels": json.dumps(labels), "model": self.manifest.name,
+                                   "version": self.manifest.version})
 
     @property
     def classifier(self) -> text_processing.Classifier:
         if self._classifier is None:
-            encoder = text_processing.Encoder(self.tokenizer_json, self.manifest["preprocessing"]["max_length"])
-            self._classifier = text_processing.Classifier(self.session, encoder, self.manifest["labels"])
+            encoder = text_processing.Encoder(self.tokenizer_json, self.manifest.preprocessing.max_length)
+            self._classifier = text_processing.Classifier(self.session, encoder, self.manifest.labels)
         return self._classifier
 
     def process(self, items: list[Item]) -> tuple[list[dict], list[dict]]:
@@ -65,7 +65,7 @@ class TextBatch(BatchAdapter):
                 good.append(item)
             except ValueError as exc:
                 errors.append(error_row(item, str(exc)))
-        labels, rows = self.manifest["labels"], []
+        labels, rows = self.manifest.labels, []
         for start in range(0, len(good), self.batch_size):
             chunk = good[start:start + self.batch_size]
             probs, lengths, truncated = self.classifier.run([item.payload for item in chunk])

@@ -19,16 +19,17 @@ from pathlib import Path
 from batch.adapter import BatchAdapter, Item, Source, error_row
 from batch.tables import TableSource
 from edgestack.families import tune as tune_processing
+from edgestack.manifest import Manifest
 
 DEFAULTS = {"seed": 0, "max_length": 400, "temperature": 1.0, "top_k": 0, "top_p": 1.0}
 
 
 class MusicBatch(BatchAdapter):
-    def __init__(self, manifest: dict, model, **kwargs):
+    def __init__(self, manifest: Manifest, model, **kwargs):
         super().__init__(manifest, model, **kwargs)
         self.params = {k: self.options.get(k, v) for k, v in DEFAULTS.items()}
         vocab_dir = Path(model["step"]).parent
-        self.chars = json.loads((vocab_dir / manifest["vocabulary"]["file"]).read_text())
+        self.chars = json.loads((vocab_dir / manifest.vocabulary.file).read_text())
         self._generator = None
 
     def __getstate__(self):
@@ -39,7 +40,7 @@ class MusicBatch(BatchAdapter):
         return {role: str(art.file(f)) for role, f in tune_processing.graph_files(art.manifest, variant).items()}
 
     @classmethod
-    def open_source(cls, path: str, manifest: dict, options: dict) -> Source:
+    def open_source(cls, path: str, manifest: Manifest, options: dict) -> Source:
         return TableSource(Path(path), options.get("text_column") or "prompt", options.get("key_column"))
 
     def options_fingerprint(self) -> dict:
@@ -51,14 +52,14 @@ class MusicBatch(BatchAdapter):
 
         return pa.schema([("key", pa.string()), ("index", pa.int64()), ("prompt", pa.string()), ("tune", pa.string()),
                           ("seed", pa.int64()), ("generated_chars", pa.int32()), ("stop_reason", pa.string())],
-                         metadata={"model": self.manifest["name"], "version": str(self.manifest["version"]),
+                         metadata={"model": self.manifest.name, "version": self.manifest.version,
                                    "sampling": json.dumps(self.params)})
 
     @property
     def generator(self) -> tune_processing.Generator:
         if self._generator is None:
             self._generator = tune_processing.Generator(self.sessions["step"], self.sessions["prompt"], self.chars,
-                                                        self.manifest["generation"])
+                                                        self.manifest.generation.to_dict())
         return self._generator
 
     def process(self, items: list[Item]) -> tuple[list[dict], list[dict]]:

@@ -56,7 +56,7 @@ def test_pixels(art: artifact.Artifact, count: int) -> np.ndarray:
     """Real held-out images of the model's own dataset, uint8 [count, H, W]."""
     from training.data import images
 
-    config = art.manifest.get("training", {}).get("config", {})
+    config = art.meta.training.config if art.meta.training else {}
     loader = images.fashion_mnist if config.get("dataset") == "fashion" else images.digits
     data = loader(config.get("data_dir")) if config.get("data_dir") else loader()
     return data.test.images[:count]
@@ -67,8 +67,8 @@ def requests_for(art: artifact.Artifact, pixels: np.ndarray) -> dict[str, dict]:
     from clients.v2 import infer_request, model_path
     from edgestack.families.image import to_model_input
 
-    x = to_model_input(pixels, art.manifest["preprocessing"])
-    name = art.manifest["inputs"][0]["name"]
+    x = to_model_input(pixels, art.meta.preprocessing.to_dict())
+    name = art.meta.inputs[0].name
     binary, binary_headers = infer_request({name: x}, binary=True)
     plain, plain_headers = infer_request({name: x}, binary=False)
     infer = model_path(art.name, suffix="/infer")
@@ -151,7 +151,7 @@ def run_protocol_bench(args) -> dict:
         raise UsageError(f"--protocols compares against the /classify endpoint: needs an image classifier, "
                          f"{args.model} does {art.task}")
     threads = args.threads or os.cpu_count() or 1
-    variant = choose_variant(list(art.variants), ["CPUExecutionProvider"], os.environ.get("EDGESTACK_VARIANT"))
+    variant = choose_variant(list(art.meta.variants), ["CPUExecutionProvider"], os.environ.get("EDGESTACK_VARIANT"))
     pixels = test_pixels(art, max(BATCHES))
     cases = {batch: requests_for(art, pixels[:batch]) for batch in BATCHES}
     print(f"protocol benchmark: {args.model} v{art.version}, server variant {variant}, {threads} threads, "
@@ -160,10 +160,10 @@ def run_protocol_bench(args) -> dict:
     from edgestack.families.image import to_model_input
 
     session = open_session(art.variant_path(variant), device="cpu", threads=threads)
-    name = art.manifest["inputs"][0]["name"]
+    name, pre = art.meta.inputs[0].name, art.meta.preprocessing.to_dict()
     in_process = []
     for batch in BATCHES:
-        feeds = {name: to_model_input(pixels[:batch], art.manifest["preprocessing"])}
+        feeds = {name: to_model_input(pixels[:batch], pre)}
         samples = interleaved({"ort": lambda feeds=feeds: session.run(feeds)}, args.iterations)["ort"]
         in_process.append({"case": f"ort-{variant} in-process batch={batch}", "batch": batch,
                            **percentiles(samples, batch)})

@@ -34,7 +34,7 @@ def bench_tune(art: artifact.Artifact, args) -> dict:
     model, config, vocab = tune_training.load_checkpoint(art.file("checkpoint"))
     hidden = config["hidden_size"]
     steps = {v: open_session(art.variant_path(v), device="cpu", threads=threads) for v in ("fp32", "int8")}
-    prompts = {v: open_session(art.file(art.variants[v]["prompt_file"]), device="cpu", threads=threads)
+    prompts = {v: open_session(art.file(art.meta.variants[v].prompt_file), device="cpu", threads=threads)
                for v in ("fp32", "int8")}
     start_token = vocab.index["X"]
 

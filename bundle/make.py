@@ -154,13 +154,13 @@ def make_bundle(name: str, out_root: Path | str = "bundles", *, variant: str = "
     spec = registry.get(name)
     edge = registry.stage(name, "edge")
     art = artifact.load_latest(name, root)  # verifies every checksum of the source artifact
-    withheld = (art.manifest.get("quantization") or {}).get("status") == "withheld"
-    if variant == "int8" and "int8" not in art.variants and withheld:
-        say(f"[{name}] WARNING: the build withheld int8 ({art.manifest['quantization'].get('reason')}); "
-            f"bundling fp32 instead")
+    m = art.meta
+    withheld = m.quantization.withheld_reason if m.quantization else None
+    if variant == "int8" and "int8" not in m.variants and withheld:
+        say(f"[{name}] WARNING: the build withheld int8 ({withheld}); bundling fp32 instead")
         variant = "fp32"
-    if variant not in art.variants:
-        raise UsageError(f"{name} v{art.version} has no {variant!r} variant (has {sorted(art.variants)})")
+    if variant not in m.variants:
+        raise UsageError(f"{name} v{art.version} has no {variant!r} variant (has {sorted(m.variants)})")
     edge_module = importlib.import_module(edge)
     out_root = Path(out_root).resolve()
     out_root.mkdir(parents=True, exist_ok=True)
@@ -186,25 +186,26 @@ def make_bundle(name: str, out_root: Path | str = "bundles", *, variant: str = "
         module_file = Path(importlib.util.find_spec(edge).origin)
         shutil.copy(module_file, runner_dir / module_file.name)
         copy_family_processing(spec.stages.processing, runner_dir / "families")
-        labels = art.manifest.get("labels") or []
+        labels = m.labels or []
         if labels:
             (staging / "labels.txt").write_text("".join(f"{label}\n" for label in labels))
         import onnxruntime
 
-        m = art.manifest
+        as_read = art.manifest
         manifest = {
             "bundle_schema": BUNDLE_SCHEMA,
-            "name": name, "version": art.version, "family": spec.family, "task": m["task"], "variant": variant,
+            "name": name, "version": art.version, "family": spec.family, "task": m.task, "variant": variant,
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "graphs": {role: {"ort": f"{role}.ort", "onnx": f"{role}.onnx"} for role in sources},
             "runner": {"module": module_file.stem, "command": "python -m edge_runner INPUT...",
                        "requires": list(getattr(edge_module, "REQUIRES", ("onnxruntime", "numpy"))),
                        "python_api": edge_module.API_EXAMPLE},
-            "inputs": m["inputs"], "outputs": m["outputs"],
-            "preprocessing": m.get("preprocessing"), "labels": labels,
-            **{k: m[k] for k in ("tokenizer", "vocabulary", "generation", "prompt_graph", "max_length") if k in m},
-            "quality": {k: v for k, v in art.variants[variant].items()
-                        if k.startswith(("test_", "val_")) and isinstance(v, (int, float))},
+            # blocks the edge runner reads, copied verbatim from the artifact's manifest (it stays on dicts)
+            "inputs": as_read["inputs"], "outputs": as_read["outputs"],
+            "preprocessing": as_read.get("preprocessing"), "labels": labels,
+            **{k: as_read[k] for k in ("tokenizer", "vocabulary", "generation", "prompt_graph", "max_length")
+               if k in as_read},
+            "quality": m.variants[variant].scores(),
             "source": {"artifact": str(art.path),
                        "files": {role: {"file": rel, "sha256": sha256(art.file(rel))} for role, rel in sources.items()}},
             "converted_with": {"onnxruntime": onnxruntime.__version__, "optimization_style": "Fixed",

@@ -8,8 +8,10 @@ An artifact is one model version in a folder::
         ...                  anything else the family needs (labels, vocabulary, tokenizer)
 
 Every file is listed in the manifest with its sha256; loading refuses an artifact whose
-files do not match, so a half-copied or tampered model never gets served. This module
-imports neither torch nor onnxruntime: serving, batch jobs and edge runners all use it.
+files do not match, so a half-copied or tampered model never gets served. The manifest's
+schema is edgestack/manifest.py: writing validates it, loading migrates an older schema
+version and validates it, and `Artifact.meta` is the typed view. This module imports
+neither torch nor onnxruntime: serving, batch jobs and edge runners all use it.
 """
 
 from __future__ import annotations
@@ -17,18 +19,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgestack import manifest as schema
+from edgestack.errors import ArtifactError  # callers catch artifact.ArtifactError
 from edgestack.families.common import sha256_file  # noqa: F401 (part of this module's API)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = schema.SCHEMA_VERSION  # what write_manifest stamps; load also reads older versions
 MANIFEST = "manifest.json"
-
-
-class ArtifactError(RuntimeError):
-    """An artifact is missing, incomplete or does not match its manifest."""
 
 
 def default_root() -> Path:
@@ -49,6 +49,7 @@ def write_manifest(directory: Path, manifest: dict[str, Any]) -> Path:
         if p.is_file() and p.name != MANIFEST
     }
     manifest = {"schema_version": SCHEMA_VERSION, **manifest, "files": files}
+    schema.validate(manifest, f"the manifest for {directory}")  # a malformed one fails the export, loudly
     tmp = directory / (MANIFEST + ".tmp")
     tmp.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
     tmp.replace(directory / MANIFEST)
@@ -58,43 +59,49 @@ def write_manifest(directory: Path, manifest: dict[str, Any]) -> Path:
 @dataclass(frozen=True)
 class Artifact:
     path: Path
-    manifest: dict[str, Any]
+    manifest: dict[str, Any]  # the manifest as read (migrated to SCHEMA_VERSION); prefer `meta`
+    meta: schema.Manifest = field(default=None, repr=False, compare=False)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.meta is None:  # built from a dict: check it like load() does
+            object.__setattr__(self, "meta", schema.parse(self.manifest, f"{self.path / MANIFEST}"))
 
     @property
     def name(self) -> str:
-        return self.manifest["name"]
+        return self.meta.name
 
     @property
     def version(self) -> str:
-        return str(self.manifest["version"])
+        return self.meta.version
 
     @property
     def task(self) -> str:
-        return self.manifest["task"]
+        return self.meta.task
 
     @property
     def variants(self) -> dict[str, dict[str, Any]]:
+        """Variant name -> its manifest entry as a dict (`meta.variants` is the typed one)."""
         return self.manifest["variants"]
 
     def variant_path(self, variant: str) -> Path:
-        if variant not in self.variants:
+        if variant not in self.meta.variants:
             raise ArtifactError(
                 f"{self.name} v{self.version} has no variant {variant!r}; "
-                f"it has {sorted(self.variants)}"
+                f"it has {sorted(self.meta.variants)}"
             )
-        return self.path / self.variants[variant]["file"]
+        return self.path / self.meta.variants[variant].file
 
     def file(self, relative: str) -> Path:
         return self.path / relative
 
 
-def verify(directory: Path, manifest: dict[str, Any]) -> None:
+def verify(directory: Path, files: dict[str, schema.FileEntry]) -> None:
     problems = []
-    for relative, meta in manifest.get("files", {}).items():
+    for relative, entry in files.items():
         path = directory / relative
         if not path.is_file():
             problems.append(f"{relative}: missing")
-        elif sha256_file(path) != meta["sha256"]:
+        elif sha256_file(path) != entry.sha256:
             problems.append(f"{relative}: sha256 mismatch (file changed or partly copied)")
     if problems:
         raise ArtifactError(
@@ -113,14 +120,11 @@ def load(directory: Path, *, check: bool = True) -> Artifact:
         manifest = json.loads(manifest_path.read_text())
     except json.JSONDecodeError as exc:
         raise ArtifactError(f"{manifest_path} is not valid JSON: {exc}") from exc
-    if manifest.get("schema_version") != SCHEMA_VERSION:
-        raise ArtifactError(
-            f"{manifest_path} has schema_version {manifest.get('schema_version')!r}, "
-            f"this edgestack reads {SCHEMA_VERSION}"
-        )
+    manifest = schema.migrate(manifest, str(manifest_path))
+    meta = schema.validate(manifest, str(manifest_path))
     if check:
-        verify(directory, manifest)
-    return Artifact(directory, manifest)
+        verify(directory, meta.files)
+    return Artifact(directory, manifest, meta)
 
 
 def latest_version_dir(name: str, root: Path | None = None) -> Path | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from edgestack.families.common import InputError
 
 __all__ = ["InputError", "UnknownModel", "UsageError", "UnknownName", "DataMissing", "QualityGateError",
-           "ParityError"]
+           "ParityError", "ArtifactError"]
 
 
 class UnknownModel(InputError):
@@ -50,3 +50,8 @@ class ParityError(QualityGateError):
 
     def __init__(self, message: str, model: str | None = None):
         super().__init__(message, gate="parity", model=model)
+
+
+class ArtifactError(RuntimeError):
+    """An artifact is missing, incomplete, does not match its manifest, or its manifest is not
+    one this edgestack reads (edgestack/manifest.py). edgestack.artifact re-exports it."""

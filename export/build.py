@@ -119,17 +119,13 @@ def build(name: str, overrides: dict[str, Any] | None = None, *, root: Path | No
 
 
 def variant_summary(art: artifact.Artifact) -> str:
-    return ", ".join(f"{v}: {m['test_accuracy']:.4f}" if "test_accuracy" in m else
-                     f"{v}: {m.get('test_bits_per_char', float('nan')):.4f} bits/char"
-                     for v, m in art.variants.items())
+    figures = {v: m.headline for v, m in art.meta.variants.items()}
+    return ", ".join(f"{v}: {x:.4f}" + ("" if kind == "accuracy" else f" {kind}") for v, (kind, x) in figures.items())
 
 
 def int8_withheld(art: artifact.Artifact) -> str | None:
     """Why the build withheld int8, or None when it was published (or never attempted)."""
-    quant = art.manifest.get("quantization") or {}
-    if quant.get("status") != "withheld":
-        return None
-    return quant.get("reason") or "no candidate within budget"
+    return art.meta.quantization.withheld_reason if art.meta.quantization else None
 
 
 @dataclass

@@ -176,10 +176,10 @@ def write_model(repo: Path, art: artifact.Artifact, *, variant: str = "fp32", ba
         external = source.with_name(source.name + ".data")  # weights kept beside the graph, under their own name
         if external.is_file():
             shutil.copyfile(external, version_dir / external.name)
-        tokenizer = (art.manifest.get("preprocessing") or {}).get("tokenizer")
+        tokenizer = art.meta.preprocessing.tokenizer if art.meta.preprocessing else None
         if tokenizer and art.file(tokenizer).is_file():  # text models: for clients (or a tokenizer model) to use
             shutil.copyfile(art.file(tokenizer), model_dir / Path(tokenizer).name)
-        labels = art.manifest.get("labels")
+        labels = art.meta.labels
         if labels:
             (model_dir / "labels.txt").write_text("\n".join(labels) + "\n")
         config = model_config(art.name, version_dir / "model.onnx", art.manifest,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import cached_property
+
 import numpy as np
 
 from edgestack.errors import InputError
@@ -12,14 +14,18 @@ from serving.runner import ModelRunner
 class ImageClassifier(ModelRunner):
     @property
     def size(self) -> tuple[int, int]:
-        pre = self.artifact.manifest["preprocessing"]
-        return pre["height"], pre["width"]
+        pre = self.meta.preprocessing
+        return pre.height, pre.width
+
+    @cached_property
+    def preprocessing(self) -> dict:
+        """The manifest's preprocessing as the image family's processing takes it (a dict)."""
+        return self.meta.preprocessing.to_dict()
 
     def decode_image(self, data: bytes, what: str = "upload") -> np.ndarray:
         """PNG/JPEG/... bytes -> uint8 [H, W] grey, light-on-dark like the training data."""
         return processing.decode_image(data, *self.size, what=what,
-                                       dark_background=self.artifact.manifest["preprocessing"].get("dark_background",
-                                                                                                   False))
+                                       dark_background=self.meta.preprocessing.dark_background)
 
     def pixels_from_array(self, values) -> np.ndarray:
         """A nested list of pixel intensities 0..255: [H, W], [N, H, W] or [N, 1, H, W]."""
@@ -27,11 +33,11 @@ class ImageClassifier(ModelRunner):
 
     async def classify(self, pixels: np.ndarray, top_k: int = 3) -> list[dict]:
         """pixels [N, H, W] 0..255 -> per image: top-k labels with probabilities."""
-        labels = self.artifact.manifest["labels"]
+        labels = self.meta.labels
         processing.check_top_k(top_k, labels)
         if len(pixels) > self.options.max_items:
             raise InputError(f"{len(pixels)} images in one request; the limit is {self.options.max_items}", 413)
-        (logits,) = await self.batcher.submit(processing.to_model_input(pixels, self.artifact.manifest["preprocessing"]))
+        (logits,) = await self.batcher.submit(processing.to_model_input(pixels, self.preprocessing))
         return processing.classify(processing.probabilities(logits), labels, top_k)
 
     def warm_up(self) -> None:

@@ -14,6 +14,7 @@ import numpy as np
 
 from edgestack.artifact import Artifact
 from edgestack.errors import InputError
+from edgestack.manifest import Manifest
 from edgestack.runtime import choose_providers, choose_variant, open_session
 from serving.batching import MicroBatcher
 
@@ -51,18 +52,17 @@ class RunnerOptions:
 
 def variant_warnings(art: Artifact, chosen: str, requested: str | None) -> list[str]:
     """Say so when a CPU serves fp32 because the build withheld int8 (its gate failed)."""
-    quant = art.manifest.get("quantization") or {}
-    if requested or chosen != "fp32" or quant.get("status") != "withheld":
+    withheld = art.meta.quantization.withheld_reason if art.meta.quantization else None
+    if requested or chosen != "fp32" or withheld is None:
         return []
-    return [f"{art.name} v{art.version}: serving fp32 on CPU because the build withheld int8: "
-            f"{quant.get('reason') or 'no candidate within budget'}"]
+    return [f"{art.name} v{art.version}: serving fp32 on CPU because the build withheld int8: {withheld}"]
 
 
 class ModelRunner:
     def __init__(self, art: Artifact, options: RunnerOptions | None = None, on_batch=None):
         self.artifact, self.options = art, options or RunnerOptions()
         providers = choose_providers(device=self.options.device)
-        self.variant = choose_variant(list(art.variants), providers, self.options.variant)
+        self.variant = choose_variant(list(art.meta.variants), providers, self.options.variant)
         self.session = open_session(art.variant_path(self.variant), providers=providers,
                                     threads=self.options.threads, spinning=self.options.spinning)
         self.batcher = MicroBatcher(self._run_rows, max_batch=self.options.max_batch,
@@ -79,19 +79,28 @@ class ModelRunner:
         return self.artifact.name
 
     @property
+    def meta(self) -> Manifest:
+        """The artifact's manifest, typed."""
+        return self.artifact.meta
+
+    @property
     def inputs(self) -> list[dict]:
-        return self.artifact.manifest["inputs"]
+        """The manifest's input tensors as dicts (name, dtype, shape), as /models and v2 show them."""
+        return [spec.to_dict() for spec in self.meta.inputs]
 
     @property
     def outputs(self) -> list[dict]:
-        return self.artifact.manifest["outputs"]
+        return [spec.to_dict() for spec in self.meta.outputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [spec.name for spec in self.meta.outputs]
 
     def describe(self) -> dict:
-        m = self.artifact.manifest
-        return {"name": self.name, "version": self.artifact.version, "task": m["task"],
+        return {"name": self.name, "version": self.artifact.version, "task": self.meta.task,
                 "variant": self.variant, "provider": self.session.providers[0],
-                "inputs": self.inputs, "outputs": self.outputs, "labels": m.get("labels"),
-                "accuracy": {v: meta.get("test_accuracy") for v, meta in m["variants"].items()},
+                "inputs": self.inputs, "outputs": self.outputs, "labels": self.meta.labels,
+                "accuracy": {v: meta.test_accuracy for v, meta in self.meta.variants.items()},
                 "warnings": self.warnings}
 
     def _run_rows(self, rows: np.ndarray) -> list[np.ndarray]:
@@ -100,10 +109,10 @@ class ModelRunner:
 
     def check_tensor(self, name: str, array: np.ndarray) -> np.ndarray:
         """Validate a raw input tensor against the manifest's dtype and shape (-1 = any)."""
-        spec = next((i for i in self.inputs if i["name"] == name), None)
+        spec = next((i for i in self.meta.inputs if i.name == name), None)
         if spec is None:
-            raise InputError(f"{self.name} has no input {name!r}; inputs: {[i['name'] for i in self.inputs]}")
-        shape = spec["shape"]
+            raise InputError(f"{self.name} has no input {name!r}; inputs: {[i.name for i in self.meta.inputs]}")
+        shape = spec.shape
         if array.ndim != len(shape) or any(d not in (-1, a) for d, a in zip(shape, array.shape)):
             raise InputError(f"input {name!r} must have shape {shape} (-1 = any), got {list(array.shape)}")
         if len(array) == 0:
@@ -112,11 +121,11 @@ class ModelRunner:
             raise InputError(f"input {name!r} has {len(array)} items; the limit is {self.options.max_items}", 413)
         if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
             raise InputError(f"input {name!r} contains NaN or infinity")
-        return array.astype(spec["dtype"], copy=False)
+        return array.astype(spec.dtype, copy=False)
 
     def check_input_names(self, feeds: dict) -> list[str]:
         """The manifest's input names, in order; InputError if `feeds` has others or lacks one."""
-        expected = [i["name"] for i in self.inputs]
+        expected = [i.name for i in self.meta.inputs]
         if sorted(feeds) != sorted(expected):
             missing, extra = set(expected) - set(feeds), set(feeds) - set(expected)
             raise InputError(f"{self.name} takes inputs {expected}"
@@ -129,7 +138,7 @@ class ModelRunner:
         expected = self.check_input_names(feeds)
         checked = {k: self.check_tensor(k, v) for k, v in feeds.items()}
         outputs = await self.batcher.submit(checked[expected[0]])
-        return dict(zip([o["name"] for o in self.outputs], outputs))
+        return dict(zip(self.output_names, outputs))
 
     def warm_up(self) -> None:
         raise NotImplementedError

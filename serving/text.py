@@ -34,14 +34,14 @@ def max_text_chars() -> int:
 class TextClassifier(ModelRunner):
     def __init__(self, art, options=None, on_batch=None):
         super().__init__(art, options, on_batch=on_batch)
-        pre = art.manifest["preprocessing"]
-        self.encoder = processing.Encoder(art.file(pre["tokenizer"]), pre["max_length"])
+        pre = art.meta.preprocessing
+        self.encoder = processing.Encoder(art.file(pre.tokenizer), pre.max_length)
         self.classifier = processing.Classifier(self.session.session, self.encoder, self.labels)
         self.max_chars = max_text_chars()
 
     @property
     def labels(self) -> list[str]:
-        return self.artifact.manifest["labels"]
+        return self.meta.labels
 
     def describe(self) -> dict:
         return {**super().describe(), "max_length_tokens": self.encoder.max_length,
@@ -61,7 +61,7 @@ class TextClassifier(ModelRunner):
 
     async def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """v2 tensor path: {"text": BYTES/str array, shape [N] or [N, 1]} -> {"probabilities": [N, C]}."""
-        name = self.inputs[0]["name"]
+        name = self.meta.inputs[0].name
         if set(feeds) != {name}:
             raise InputError(f"{self.name} takes one input {name!r} (BYTES, shape [-1]); got {sorted(feeds)}")
         array = np.asarray(feeds[name])
@@ -81,7 +81,7 @@ class TextClassifier(ModelRunner):
         rows = np.empty(len(texts), dtype=object)
         rows[:] = texts
         probs, _, _ = await self.batcher.submit(rows)
-        return {self.outputs[0]["name"]: probs}
+        return {self.output_names[0]: probs}
 
     def warm_up(self) -> None:
         short = np.array(["warm up"], dtype=object)

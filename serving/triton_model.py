@@ -46,8 +46,8 @@ class TritonPythonModel:
                                 threads=int(params.get("threads") or 0) or None)
         self.runner = registry.load_object(registry.get(art.name).stages.runner)(art, options)
         self.runner.warm_up()  # as our server does before it says ready
-        self.text_inputs = {i["name"] for i in self.runner.inputs if v2.datatype(i["dtype"]).v2 == "BYTES"}
-        self.output_types = {o["name"]: v2.datatype(o["dtype"]).numpy for o in self.runner.outputs}
+        self.text_inputs = {i.name for i in art.meta.inputs if v2.datatype(i.dtype).v2 == "BYTES"}
+        self.output_types = {o.name: v2.datatype(o.dtype).numpy for o in art.meta.outputs}
         self.loop = asyncio.new_event_loop()  # runner.infer is async; its batcher lives on this loop
 
     def execute(self, requests: list) -> list:

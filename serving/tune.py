@@ -44,13 +44,13 @@ class MusicGenerator(ModelRunner):
             # (measured slower on 2 cores); concurrent requests use the other cores instead.
             options = replace(options, threads=int(os.environ.get("EDGESTACK_LSTM_THREADS", 1)))
         super().__init__(art, options, on_batch)  # the step graph of the chosen variant
-        meta = art.variants[self.variant]
-        self.prompt_session = open_session(art.file(meta["prompt_file"]), providers=self.session.providers,
+        self.prompt_session = open_session(art.file(art.meta.variants[self.variant].prompt_file),
+                                           providers=self.session.providers,
                                            threads=self.options.threads, spinning=self.options.spinning)
-        chars = json.loads(art.file(art.manifest["vocabulary"]["file"]).read_text())
+        chars = json.loads(art.file(art.meta.vocabulary.file).read_text())
         # The sampling loop is the tune family's (shared with batch jobs and devices) on our sessions.
         self.generator = processing.Generator(self.session.session, self.prompt_session.session, chars,
-                                              art.manifest["generation"])
+                                              art.meta.generation.to_dict())
         self.chars, self.index, self.hidden = chars, self.generator.index, self.generator.hidden
         self.end_of_tune, self.default_prompt = self.generator.end_of_tune, self.generator.default_prompt
         self.limits = settings()
@@ -135,15 +135,14 @@ class MusicGenerator(ModelRunner):
                              f"[{token.min()}, {token.max()}]")
         outputs = await asyncio.to_thread(self.session.run, {"token": token.astype(np.int64),
                                                               "h": h.astype(np.float32), "c": c.astype(np.float32)})
-        return dict(zip([o["name"] for o in self.outputs], outputs))
+        return dict(zip(self.output_names, outputs))
 
     def describe(self) -> dict:
-        m = self.artifact.manifest
-        return {"name": self.name, "version": self.artifact.version, "task": m["task"],
+        return {"name": self.name, "version": self.artifact.version, "task": self.meta.task,
                 "variant": self.variant, "provider": self.session.providers[0],
                 "inputs": self.inputs, "outputs": self.outputs, "vocabulary": self.chars,
                 "limits": self.limits, "end_of_tune": self.end_of_tune,
-                "bits_per_char": {v: meta.get("val_bits_per_char") for v, meta in m["variants"].items()},
+                "bits_per_char": {v: meta.val_bits_per_char for v, meta in self.meta.variants.items()},
                 "warnings": self.warnings}
 
     def warm_up(self) -> None:

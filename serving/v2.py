@@ -10,7 +10,7 @@ sessions and the adaptive batcher. Routes (as Triton and KServe name them):
     GET  /v2/models/{m}[/versions/{v}]/ready
     POST /v2/models/{m}[/versions/{v}]/infer   JSON tensors, or the binary tensor data extension
 
-Inputs and outputs are the manifest's (artifact.manifest["inputs"/"outputs"]); a runner
+Inputs and outputs are the manifest's (artifact.meta.inputs / outputs); a runner
 declares text inputs as dtype "bytes" (v2 BYTES) and receives them as a numpy object array
 of `str` (UTF-8 decoded here), and every runner gets its tensors through
 `runner.infer(feeds)`, which families with several inputs or text inputs override.
@@ -87,12 +87,11 @@ class V2App:
             runner = self.runner(request)
         except InputError as exc:
             return error(str(exc), exc.status)
-        manifest = runner.artifact.manifest
         return JSONResponse({
             "name": runner.name, "versions": [runner.artifact.version], "platform": "onnxruntime_onnx",
             "inputs": tensor_specs(runner.inputs), "outputs": tensor_specs(runner.outputs),
             "parameters": {"variant": runner.variant, "provider": runner.session.providers[0],
-                           "edgestack": json.dumps(v2.client_hints(manifest))},
+                           "edgestack": json.dumps(v2.client_hints(runner.artifact.manifest))},
         })
 
     async def model_ready(self, request: Request) -> Response:
@@ -125,7 +124,7 @@ class V2App:
         if "id" in header and not isinstance(header["id"], str):
             raise v2.ProtocolError("`id` must be a string")
         arrays = v2.read_tensors(inputs, binary)
-        declared = {spec["name"]: v2.datatype(spec["dtype"]) for spec in runner.inputs}
+        declared = {spec.name: v2.datatype(spec.dtype) for spec in runner.meta.inputs}
         feeds = {}
         for name, array in arrays.items():
             want, got = declared.get(name), v2.of_numpy(array.dtype)
@@ -149,7 +148,7 @@ class V2App:
             binary = bool(params.get("binary_data", default_binary))
             array = outputs[request["name"]]
             if params.get("classification"):
-                array = classify(array, int(params["classification"]), runner.artifact.manifest.get("labels"))
+                array = classify(array, int(params["classification"]), runner.meta.labels)
             entry, raw = v2.tensor_entry(request["name"], array, binary=binary)
             entries.append(entry)
             if raw is not None:
@@ -182,7 +181,7 @@ def requested_outputs(runner, header: dict) -> list[dict]:
         return []
     if not isinstance(wanted, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in wanted):
         raise v2.ProtocolError("`outputs` must be a list of objects with a `name`")
-    names = [o["name"] for o in runner.outputs]
+    names = runner.output_names
     for request in wanted:
         if request["name"] not in names:
             raise InputError(f"{runner.name} has no output {request['name']!r}; outputs: {names}")

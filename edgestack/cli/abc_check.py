@@ -45,7 +45,7 @@ def reference_tunes(art: artifact.Artifact, n: int) -> list[str]:
     """The first n test tunes of the corpus the model was trained on (needs the training data)."""
     from training.data import abc as abc_data
 
-    config = art.manifest["training"]["config"]
+    config = art.meta.training.config
     splits = abc_data.load_splits(config["corpus"], config.get("data_dir"), seed=config["seed"])
     return splits.test[:n]
 
@@ -57,8 +57,8 @@ def run(args) -> dict:
     if not abc_tools.abc2midi_available():
         raise FileNotFoundError("abc-check needs abc2midi (Debian: apt-get install abcmidi; `make data` does it)")
     art = artifact.load_latest(args.model)
-    if registry.family(art.manifest.get("family", "")).name != "tune":
-        raise UsageError(f"{args.model} is not a tune generator (family {art.manifest.get('family')!r})")
+    if registry.family(art.meta.family).name != "tune":
+        raise UsageError(f"{args.model} is not a tune generator (family {art.meta.family!r})")
     runner = MusicGenerator(art, RunnerOptions(device="cpu", variant=args.variant, threads=args.threads))
     print(f"abc-check {args.model} v{art.version} ({runner.variant}): {args.n} tunes at temperature "
           f"{args.temperature}, top_k {args.top_k}, top_p {args.top_p}, seeds {args.seed}..{args.seed + args.n - 1}",

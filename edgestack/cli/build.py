@@ -82,9 +82,9 @@ def cmd_models(args: argparse.Namespace) -> int:
     for name, spec in registry.MODELS.items():
         try:
             art = artifact.load_latest(name)
-            state = f"v{art.version} " + " ".join(
-                f"{v}={m['test_accuracy']:.4f}" if "test_accuracy" in m else
-                f"{v}={m.get('test_bits_per_char', float('nan')):.4f}bpc" for v, m in art.variants.items())
+            figures = {v: m.headline for v, m in art.meta.variants.items()}
+            state = f"v{art.version} " + " ".join(f"{v}={x:.4f}" + ("" if kind == "accuracy" else "bpc")
+                                                  for v, (kind, x) in figures.items())
         except artifact.ArtifactError as exc:
             state = f"not built ({exc})" if artifact.latest_version_dir(name) else "not built"
         print(f"{name:24s} {spec.family:6s} {state}")

@@ -36,7 +36,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     for name in names:
         registry.get(name)
         art = artifact.load_latest(name)
-        print(f"[{name}] v{art.version} verified ({len(art.manifest['files'])} files)", flush=True)
+        print(f"[{name}] v{art.version} verified ({len(art.meta.files)} files)", flush=True)
     env = server_env(args, os.environ)
     root = Path(__file__).resolve().parents[2]  # the repository: edgestack/cli/serve.py -> ../../..
     command = [sys.executable, "-m", "bentoml", "serve", "serving.service:EdgeStack",

@@ -79,7 +79,7 @@ def reference(art, variant: str, feeds: dict[str, np.ndarray]) -> dict[str, np.n
 
     if art.task == "image-classification":
         session = open_session(art.variant_path(variant), device="cpu", threads=1)
-        names = [o["name"] for o in art.manifest["outputs"]]
+        names = [o.name for o in art.meta.outputs]
         return dict(zip(names, session.run(feeds, names)))
     runner = registry.load_object(registry.get(art.name).stages.runner)(
         art, RunnerOptions(device="cpu", variant=variant, threads=1))
