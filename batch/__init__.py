@@ -8,5 +8,5 @@ images.py     the CNN image classifiers' adapter (folders of images, IDX, .npy)
 bench.py      `edgestack bench-batch`: items/s per engine on one input, table + JSON
 
 A family gets batch jobs with one adapter module and one entry in
-edgestack.registry.FAMILY_TOOLS.
+the family's `batch` stage in edgestack/registry.py.
 """

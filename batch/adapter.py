@@ -1,6 +1,6 @@
 """What a family adapter provides to a batch job, and what every engine does with it.
 
-An adapter (one per family, named in edgestack.registry.FAMILY_TOOLS) knows:
+An adapter (one per family, the family's `batch` stage in edgestack/registry.py) knows:
 - how to open an input (`open_source`): a Source lists the items with a stable key each
   and reads any slice of them, in whatever process runs it;
 - the output columns (`schema`) and how to turn a list of items into rows (`process`),

@@ -28,7 +28,6 @@ class Family:
     edge: str | None = None     # edge runner module copied into bundles (bundle/edge_runner/)
     bench: str | None = None    # "module:function(art, args) -> dict": `edgestack bench`
     predict: str | None = None  # "module:function(args, client) -> int": `edgestack predict`
-    aliases: tuple[str, ...] = ()  # the names older manifests used
 
 
 FAMILIES: dict[str, Family] = {}
@@ -42,23 +41,25 @@ def register_family(family: Family) -> Family:
 register_family(Family(
     "image", "image-classification", "edgestack.families.image", "training.image", "export.image",
     "serving.image:ImageClassifier", batch="batch.image:ImageBatch", edge="bundle.edge_runner.image",
-    bench="benchmarks.image:bench_image", predict="edgestack.cli.predict:predict_images", aliases=("cnn",)))
+    bench="benchmarks.image:bench_image", predict="edgestack.cli.predict:predict_images"))
 register_family(Family(
     "tune", "text-generation", "edgestack.families.tune", "training.tune", "export.tune",
     "serving.tune:MusicGenerator", batch="batch.tune:MusicBatch", edge="bundle.edge_runner.tune",
-    bench="benchmarks.tune:bench_tune", predict="edgestack.cli.predict:predict_tune", aliases=("lstm",)))
+    bench="benchmarks.tune:bench_tune", predict="edgestack.cli.predict:predict_tune"))
 register_family(Family(
     "text", "text-classification", "edgestack.families.text", "training.text", "export.text",
     "serving.text:TextClassifier", batch="batch.text:TextBatch", edge="bundle.edge_runner.text",
-    bench="benchmarks.text:bench_text", predict="edgestack.cli.predict:predict_texts", aliases=("transformer",)))
+    bench="benchmarks.text:bench_text", predict="edgestack.cli.predict:predict_texts"))
 
 
 def family(name: str) -> Family:
-    """A family by its name or an older alias (manifests written before the rename say cnn/lstm/transformer)."""
-    for fam in FAMILIES.values():
-        if name == fam.name or name in fam.aliases:
-            return fam
-    raise UnknownName(f"unknown model family {name!r}; known: {', '.join(FAMILIES)}")
+    """A family by its name, or by the name a schema-1 manifest used (cnn, lstm, transformer)."""
+    from edgestack.manifest import FAMILY_ALIASES
+
+    name = FAMILY_ALIASES.get(name, name)
+    if name not in FAMILIES:
+        raise UnknownName(f"unknown model family {name!r}; known: {', '.join(FAMILIES)}")
+    return FAMILIES[name]
 
 
 @dataclass(frozen=True)
