@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,9 @@ class ArtifactError(RuntimeError):
 
 def default_root() -> Path:
     """Where artifacts live: $EDGESTACK_ARTIFACTS, else ./artifacts."""
-    return Path(os.environ.get("EDGESTACK_ARTIFACTS", "artifacts")).resolve()
+    from edgestack.settings import get_settings
+
+    return get_settings().artifacts.resolve()
 
 
 def sha256_file(path: Path) -> str:
