@@ -21,11 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from bundle.make import make_bundle
+from edgestack.settings import PREFIX
 
 
 def clean_env() -> dict:
     """No PYTHONPATH and nothing of edgestack's: the runner finds only its bundle."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "EDGESTACK"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", PREFIX))}
     env["EDGE_THREADS"] = "1"
     return env
 

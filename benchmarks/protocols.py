@@ -40,6 +40,7 @@ from benchmarks.timing import (
 from edgestack import artifact
 from edgestack.errors import UsageError
 from edgestack.serverproc import free_port, running_server
+from edgestack.settings import env_name, get_settings
 
 PROTOCOLS = ("v2-binary", "v2-json", "rest-classify")
 FIXED = "fixed-cost"  # GET /v2/health/ready: the server's per-request cost without a model
@@ -151,7 +152,7 @@ def run_protocol_bench(args) -> dict:
         raise UsageError(f"--protocols compares against the /classify endpoint: needs an image classifier, "
                          f"{args.model} does {art.task}")
     threads = args.threads or os.cpu_count() or 1
-    variant = choose_variant(list(art.meta.variants), ["CPUExecutionProvider"], os.environ.get("EDGESTACK_VARIANT"))
+    variant = choose_variant(list(art.meta.variants), ["CPUExecutionProvider"], get_settings().variant)
     pixels = test_pixels(art, max(BATCHES))
     cases = {batch: requests_for(art, pixels[:batch]) for batch in BATCHES}
     print(f"protocol benchmark: {args.model} v{art.version}, server variant {variant}, {threads} threads, "
@@ -170,7 +171,7 @@ def run_protocol_bench(args) -> dict:
     session = None  # closed: the server gets the cores
 
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as servers:
-        env = {"EDGESTACK_THREADS": str(threads), "EDGESTACK_VARIANT": variant}
+        env = {env_name("threads"): str(threads), env_name("variant"): variant}
         url, _ = servers.enter_context(running_server([args.model], port=args.port or free_port(), env=env,
                                                       log_path=Path(tmp) / "server.log"))
         fixed = {FIXED: ready_request()}

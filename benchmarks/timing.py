@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from edgestack.serverproc import free_port, running_server
+from edgestack.settings import env_name
 
 
 def machine(threads: int) -> dict:
@@ -76,7 +77,7 @@ async def http_load(url: str, path: str, body: dict, concurrency: int, requests:
 def http_rows(model: str, path: str, body: dict, args, threads: int, case: str, **extra) -> list[dict]:
     """One real server for `model`; `args.http_requests` POSTs of `body` at concurrency 1 and 16."""
     rows = []
-    with running_server([model], port=args.port or free_port(), env={"EDGESTACK_THREADS": str(threads)}) as (url, _):
+    with running_server([model], port=args.port or free_port(), env={env_name("threads"): str(threads)}) as (url, _):
         for concurrency in (1, 16):
             latencies, wall = asyncio.run(http_load(url, path, body, concurrency, args.http_requests))
             row = {**percentiles(latencies, 1), "items_per_s": len(latencies) / wall}

@@ -10,12 +10,12 @@ call vs the step graph 256 times. Over HTTP: a real server streaming /generate_s
 from __future__ import annotations
 
 import json
-import os
 import time
 
 import numpy as np
 
 from edgestack import artifact
+from edgestack.settings import env_name, get_settings
 
 TOKENS_PER_CALL = 100
 PROMPT_CHARS = 256
@@ -29,7 +29,7 @@ def bench_tune(art: artifact.Artifact, args) -> dict:
     from training import tune as tune_training
 
     # Batch-1 stepping: one thread, as the server runs it (EDGESTACK_LSTM_THREADS); --threads to change.
-    threads = args.threads or int(os.environ.get("EDGESTACK_LSTM_THREADS", 1))
+    threads = args.threads or get_settings().lstm_threads
     torch.set_num_threads(threads)
     model, config, vocab = tune_training.load_checkpoint(art.file("checkpoint"))
     hidden = config["hidden_size"]
@@ -117,7 +117,7 @@ def http_streaming(art: artifact.Artifact, args, threads: int) -> list[dict]:
 
     requests = max(5, min(args.http_requests, 60))
     ttft, totals, chars = [], [], 0
-    with running_server([art.name], port=args.port or None, env={"EDGESTACK_THREADS": str(threads)}) as (url, _):
+    with running_server([art.name], port=args.port or None, env={env_name("threads"): str(threads)}) as (url, _):
         with httpx.Client(base_url=url, timeout=60) as client:
             for i in range(requests + 3):  # 3 warm-up streams
                 body = {"model": art.name, "seed": i, "max_length": 200, "temperature": 1.0}

@@ -17,7 +17,6 @@ neither torch nor onnxruntime: serving, batch jobs and edge runners all use it.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +32,9 @@ MANIFEST = "manifest.json"
 
 def default_root() -> Path:
     """Where artifacts live: $EDGESTACK_ARTIFACTS, else ./artifacts."""
-    return Path(os.environ.get("EDGESTACK_ARTIFACTS", "artifacts")).resolve()
+    from edgestack.settings import get_settings
+
+    return get_settings().artifacts.resolve()
 
 
 def write_manifest(directory: Path, manifest: dict[str, Any]) -> Path:

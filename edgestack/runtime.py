@@ -16,6 +16,7 @@ import numpy as np
 import onnxruntime as ort
 
 from edgestack.errors import UsageError
+from edgestack.settings import get_settings
 
 log = logging.getLogger("edgestack.runtime")
 
@@ -58,7 +59,7 @@ def choose_variant(variants: list[str], providers: list[str], requested: str | N
 
 def default_threads() -> int:
     """Threads per session: EDGESTACK_THREADS, else all cores (set it when sessions share a box)."""
-    return int(os.environ.get("EDGESTACK_THREADS", 0)) or (os.cpu_count() or 1)
+    return get_settings().threads or (os.cpu_count() or 1)
 
 
 @dataclass

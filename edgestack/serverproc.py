@@ -19,6 +19,8 @@ from pathlib import Path
 
 import httpx
 
+from edgestack.settings import get_settings
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -89,7 +91,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 def triton_home() -> Path:
     """Where `make triton` unpacks the nvidia-pytriton wheel: $EDGESTACK_TRITON_HOME, else <repo>/.triton."""
-    return Path(os.environ.get("EDGESTACK_TRITON_HOME") or REPO_ROOT / ".triton")
+    return get_settings().triton_home or REPO_ROOT / ".triton"
 
 
 def triton_server_dir(home: Path | None = None) -> Path:

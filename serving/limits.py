@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 
-DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
+from edgestack.settings import get_settings
 
 
 def max_body_bytes() -> int:
-    return int(os.environ.get("EDGESTACK_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES))
+    return get_settings().max_body_bytes
 
 
 class BodySizeLimit:

@@ -7,7 +7,6 @@ add their own pre- and post-processing. `infer` is the raw tensor path the v2 pr
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +15,7 @@ from edgestack.artifact import Artifact
 from edgestack.errors import InputError
 from edgestack.manifest import Manifest
 from edgestack.runtime import choose_providers, choose_variant, open_session
+from edgestack.settings import get_settings
 from serving.batching import MicroBatcher
 
 log = logging.getLogger("edgestack.serving")
@@ -40,14 +40,10 @@ class RunnerOptions:
 
     @classmethod
     def from_env(cls) -> "RunnerOptions":
-        env = os.environ.get
-        return cls(device=env("EDGESTACK_DEVICE", "auto"), variant=env("EDGESTACK_VARIANT") or None,
-                   threads=int(env("EDGESTACK_THREADS", 0)) or None,
-                   max_batch=int(env("EDGESTACK_MAX_BATCH", 64)),
-                   max_wait_ms=float(env("EDGESTACK_MAX_WAIT_MS", 0.0)),
-                   inline_ms=float(env("EDGESTACK_INLINE_RUN_MS", 0.25)),
-                   spinning=env("EDGESTACK_ORT_SPIN", "0") == "1",
-                   max_items=int(env("EDGESTACK_MAX_ITEMS", 256)))
+        s = get_settings()
+        return cls(device=s.device, variant=s.variant, threads=s.threads or None, max_batch=s.max_batch,
+                   max_wait_ms=s.max_wait_ms, inline_ms=s.inline_run_ms, spinning=s.ort_spin,
+                   max_items=s.max_items)
 
 
 def variant_warnings(art: Artifact, chosen: str, requested: str | None) -> list[str]:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from bentoml.exceptions import BentoMLException
 
 from edgestack import artifact, registry
 from edgestack.errors import InputError, UnknownModel
+from edgestack.settings import get_settings
 from serving import v2
 from serving.limits import BodySizeLimit
 from serving.runner import ModelRunner, RunnerOptions
@@ -46,9 +46,9 @@ RUNNERS: dict[str, ModelRunner] = {}
 
 def requested_models() -> list[str]:
     """EDGESTACK_MODELS=a,b picks models; by default every registered model that has an artifact."""
-    wanted = os.environ.get("EDGESTACK_MODELS", "")
-    if wanted.strip():
-        return [m.strip() for m in wanted.split(",") if m.strip()]
+    wanted = get_settings().models
+    if wanted:
+        return wanted
     return [name for name in registry.MODELS if artifact.latest_version_dir(name) is not None]
 
 

@@ -15,20 +15,17 @@ Input rules (the same for the REST endpoint and the v2 tensor path):
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from edgestack.errors import InputError
 from edgestack.families import text as processing
 from edgestack.families.text import check_texts
+from edgestack.settings import get_settings
 from serving.runner import ModelRunner
-
-DEFAULT_MAX_TEXT_CHARS = 20_000
 
 
 def max_text_chars() -> int:
-    return int(os.environ.get("EDGESTACK_MAX_TEXT_CHARS", DEFAULT_MAX_TEXT_CHARS))
+    return get_settings().max_text_chars
 
 
 class TextClassifier(ModelRunner):

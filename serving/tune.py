@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
@@ -25,13 +24,13 @@ from edgestack.errors import InputError
 from edgestack.families import tune as processing
 from edgestack.families.tune import SamplingParams, sample_index  # noqa: F401 (re-exported for callers)
 from edgestack.runtime import open_session
+from edgestack.settings import get_settings
 from serving.runner import ModelRunner, RunnerOptions
 
 
 def settings() -> dict[str, int]:
-    env = os.environ.get
-    return {"max_prompt_chars": int(env("EDGESTACK_MAX_PROMPT_CHARS", 2000)),
-            "max_length": int(env("EDGESTACK_MAX_NEW_CHARS", 2000))}
+    s = get_settings()
+    return {"max_prompt_chars": s.max_prompt_chars, "max_length": s.max_new_chars}
 
 
 class MusicGenerator(ModelRunner):
@@ -42,7 +41,7 @@ class MusicGenerator(ModelRunner):
         if options.threads is None:
             # One character at a time at batch 1: extra intra-op threads only add hand-offs
             # (measured slower on 2 cores); concurrent requests use the other cores instead.
-            options = replace(options, threads=int(os.environ.get("EDGESTACK_LSTM_THREADS", 1)))
+            options = replace(options, threads=get_settings().lstm_threads)
         super().__init__(art, options, on_batch)  # the step graph of the chosen variant
         self.prompt_session = open_session(art.file(art.meta.variants[self.variant].prompt_file),
                                            providers=self.session.providers,

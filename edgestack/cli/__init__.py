@@ -18,6 +18,7 @@ import argparse
 import sys
 
 from edgestack import artifact
+from edgestack.cli.serve import server_env  # noqa: F401 (how serve flags become settings; tests use it)
 from edgestack.errors import InputError, QualityGateError, UsageError
 
 # One module per command group, each adding its subcommands; the order is the order of `--help`.
@@ -39,7 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:2] == ["export", "triton"]:  # `edgestack export triton ...` = `edgestack export-triton ...`
         argv = ["export-triton", *argv[2:]]
-    args = parser().parse_args(argv)
+    try:
+        args = parser().parse_args(argv)
+    except UsageError as exc:  # a bad EDGESTACK_* variable behind a default (SettingsError)
+        print(f"edgestack: {exc}", file=sys.stderr)
+        return 2
     try:
         return args.func(args) or 0
     except (artifact.ArtifactError, UsageError, QualityGateError, InputError, FileNotFoundError) as exc:

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 from edgestack import artifact, registry
+from edgestack.settings import get_settings
 
 
 def _one_array_file(paths: list[str]) -> bool:
@@ -124,7 +124,7 @@ def add_parsers(sub) -> None:
                                     "prompt ('X:1\\nT:'; a literal \\n is a newline), the tune streamed as it is written.")
     pr.add_argument("model", help=f"served name ({names})")
     pr.add_argument("inputs", nargs="*", help="image files, texts, or the folk-lstm prompt (see above)")
-    pr.add_argument("--url", default=os.environ.get("EDGESTACK_URL", "http://localhost:3000"))
+    pr.add_argument("--url", default=get_settings().url)
     pr.add_argument("--top-k", type=int, default=3)
     pr.add_argument("--limit", type=int, help="with an IDX/.npy file: how many images (default 8)")
     pr.add_argument("--timeout", type=float, default=30.0)

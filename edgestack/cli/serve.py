@@ -8,10 +8,11 @@ import sys
 from pathlib import Path
 
 from edgestack import artifact, registry
+from edgestack.settings import env_name, help_text
 
-SERVE_FLAGS = (("device", "EDGESTACK_DEVICE"), ("variant", "EDGESTACK_VARIANT"), ("threads", "EDGESTACK_THREADS"),
-               ("max_body_bytes", "EDGESTACK_MAX_BODY_BYTES"), ("max_batch", "EDGESTACK_MAX_BATCH"),
-               ("max_wait_ms", "EDGESTACK_MAX_WAIT_MS"))
+# Each flag is the Settings field of the same name.
+SERVE_FLAGS = tuple((flag, env_name(flag)) for flag in
+                    ("device", "variant", "threads", "max_body_bytes", "max_batch", "max_wait_ms"))
 
 
 def server_env(args: argparse.Namespace, environ) -> dict[str, str]:
@@ -19,8 +20,8 @@ def server_env(args: argparse.Namespace, environ) -> dict[str, str]:
     the service reads (a flag wins over the variable)."""
     env = dict(environ)
     if args.models:
-        env["EDGESTACK_MODELS"] = ",".join(args.models)
-    env.setdefault("EDGESTACK_ARTIFACTS", str(artifact.default_root()))
+        env[env_name("models")] = ",".join(args.models)
+    env.setdefault(env_name("artifacts"), str(artifact.default_root()))
     for flag, var in SERVE_FLAGS:
         if getattr(args, flag) is not None:
             env[var] = str(getattr(args, flag))
@@ -48,7 +49,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub) -> None:
-    s = sub.add_parser("serve", help="serve built models over HTTP (BentoML + ONNX Runtime)")
+    s = sub.add_parser("serve", help="serve built models over HTTP (BentoML + ONNX Runtime)",
+                       epilog=help_text(), formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("models", nargs="*", help="served names (default: every built model)")
     s.add_argument("--host", default="0.0.0.0")
     s.add_argument("--port", type=int, default=3000)

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import time
 from pathlib import Path
 
@@ -36,6 +35,7 @@ import tritonclient.http.aio as tc_aio
 from tritonclient.utils import InferenceServerException
 
 from edgestack import v2protocol as v2
+from edgestack.settings import get_settings
 
 SAMPLE_TEXT = ["a gripping, beautifully acted film", "dull, predictable and far too long",
                "Shares rose after the bank reported record profits", "The striker scored twice in the final"]
@@ -323,7 +323,7 @@ def add_parsers(sub) -> None:
                                     "Triton or KServe. Prints one pass/FAIL cell per call and model; exit 1 if "
                                     "any cell failed. See edgestack/cli/v2check.py.")
     vc.add_argument("models", nargs="*", help="model names (default: what our server lists at POST /models)")
-    vc.add_argument("--url", default=os.environ.get("EDGESTACK_URL", "http://localhost:3000"))
+    vc.add_argument("--url", default=get_settings().url)
     vc.add_argument("--artifacts", help="also compare each answer with the same variant run in process, "
                                         "from this artifacts folder (e.g. artifacts)")
     vc.add_argument("--json", metavar="FILE", help="write the matrix as JSON to FILE")

