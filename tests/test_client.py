@@ -1,6 +1,7 @@
 import asyncio
 import time
 
+import httpx
 import numpy as np
 import pytest
 
@@ -85,3 +86,29 @@ def test_event_stream_reader_parses_events_and_raises_an_in_band_error():
         assert reader.feed(line) is None
     with pytest.raises(ServerError, match="generation failed: boom"):
         reader.feed("")
+
+
+def test_v2_bodies_through_tritonclient_read_as_the_server_reads_them():
+    from clients.v2 import infer_request, infer_result
+    from edgestack import v2protocol as v2
+
+    inputs = {"x": np.arange(6, dtype=np.float32).reshape(2, 3), "ids": np.array([[1, 2]], dtype=np.int64),
+              "text": np.array([b"caf\xc3\xa9", "tea"], dtype=object), "words": np.array(["a", "bc"])}
+    for binary in (True, False):
+        body, headers = infer_request(inputs, binary=binary, request_id="r1", parameters={"priority": 2})
+        header, raw = v2.split_body(body, headers.get(v2.HEADER_LENGTH))
+        decoded = v2.read_tensors(header["inputs"], raw)
+        assert header["id"] == "r1" and header["parameters"] == ({"priority": 2, "binary_data_output": True}
+                                                                 if binary else {"priority": 2})
+        assert headers["content-type"] == ("application/octet-stream" if binary else "application/json")
+        np.testing.assert_array_equal(decoded["x"], inputs["x"])
+        assert decoded["text"].tolist() == ["café".encode(), b"tea"] and decoded["words"].tolist() == [b"a", b"bc"]
+
+        entries, raws = zip(*(v2.tensor_entry(n, a, binary=binary) for n, a in decoded.items()))
+        body, length = v2.join_body({"model_name": "m", "model_version": "3", "id": "r1", "outputs": list(entries)},
+                                    [r for r in raws if r is not None])
+        result = infer_result(httpx.Response(200, content=body,
+                                             headers={v2.HEADER_LENGTH: str(length)} if length else {}))
+        assert (result.model_name, result.model_version, result.id) == ("m", "3", "r1")
+        np.testing.assert_array_equal(result.outputs["ids"], inputs["ids"])
+        assert result.outputs["ids"].dtype == np.int64 and result.outputs["text"].tolist() == ["café".encode(), b"tea"]
