@@ -1,8 +1,8 @@
 """The Open Inference Protocol (KServe / Triton v2) in the edgestack client.
 
-`Client` and `AsyncClient` (clients/client.py) get these calls from the mixins below, so
-they share the connection pool, timeouts, retries on connection errors and typed errors
-of the convenience calls. They work against any v2 server (ours, Triton, KServe):
+`Client` and `AsyncClient` (clients/client.py) get these calls from `V2Calls`, written once
+for both, so they share the connection pool, timeouts, retries on connection errors and
+typed errors of the convenience calls. They work against any v2 server (ours, Triton, KServe):
 
     with Client("http://localhost:3000") as c:
         c.v2_model_metadata("fashion-cnn")["inputs"]
@@ -25,6 +25,7 @@ import numpy as np
 import tritonclient.http as tc
 from tritonclient.utils import InferenceServerException
 
+from clients._core import call
 from edgestack import v2protocol as v2
 
 # request parameters tritonclient takes as arguments of their own (it refuses them in `parameters`)
@@ -113,77 +114,46 @@ def hints_from(metadata: dict | None, config: dict | None) -> dict | None:
     return None
 
 
-class V2Mixin:
-    """v2 calls for the sync `Client` (uses its `request` and `_http`)."""
+class V2Calls:
+    """The v2 calls of `Client` and `AsyncClient` (uses the steps of clients/client.py `_Calls`)."""
 
-    def _v2_ok(self, path: str) -> bool:
-        try:
-            return self._http.get(path).status_code == 200
-        except httpx.TransportError:
-            return False
-
+    @call
     def v2_live(self) -> bool:
-        return self._v2_ok("/v2/health/live")
+        return (yield from self._ok("/v2/health/live"))
 
+    @call
     def v2_ready(self) -> bool:
-        return self._v2_ok("/v2/health/ready")
+        return (yield from self._ok("/v2/health/ready"))
 
+    @call
     def v2_model_ready(self, model: str, version: str | None = None) -> bool:
-        return self._v2_ok(model_path(model, version, "/ready"))
+        return (yield from self._ok(model_path(model, version, "/ready")))
 
+    @call
     def v2_server_metadata(self) -> dict:
-        return self.request("GET", "/v2").json()
+        return (yield from self._json("GET", "/v2"))
 
+    @call
     def v2_model_metadata(self, model: str, version: str | None = None) -> dict:
-        return self.request("GET", model_path(model, version)).json()
+        return (yield from self._json("GET", model_path(model, version)))
 
+    @call
     def v2_model_hints(self, model: str, version: str | None = None) -> dict | None:
         """task / preprocessing / labels from the server (ours, or Triton with an exported config)."""
-        hints = hints_from(self.v2_model_metadata(model, version), None)
+        hints = hints_from((yield from self._json("GET", model_path(model, version))), None)
         if hints is None:
-            response = self._http.get(model_path(model, version, "/config"))
+            response = yield from self._get(model_path(model, version, "/config"))
             hints = hints_from(None, response.json() if response.status_code == 200 else None)
         return hints
 
+    @call
     def v2_infer(self, model: str, inputs: dict[str, np.ndarray], *, outputs: list[str] | None = None,
                  binary: bool = True, version: str | None = None, request_id: str | None = None,
                  parameters: dict | None = None) -> V2Result:
         body, headers = infer_request(inputs, outputs=outputs, binary=binary, request_id=request_id,
                                       parameters=parameters)
-        return infer_result(self.request("POST", model_path(model, version, "/infer"), content=body, headers=headers))
-
-
-class AsyncV2Mixin:
-    """The same calls for `AsyncClient`."""
-
-    async def _v2_ok(self, path: str) -> bool:
-        try:
-            return (await self._http.get(path)).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    async def v2_live(self) -> bool:
-        return await self._v2_ok("/v2/health/live")
-
-    async def v2_ready(self) -> bool:
-        return await self._v2_ok("/v2/health/ready")
-
-    async def v2_model_ready(self, model: str, version: str | None = None) -> bool:
-        return await self._v2_ok(model_path(model, version, "/ready"))
-
-    async def v2_server_metadata(self) -> dict:
-        return (await self.request("GET", "/v2")).json()
-
-    async def v2_model_metadata(self, model: str, version: str | None = None) -> dict:
-        return (await self.request("GET", model_path(model, version))).json()
-
-    async def v2_infer(self, model: str, inputs: dict[str, np.ndarray], *, outputs: list[str] | None = None,
-                       binary: bool = True, version: str | None = None, request_id: str | None = None,
-                       parameters: dict | None = None) -> V2Result:
-        body, headers = infer_request(inputs, outputs=outputs, binary=binary, request_id=request_id,
-                                      parameters=parameters)
-        response = await self.request("POST", model_path(model, version, "/infer"), content=body, headers=headers)
-        return infer_result(response)
+        path = model_path(model, version, "/infer")
+        return infer_result((yield from self._send("POST", path, content=body, headers=headers)))
 
 
 @dataclass(frozen=True)

@@ -88,6 +88,34 @@ def test_event_stream_reader_parses_events_and_raises_an_in_band_error():
         reader.feed("")
 
 
+# -- without a server: the transports, the event stream and the v2 bodies --------------------
+
+def test_async_client_retries_connection_errors_then_gives_up():
+    port = free_port()
+
+    async def go():
+        async with AsyncClient(f"http://127.0.0.1:{port}", retries=2, backoff=0.1, timeout=2) as client:
+            assert not await client.ready()
+            await client.models()
+
+    started = time.time()
+    with pytest.raises(Unavailable, match="cannot reach"):
+        asyncio.run(go())
+    assert time.time() - started >= 0.3
+
+
+def test_sync_and_async_clients_have_the_same_calls():
+    import inspect
+
+    calls = {n for n in dir(Client) if not n.startswith("_") and callable(getattr(Client, n))}
+    assert calls == {n for n in dir(AsyncClient) if not n.startswith("_") and callable(getattr(AsyncClient, n))}
+    for name in calls - {"generate_stream"}:
+        assert not inspect.iscoroutinefunction(getattr(Client, name)) and inspect.iscoroutinefunction(
+            getattr(AsyncClient, name)), name
+        assert inspect.signature(getattr(Client, name)) == inspect.signature(getattr(AsyncClient, name)), name
+    assert inspect.isasyncgenfunction(AsyncClient.generate_stream)
+
+
 def test_v2_bodies_through_tritonclient_read_as_the_server_reads_them():
     from clients.v2 import infer_request, infer_result
     from edgestack import v2protocol as v2
