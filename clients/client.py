@@ -15,13 +15,12 @@ carrying the server's own message. The v2 / Open Inference Protocol calls (`v2_i
 
 Both clients are one implementation (`_Calls` here, `V2Calls` in clients/v2.py; how, in
 clients/_core.py): each call builds its request and parses the answer once, and only the
-transport, httpx.Client or httpx.AsyncClient, differs.
+transport, httpx.Client or httpx.AsyncClient, differs. /generate_stream is read with httpx-sse.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import aclosing, closing
@@ -31,6 +30,7 @@ from typing import Any, NamedTuple
 
 import httpx
 import numpy as np
+from httpx_sse import EventSource, ServerSentEvent
 
 from clients._core import Calls, Run, Steps, async_method, awaiting, call, now, run_async, run_sync, sync_method
 from clients.v2 import V2Calls
@@ -135,26 +135,6 @@ class TuneEvent:
         return self.data.get("text", "") if self.kind == "piece" else ""
 
 
-class _EventReader:
-    """text/event-stream lines -> TuneEvents; an in-band `error` event raises ServerError."""
-
-    def __init__(self, path: str):
-        self.path, self.kind, self.data = path, "message", []
-
-    def feed(self, line: str) -> TuneEvent | None:
-        if line.startswith("event:"):
-            self.kind = line[6:].strip()
-        elif line.startswith("data:"):
-            self.data.append(line[5:].strip())
-        elif not line and self.data:  # a blank line ends an event
-            kind, data = self.kind, json.loads("\n".join(self.data))
-            self.kind, self.data = "message", []
-            if kind == "error":
-                raise ServerError(500, data.get("error", str(data)), self.path)  # in-band: the header said 200
-            return TuneEvent(kind, data)
-        return None
-
-
 def _text_body(text: str | None, texts: list[str] | None, model: str | None) -> dict:
     if (text is None) == (texts is None):
         raise ValueError("pass either text (one string) or texts (a list of strings)")
@@ -198,6 +178,13 @@ def _image_files(images: list[str | Path | bytes]) -> list[tuple[str, tuple[str,
 def _pixels(pixels: Any) -> list:
     return np.asarray(pixels).tolist() if isinstance(pixels, np.ndarray) else pixels
 
+
+def _tune_event(sse: ServerSentEvent) -> TuneEvent:
+    """One event of /generate_stream; an in-band `error` event raises ServerError (the header said 200)."""
+    data = sse.json()
+    if sse.event == "error":
+        raise ServerError(500, data.get("error", str(data)), "/generate_stream")
+    return TuneEvent(sse.event, data)
 
 
 class _Transport(NamedTuple):
@@ -259,9 +246,15 @@ class _Calls(Calls):
         return (yield from self._send(method, path, **kwargs)).json()
 
     def _event_stream(self, model: str | None, prompt: str | None, sampling: dict) -> Run:
-        """/generate_stream opened: its response (streamed)."""
-        return (yield from self._send("POST", "/generate_stream", json=_generation_body(model, prompt, sampling),
-                                      stream=True))
+        """/generate_stream opened: its response (streamed), to read with httpx-sse."""
+        response = yield from self._send("POST", "/generate_stream", json=_generation_body(model, prompt, sampling),
+                                         stream=True)
+        content_type = response.headers.get("content-type", "").partition(";")[0]
+        if "text/event-stream" not in content_type:  # what httpx-sse requires, as one of our errors
+            yield from self._io.release(response)
+            raise ServerError(response.status_code, f"expected an event stream, got {content_type!r}",
+                              "/generate_stream")
+        return response
 
     @call
     def close(self) -> None:
@@ -325,12 +318,10 @@ class Client(V2Calls, _Calls, method=sync_method):
                         **sampling) -> Iterator[TuneEvent]:
         """The tune as it is written: a start event, piece events (`.text`), an end event with the tune.
         Leaving the loop early closes the connection, and the server stops generating."""
-        reader = _EventReader("/generate_stream")
         with closing(run_sync(self._event_stream(model, prompt, sampling))) as response:
-            for line in response.iter_lines():
-                event = reader.feed(line)
-                if event is not None:
-                    yield event
+            for sse in EventSource(response).iter_sse():
+                if sse.data:  # an event without data (a bare `retry:` or `id:`) says nothing of the tune
+                    yield _tune_event(sse)
 
 
 class AsyncClient(V2Calls, _Calls, method=async_method):
@@ -348,9 +339,7 @@ class AsyncClient(V2Calls, _Calls, method=async_method):
     async def generate_stream(self, prompt: str | None = None, *, model: str | None = None,
                               **sampling) -> AsyncIterator[TuneEvent]:
         """The same as `Client.generate_stream`, as an async iterator."""
-        reader = _EventReader("/generate_stream")
         async with aclosing(await run_async(self._event_stream(model, prompt, sampling))) as response:
-            async for line in response.aiter_lines():
-                event = reader.feed(line)
-                if event is not None:
-                    yield event
+            async for sse in EventSource(response).aiter_sse():
+                if sse.data:
+                    yield _tune_event(sse)
