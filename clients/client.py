@@ -191,7 +191,7 @@ class _Transport(NamedTuple):
     """All that differs between `Client` and `AsyncClient`."""
     http: type                # httpx.Client or httpx.AsyncClient
     step: Callable            # how an I/O function runs as a step: clients._core.now or awaiting
-    sleep: Callable           # seconds ->
+    sleep: Callable           # seconds -> waits (time.sleep or asyncio.sleep)
     read: Callable            # streamed response -> its body read
     release: Callable         # streamed response -> closed
     close: str                # the name of the http client's method that closes it
