@@ -12,22 +12,28 @@ Connections are reused; every call has a timeout; connection failures (not HTTP 
 are retried with exponential back-off; a 4xx/5xx raises `RequestError`/`ServerError`
 carrying the server's own message. The v2 / Open Inference Protocol calls (`v2_infer`,
 `v2_model_metadata`, ...) come from clients/v2.py and work against any v2 server.
+
+Both clients are one implementation (`_Calls` here, `V2Calls` in clients/v2.py; how, in
+clients/_core.py): each call builds its request and parses the answer once, and only the
+transport, httpx.Client or httpx.AsyncClient, differs. /generate_stream is read with httpx-sse.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import aclosing, closing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 import numpy as np
+from httpx_sse import EventSource, ServerSentEvent
 
-from clients.v2 import AsyncV2Mixin, V2Mixin
+from clients._core import Calls, Run, Steps, async_method, awaiting, call, now, run_async, run_sync, sync_method
+from clients.v2 import V2Calls
 
 DEFAULT_URL = "http://localhost:3000"
 
@@ -129,26 +135,6 @@ class TuneEvent:
         return self.data.get("text", "") if self.kind == "piece" else ""
 
 
-class _EventReader:
-    """text/event-stream lines -> TuneEvents; an in-band `error` event raises ServerError."""
-
-    def __init__(self, path: str):
-        self.path, self.kind, self.data = path, "message", []
-
-    def feed(self, line: str) -> TuneEvent | None:
-        if line.startswith("event:"):
-            self.kind = line[6:].strip()
-        elif line.startswith("data:"):
-            self.data.append(line[5:].strip())
-        elif not line and self.data:  # a blank line ends an event
-            kind, data = self.kind, json.loads("\n".join(self.data))
-            self.kind, self.data = "message", []
-            if kind == "error":
-                raise ServerError(500, data.get("error", str(data)), self.path)  # in-band: the header said 200
-            return TuneEvent(kind, data)
-        return None
-
-
 def _text_body(text: str | None, texts: list[str] | None, model: str | None) -> dict:
     if (text is None) == (texts is None):
         raise ValueError("pass either text (one string) or texts (a list of strings)")
@@ -193,18 +179,134 @@ def _pixels(pixels: Any) -> list:
     return np.asarray(pixels).tolist() if isinstance(pixels, np.ndarray) else pixels
 
 
-class _Base:
+def _tune_event(sse: ServerSentEvent) -> TuneEvent:
+    """One event of /generate_stream; an in-band `error` event raises ServerError (the header said 200)."""
+    data = sse.json()
+    if sse.event == "error":
+        raise ServerError(500, data.get("error", str(data)), "/generate_stream")
+    return TuneEvent(sse.event, data)
+
+
+class _Transport(NamedTuple):
+    """All that differs between `Client` and `AsyncClient`."""
+    http: type                # httpx.Client or httpx.AsyncClient
+    step: Callable            # how an I/O function runs as a step: clients._core.now or awaiting
+    sleep: Callable           # seconds -> waits (time.sleep or asyncio.sleep)
+    read: Callable            # streamed response -> its body read
+    release: Callable         # streamed response -> closed
+    close: str                # the name of the http client's method that closes it
+
+
+class _Calls(Calls):
+    """Every call of both clients, once (clients/_core.py): `self._http` builds the requests,
+    `self._io` (the steps of the class's `_transport`) sends them, sleeps between retries, and
+    reads and closes streamed responses."""
+
+    _transport: _Transport
+
     def __init__(self, url: str = DEFAULT_URL, *, timeout: float = 30.0, retries: int = 3, backoff: float = 0.2):
         self.url, self.timeout, self.retries, self.backoff = url.rstrip("/"), timeout, retries, backoff
+        t = self._transport
+        self._http = t.http(base_url=self.url, timeout=self.timeout)
+        self._io = Steps(t.step, send=self._http.send, close=getattr(self._http, t.close), sleep=t.sleep,
+                         read=t.read, release=t.release)
 
     def _delays(self):
         return [self.backoff * (2 ** attempt) for attempt in range(self.retries)]
 
+    def _send(self, method: str, path: str, *, stream: bool = False, **kwargs) -> Run:
+        """The request, retried on connection errors; a 4xx/5xx raises RequestError/ServerError."""
+        request = self._http.build_request(method, path, **kwargs)
+        for delay in [*self._delays(), None]:
+            try:
+                response = yield from self._io.send(request, stream=stream)
+                break
+            except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError) as exc:
+                if delay is None:
+                    raise Unavailable(f"cannot reach {self.url}{path}: {exc}") from exc
+                yield from self._io.sleep(delay)
+        if stream and response.status_code >= 400:
+            yield from self._io.read(response)
+            yield from self._io.release(response)
+        _raise_for_status(response)
+        return response
 
-class Client(V2Mixin, _Base):
-    def __init__(self, url: str = DEFAULT_URL, **kwargs):
-        super().__init__(url, **kwargs)
-        self._http = httpx.Client(base_url=self.url, timeout=self.timeout)
+    def _get(self, path: str) -> Run:
+        """A bare GET: no retries, the status as it is."""
+        return (yield from self._io.send(self._http.build_request("GET", path)))
+
+    def _ok(self, path: str) -> Run:
+        """GET path answers 200 (False when the server cannot be reached)."""
+        try:
+            return (yield from self._get(path)).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def _json(self, method: str, path: str, **kwargs) -> Run:
+        return (yield from self._send(method, path, **kwargs)).json()
+
+    def _event_stream(self, model: str | None, prompt: str | None, sampling: dict) -> Run:
+        """/generate_stream opened: its response (streamed), to read with httpx-sse."""
+        response = yield from self._send("POST", "/generate_stream", json=_generation_body(model, prompt, sampling),
+                                         stream=True)
+        content_type = response.headers.get("content-type", "").partition(";")[0]
+        if "text/event-stream" not in content_type:  # what httpx-sse requires, as one of our errors
+            yield from self._io.release(response)
+            raise ServerError(response.status_code, f"expected an event stream, got {content_type!r}",
+                              "/generate_stream")
+        return response
+
+    @call
+    def close(self) -> None:
+        yield from self._io.close()
+
+    @call
+    def request(self, method: str, path: str, **kwargs) -> httpx.Response:
+        return (yield from self._send(method, path, **kwargs))
+
+    @call
+    def ready(self) -> bool:
+        return (yield from self._ok("/readyz"))
+
+    @call
+    def models(self) -> list[dict]:
+        return (yield from self._json("POST", "/models", json={}))["models"]
+
+    @call
+    def classify(self, pixels: Any, model: str = "fashion-cnn", top_k: int = 3) -> ClassifyResult:
+        body = {"model": model, "pixels": _pixels(pixels), "top_k": top_k}
+        return ClassifyResult.from_json((yield from self._json("POST", "/classify", json=body)))
+
+    @call
+    def classify_images(self, images: list[str | Path | bytes], model: str = "fashion-cnn",
+                        top_k: int = 3) -> ClassifyResult:
+        body = yield from self._json("POST", "/classify_image", files=_image_files(images),
+                                     data={"model": model, "top_k": str(top_k)})
+        return ClassifyResult.from_json(body)
+
+    @call
+    def classify_text(self, text: str | None = None, *, texts: list[str] | None = None,
+                      model: str | None = None) -> TextResult:
+        """One `text` or a list of `texts`; model may be left out when the server has one text classifier."""
+        body = _text_body(text, texts, model)
+        return TextResult.from_json((yield from self._json("POST", "/classify_text", json=body)))
+
+    @call
+    def generate(self, prompt: str | None = None, *, model: str | None = None, **sampling) -> Tune:
+        """A whole folk tune. sampling: max_length, temperature, top_k, top_p, seed (same seed, same tune)."""
+        body = _generation_body(model, prompt, sampling)
+        return Tune.from_json((yield from self._json("POST", "/generate", json=body)))
+
+    @call
+    def render_midi(self, abc: str) -> bytes:
+        """ABC notation -> a standard MIDI file (RequestError 422 when abc2midi cannot read it)."""
+        return (yield from self._send("POST", "/render_midi", json={"abc": abc})).content
+
+
+class Client(V2Calls, _Calls, method=sync_method):
+    """The sync client: each call returns its result."""
+
+    _transport = _Transport(httpx.Client, now, time.sleep, httpx.Response.read, httpx.Response.close, "close")
 
     def __enter__(self) -> "Client":
         return self
@@ -212,79 +314,21 @@ class Client(V2Mixin, _Base):
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def close(self) -> None:
-        self._http.close()
-
-    def _send(self, method: str, path: str, *, stream: bool = False, **kwargs) -> httpx.Response:
-        request = self._http.build_request(method, path, **kwargs)
-        for delay in [*self._delays(), None]:
-            try:
-                response = self._http.send(request, stream=stream)
-                break
-            except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError) as exc:
-                if delay is None:
-                    raise Unavailable(f"cannot reach {self.url}{path}: {exc}") from exc
-                time.sleep(delay)
-        if stream and response.status_code >= 400:
-            response.read()
-            response.close()
-        _raise_for_status(response)
-        return response
-
-    def request(self, method: str, path: str, **kwargs) -> httpx.Response:
-        return self._send(method, path, **kwargs)
-
-    def ready(self) -> bool:
-        try:
-            return self._http.get("/readyz").status_code == 200
-        except httpx.TransportError:
-            return False
-
-    def models(self) -> list[dict]:
-        return self.request("POST", "/models", json={}).json()["models"]
-
-    def classify(self, pixels: Any, model: str = "fashion-cnn", top_k: int = 3) -> ClassifyResult:
-        body = {"model": model, "pixels": _pixels(pixels), "top_k": top_k}
-        return ClassifyResult.from_json(self.request("POST", "/classify", json=body).json())
-
-    def classify_images(self, images: list[str | Path | bytes], model: str = "fashion-cnn",
-                        top_k: int = 3) -> ClassifyResult:
-        response = self.request("POST", "/classify_image", files=_image_files(images),
-                                data={"model": model, "top_k": str(top_k)})
-        return ClassifyResult.from_json(response.json())
-
-    def classify_text(self, text: str | None = None, *, texts: list[str] | None = None,
-                      model: str | None = None) -> TextResult:
-        """One `text` or a list of `texts`; model may be left out when the server has one text classifier."""
-        return TextResult.from_json(self.request("POST", "/classify_text", json=_text_body(text, texts, model)).json())
-
-    def generate(self, prompt: str | None = None, *, model: str | None = None, **sampling) -> Tune:
-        """A whole folk tune. sampling: max_length, temperature, top_k, top_p, seed (same seed, same tune)."""
-        return Tune.from_json(self.request("POST", "/generate", json=_generation_body(model, prompt, sampling)).json())
-
     def generate_stream(self, prompt: str | None = None, *, model: str | None = None,
                         **sampling) -> Iterator[TuneEvent]:
         """The tune as it is written: a start event, piece events (`.text`), an end event with the tune.
         Leaving the loop early closes the connection, and the server stops generating."""
-        response = self._send("POST", "/generate_stream", json=_generation_body(model, prompt, sampling), stream=True)
-        reader = _EventReader("/generate_stream")
-        try:
-            for line in response.iter_lines():
-                event = reader.feed(line)
-                if event is not None:
-                    yield event
-        finally:
-            response.close()
-
-    def render_midi(self, abc: str) -> bytes:
-        """ABC notation -> a standard MIDI file (RequestError 422 when abc2midi cannot read it)."""
-        return self.request("POST", "/render_midi", json={"abc": abc}).content
+        with closing(run_sync(self._event_stream(model, prompt, sampling))) as response:
+            for sse in EventSource(response).iter_sse():
+                if sse.data:  # an event without data (a bare `retry:` or `id:`) says nothing of the tune
+                    yield _tune_event(sse)
 
 
-class AsyncClient(AsyncV2Mixin, _Base):
-    def __init__(self, url: str = DEFAULT_URL, **kwargs):
-        super().__init__(url, **kwargs)
-        self._http = httpx.AsyncClient(base_url=self.url, timeout=self.timeout)
+class AsyncClient(V2Calls, _Calls, method=async_method):
+    """The async client: the same calls, each a coroutine to await."""
+
+    _transport = _Transport(httpx.AsyncClient, awaiting, asyncio.sleep, httpx.Response.aread, httpx.Response.aclose,
+                            "aclose")
 
     async def __aenter__(self) -> "AsyncClient":
         return self
@@ -292,68 +336,10 @@ class AsyncClient(AsyncV2Mixin, _Base):
     async def __aexit__(self, *exc) -> None:
         await self.close()
 
-    async def close(self) -> None:
-        await self._http.aclose()
-
-    async def _send(self, method: str, path: str, *, stream: bool = False, **kwargs) -> httpx.Response:
-        request = self._http.build_request(method, path, **kwargs)
-        for delay in [*self._delays(), None]:
-            try:
-                response = await self._http.send(request, stream=stream)
-                break
-            except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError) as exc:
-                if delay is None:
-                    raise Unavailable(f"cannot reach {self.url}{path}: {exc}") from exc
-                await asyncio.sleep(delay)
-        if stream and response.status_code >= 400:
-            await response.aread()
-            await response.aclose()
-        _raise_for_status(response)
-        return response
-
-    async def request(self, method: str, path: str, **kwargs) -> httpx.Response:
-        return await self._send(method, path, **kwargs)
-
-    async def ready(self) -> bool:
-        try:
-            return (await self._http.get("/readyz")).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    async def models(self) -> list[dict]:
-        return (await self.request("POST", "/models", json={})).json()["models"]
-
-    async def classify(self, pixels: Any, model: str = "fashion-cnn", top_k: int = 3) -> ClassifyResult:
-        body = {"model": model, "pixels": _pixels(pixels), "top_k": top_k}
-        return ClassifyResult.from_json((await self.request("POST", "/classify", json=body)).json())
-
-    async def classify_images(self, images: list[str | Path | bytes], model: str = "fashion-cnn",
-                              top_k: int = 3) -> ClassifyResult:
-        response = await self.request("POST", "/classify_image", files=_image_files(images),
-                                      data={"model": model, "top_k": str(top_k)})
-        return ClassifyResult.from_json(response.json())
-
-    async def classify_text(self, text: str | None = None, *, texts: list[str] | None = None,
-                            model: str | None = None) -> TextResult:
-        response = await self.request("POST", "/classify_text", json=_text_body(text, texts, model))
-        return TextResult.from_json(response.json())
-
-    async def generate(self, prompt: str | None = None, *, model: str | None = None, **sampling) -> Tune:
-        response = await self.request("POST", "/generate", json=_generation_body(model, prompt, sampling))
-        return Tune.from_json(response.json())
-
     async def generate_stream(self, prompt: str | None = None, *, model: str | None = None,
                               **sampling) -> AsyncIterator[TuneEvent]:
-        response = await self._send("POST", "/generate_stream", json=_generation_body(model, prompt, sampling),
-                                    stream=True)
-        reader = _EventReader("/generate_stream")
-        try:
-            async for line in response.aiter_lines():
-                event = reader.feed(line)
-                if event is not None:
-                    yield event
-        finally:
-            await response.aclose()
-
-    async def render_midi(self, abc: str) -> bytes:
-        return (await self.request("POST", "/render_midi", json={"abc": abc})).content
+        """The same as `Client.generate_stream`, as an async iterator."""
+        async with aclosing(await run_async(self._event_stream(model, prompt, sampling))) as response:
+            async for sse in EventSource(response).aiter_sse():
+                if sse.data:
+                    yield _tune_event(sse)

@@ -1,29 +1,35 @@
 """The Open Inference Protocol (KServe / Triton v2) in the edgestack client.
 
-`Client` and `AsyncClient` (clients/client.py) get these calls from the mixins below, so
-they share the connection pool, timeouts, retries on connection errors and typed errors
-of the convenience calls. They work against any v2 server (ours, Triton, KServe):
+`Client` and `AsyncClient` (clients/client.py) get these calls from `V2Calls`, written once
+for both, so they share the connection pool, timeouts, retries on connection errors and
+typed errors of the convenience calls. They work against any v2 server (ours, Triton, KServe):
 
     with Client("http://localhost:3000") as c:
         c.v2_model_metadata("fashion-cnn")["inputs"]
         result = c.v2_infer("fashion-cnn", {"images": x})          # binary tensors by default
         result.outputs["logits"]
 
-Tensor encoding (datatypes, binary sections, BYTES) is edgestack/v2protocol.py, the same
-code the server uses.
+Infer bodies (tensors as JSON or binary, BYTES) are encoded and decoded by tritonclient
+(`InferenceServerClient.generate_request_body` / `parse_response_body`); the requests go
+over our httpx client. Health, metadata and the model config are plain JSON GETs.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
 from urllib.parse import quote
 
 import httpx
 import numpy as np
+import tritonclient.http as tc
+from tritonclient.utils import InferenceServerException
 
+from clients._core import call
 from edgestack import v2protocol as v2
+
+# request parameters tritonclient takes as arguments of their own (it refuses them in `parameters`)
+_TRITON_ARGUMENTS = ("sequence_id", "sequence_start", "sequence_end", "priority", "timeout")
 
 
 @dataclass(frozen=True)
@@ -42,37 +48,56 @@ def model_path(model: str, version: str | None = None, suffix: str = "") -> str:
     return base + suffix
 
 
+def _infer_input(name: str, array: np.ndarray, binary: bool) -> tc.InferInput:
+    array = np.asarray(array)
+    if array.dtype.kind == "U":  # tritonclient takes str elements in object arrays, not numpy str arrays
+        array = array.astype(object)
+    return tc.InferInput(name, list(array.shape), v2.of_numpy(array.dtype).v2).set_data_from_numpy(array, binary)
+
+
 def infer_request(inputs: dict[str, np.ndarray], *, outputs: list[str] | None = None, binary: bool = True,
                   request_id: str | None = None, parameters: dict | None = None) -> tuple[bytes, dict]:
     """inputs (name -> array; object/str arrays are BYTES) -> (body, headers) of an infer request."""
     if not inputs:
         raise ValueError("v2_infer needs at least one input tensor")
-    entries, raws = [], []
-    for name, array in inputs.items():
-        entry, raw = v2.tensor_entry(name, np.asarray(array), binary=binary)
-        entries.append(entry)
-        if raw is not None:
-            raws.append(raw)
-    header: dict[str, Any] = {"inputs": entries}
-    if request_id is not None:
-        header["id"] = request_id
-    if outputs:
-        header["outputs"] = [{"name": o, "parameters": {"binary_data": binary}} for o in outputs]
     params = dict(parameters or {})
-    if binary and not outputs:
-        params["binary_data_output"] = True
-    if params:
-        header["parameters"] = params
-    body, header_length = v2.join_body(header, raws)
+    arguments = {k: params.pop(k) for k in _TRITON_ARGUMENTS if k in params}
+    try:
+        body, header_length = tc.InferenceServerClient.generate_request_body(
+            [_infer_input(name, array, binary) for name, array in inputs.items()],
+            [tc.InferRequestedOutput(name, binary_data=binary) for name in outputs or []],
+            request_id="" if request_id is None else request_id, parameters=params, **arguments)
+    except InferenceServerException as exc:
+        raise ValueError(f"v2 infer request: {exc.message()}") from None
+    if not binary and not outputs:  # tritonclient asks for binary outputs when none are named: JSON in, JSON out
+        header = json.loads(body)
+        del header["parameters"]["binary_data_output"]
+        if not header["parameters"]:
+            del header["parameters"]
+        body = json.dumps(header).encode()
     headers = {"content-type": "application/octet-stream" if header_length else "application/json"}
     if header_length is not None:
         headers[v2.HEADER_LENGTH] = str(header_length)
     return body, headers
 
 
+def _as_bytes(array: np.ndarray) -> np.ndarray:
+    """BYTES outputs as bytes elements (tritonclient gives JSON ones as str)."""
+    if array.dtype != object:
+        return array
+    return np.array([x.encode() if isinstance(x, str) else x for x in array.reshape(-1)],
+                    dtype=object).reshape(array.shape)
+
+
 def infer_result(response: httpx.Response) -> V2Result:
-    header, binary = v2.split_body(response.content, response.headers.get(v2.HEADER_LENGTH))
-    outputs = v2.read_tensors(header.get("outputs") or [], binary, what="output")
+    """An infer response (binary or JSON tensors) -> V2Result; BYTES outputs hold bytes."""
+    try:
+        result = tc.InferenceServerClient.parse_response_body(response.content,
+                                                              header_length=response.headers.get(v2.HEADER_LENGTH))
+        header = result.get_response()
+        outputs = {o["name"]: _as_bytes(result.as_numpy(o["name"])) for o in header.get("outputs") or []}
+    except (InferenceServerException, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise v2.ProtocolError(f"malformed infer response: {exc}") from exc
     return V2Result(header.get("model_name", ""), header.get("model_version"), outputs, header.get("id"),
                     header.get("parameters") or {})
 
@@ -89,77 +114,46 @@ def hints_from(metadata: dict | None, config: dict | None) -> dict | None:
     return None
 
 
-class V2Mixin:
-    """v2 calls for the sync `Client` (uses its `request` and `_http`)."""
+class V2Calls:
+    """The v2 calls of `Client` and `AsyncClient` (uses the steps of clients/client.py `_Calls`)."""
 
-    def _v2_ok(self, path: str) -> bool:
-        try:
-            return self._http.get(path).status_code == 200
-        except httpx.TransportError:
-            return False
-
+    @call
     def v2_live(self) -> bool:
-        return self._v2_ok("/v2/health/live")
+        return (yield from self._ok("/v2/health/live"))
 
+    @call
     def v2_ready(self) -> bool:
-        return self._v2_ok("/v2/health/ready")
+        return (yield from self._ok("/v2/health/ready"))
 
+    @call
     def v2_model_ready(self, model: str, version: str | None = None) -> bool:
-        return self._v2_ok(model_path(model, version, "/ready"))
+        return (yield from self._ok(model_path(model, version, "/ready")))
 
+    @call
     def v2_server_metadata(self) -> dict:
-        return self.request("GET", "/v2").json()
+        return (yield from self._json("GET", "/v2"))
 
+    @call
     def v2_model_metadata(self, model: str, version: str | None = None) -> dict:
-        return self.request("GET", model_path(model, version)).json()
+        return (yield from self._json("GET", model_path(model, version)))
 
+    @call
     def v2_model_hints(self, model: str, version: str | None = None) -> dict | None:
         """task / preprocessing / labels from the server (ours, or Triton with an exported config)."""
-        hints = hints_from(self.v2_model_metadata(model, version), None)
+        hints = hints_from((yield from self._json("GET", model_path(model, version))), None)
         if hints is None:
-            response = self._http.get(model_path(model, version, "/config"))
+            response = yield from self._get(model_path(model, version, "/config"))
             hints = hints_from(None, response.json() if response.status_code == 200 else None)
         return hints
 
+    @call
     def v2_infer(self, model: str, inputs: dict[str, np.ndarray], *, outputs: list[str] | None = None,
                  binary: bool = True, version: str | None = None, request_id: str | None = None,
                  parameters: dict | None = None) -> V2Result:
         body, headers = infer_request(inputs, outputs=outputs, binary=binary, request_id=request_id,
                                       parameters=parameters)
-        return infer_result(self.request("POST", model_path(model, version, "/infer"), content=body, headers=headers))
-
-
-class AsyncV2Mixin:
-    """The same calls for `AsyncClient`."""
-
-    async def _v2_ok(self, path: str) -> bool:
-        try:
-            return (await self._http.get(path)).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    async def v2_live(self) -> bool:
-        return await self._v2_ok("/v2/health/live")
-
-    async def v2_ready(self) -> bool:
-        return await self._v2_ok("/v2/health/ready")
-
-    async def v2_model_ready(self, model: str, version: str | None = None) -> bool:
-        return await self._v2_ok(model_path(model, version, "/ready"))
-
-    async def v2_server_metadata(self) -> dict:
-        return (await self.request("GET", "/v2")).json()
-
-    async def v2_model_metadata(self, model: str, version: str | None = None) -> dict:
-        return (await self.request("GET", model_path(model, version))).json()
-
-    async def v2_infer(self, model: str, inputs: dict[str, np.ndarray], *, outputs: list[str] | None = None,
-                       binary: bool = True, version: str | None = None, request_id: str | None = None,
-                       parameters: dict | None = None) -> V2Result:
-        body, headers = infer_request(inputs, outputs=outputs, binary=binary, request_id=request_id,
-                                      parameters=parameters)
-        response = await self.request("POST", model_path(model, version, "/infer"), content=body, headers=headers)
-        return infer_result(response)
+        path = model_path(model, version, "/infer")
+        return infer_result((yield from self._send("POST", path, content=body, headers=headers)))
 
 
 @dataclass(frozen=True)
