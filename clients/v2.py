@@ -165,7 +165,7 @@ class _IO:
 
 class RemoteSession:
     """An onnxruntime.InferenceSession look-alike whose `run` is a v2 infer call, so code
-    written for a local session (the edge runner's image pipeline) runs against any v2 server."""
+    written for a local session runs against any v2 server."""
 
     def __init__(self, client, model: str, version: str | None = None, binary: bool = True):
         self.client, self.model, self.version, self.binary = client, model, version, binary
@@ -188,21 +188,26 @@ class RemoteSession:
 def predict_files_v2(client, model: str, paths: list[str], *, top_k: int = 3, hints: dict | None = None,
                      binary: bool = True, limit: int | None = None) -> list[dict]:
     """Image files / IDX / .npy -> top-k labels through any v2 server, decoded and preprocessed
-    on this side exactly as the edge runner does (bundle/edge_runner/image.py). `hints`
-    (preprocessing, labels) come from the server unless given (e.g. from a local artifact).
+    on this side by the image family's processing (edgestack/families/image.py), as on the
+    server and on devices. `hints` (preprocessing, labels) come from the server unless given
+    (e.g. from a local artifact).
     `limit`: at most this many images in all (an IDX file may hold thousands)."""
     hints = hints or client.v2_model_hints(model)
     if not hints or hints.get("task") != "image-classification":
         raise ValueError(f"{model}: the v2 path of `edgestack predict` classifies images and needs the model's "
                          "preprocessing and labels; the server did not give them (pass --artifacts with a local "
                          "copy of the artifact), or this model is not an image classifier (use Client.v2_infer)")
-    from bundle.edge_runner.image import Model, read_inputs
+    from edgestack.families import image as processing
 
-    runner = Model(".", hints, {"model": RemoteSession(client, model, binary=binary)})
-    names, images, errors = read_inputs(paths, runner.height, runner.width,
-                                        runner.pre.get("dark_background", False))
+    pre, labels = hints["preprocessing"], hints["labels"]
+    session = RemoteSession(client, model, binary=binary)
+    input_name = session.get_inputs()[0].name
+    names, images, errors = processing.read_inputs(paths, pre["height"], pre["width"], pre.get("dark_background", False))
     names, images = names[:limit], images[:limit]
     good = [image for image in images if image is not None]
-    answers = iter(runner.classify(np.stack(good), top_k) if good else [])
+    rows = [processing.probabilities(session.run(None, {input_name: processing.to_model_input(np.stack(good[i:i + 256]),
+                                                                                             pre)})[0])
+            for i in range(0, len(good), 256)]  # 256 images per request at most
+    answers = iter(processing.classify(np.concatenate(rows), labels, top_k) if rows else [])
     return [{"input": name, **(next(answers) if image is not None else {"error": errors[name]})}
             for name, image in zip(names, images)]

@@ -1,7 +1,8 @@
 """The Open Inference Protocol (KServe / Triton "v2"): datatypes and the tensor codec.
 
-One place for everything the server (serving/v2.py), the client (clients/v2.py) and the
-Triton model-repository export (export/triton.py) must agree on:
+One place for everything the server (serving/v2.py), the client (clients/v2.py: its
+datatype table and checks; the request and response bodies themselves are tritonclient's)
+and the Triton model-repository export (export/triton.py) must agree on:
 
 - the datatype table: manifest dtype names ("float32", "int64", "bytes", ...) <-> v2
   datatypes ("FP32", "INT64", "BYTES", ...) <-> numpy <-> ONNX element types <-> Triton
