@@ -4,26 +4,21 @@ only onnxruntime and numpy, answers compared with the real server's."""
 from __future__ import annotations
 
 import importlib.metadata
-import io
 import json
 import os
 import shutil
-import struct
 import subprocess
 import sys
 import tarfile
-import zlib
 from pathlib import Path
 
 import httpx
 import numpy as np
 import onnxruntime as ort
 import pytest
-from PIL import Image
 
-from edgestack.families import image as edge_image
 from bundle.make import make_bundle
-from training.data import images
+from tests.unit.test_image_processing import digit_pixels, png  # noqa: F401 (digit_pixels: a fixture)
 
 
 @pytest.fixture(scope="module")
@@ -46,18 +41,6 @@ def edge_python(tmp_path_factory) -> Path:
 
 def clean_env() -> dict:
     return {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "EDGESTACK", "VIRTUAL_ENV"))}
-
-
-@pytest.fixture(scope="module")
-def digit_pixels():
-    data = images.digits()
-    return data.test.images[:24], data.test.labels[:24]
-
-
-def png(array: np.ndarray, mode: str = "L") -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(array).convert(mode).save(buffer, "PNG")
-    return buffer.getvalue()
 
 
 def test_bundle_has_every_file_with_checksums_and_a_matching_archive(digits_bundle):
@@ -154,30 +137,6 @@ def test_a_changed_bundle_file_is_refused_with_check(digits_bundle, digit_pixels
     run = subprocess.run([sys.executable, "-m", "edge_runner", str(tmp_path / "one.npy"), "--check"], cwd=copy,
                          capture_output=True, text=True, env=clean_env())
     assert run.returncode == 2 and "model.ort does not match its sha256" in run.stderr
-
-
-def encode_png(grey: np.ndarray, filter_type: int) -> bytes:
-    """A grey PNG whose every row uses `filter_type` (Pillow never writes type 3, Average)."""
-    height, width = grey.shape
-    rows, previous = [], np.zeros(width, np.int32)
-    for line in grey.astype(np.int32):
-        left = np.concatenate([[0], line[:-1]])
-        up_left = np.concatenate([[0], previous[:-1]])
-        predictor = {0: 0, 1: left, 2: previous, 3: (left + previous) // 2,
-                     4: edge_image._paeth(left, previous, up_left)}[filter_type]
-        rows.append(bytes([filter_type]) + ((line - predictor) % 256).astype(np.uint8).tobytes())
-        previous = line
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (edge_image.PNG_SIGNATURE + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"".join(rows)))
-            + chunk(b"IEND", b""))
-
-
-
-
 
 
 @pytest.fixture(scope="module")

@@ -6,53 +6,20 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
-import onnx
 import pytest
 from google.protobuf import text_format
-from onnx import TensorProto, helper
 from tritonclient.grpc import model_config_pb2
-from tritonclient.utils import triton_to_np_dtype
 
 from edgestack import artifact
 from edgestack import v2protocol as v2
 from edgestack.cli import main
 from export import triton
 from tests.integration.test_v2 import MODELS, v2_artifacts  # noqa: F401  (a session fixture)
+from tests.unit.test_triton_config import assert_config_matches_graph, config_dtype
 
 
 def parse(path: Path) -> model_config_pb2.ModelConfig:
     return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
-
-
-def config_dtype(data_type: int) -> np.dtype:
-    name = model_config_pb2.DataType.Name(data_type).removeprefix("TYPE_")
-    return np.dtype(object) if name == "STRING" else np.dtype(triton_to_np_dtype(name))
-
-
-def graph_tensors(path: Path, kind: str) -> list[tuple[str, np.dtype, list[int]]]:
-    """(name, numpy dtype, dims with -1 for symbolic) straight from the ONNX file."""
-    graph = onnx.load(str(path)).graph
-    out = []
-    for value in getattr(graph, kind):
-        t = value.type.tensor_type
-        dtype = np.dtype(object) if t.elem_type == TensorProto.STRING else helper.tensor_dtype_to_np_dtype(t.elem_type)
-        out.append((value.name, dtype, [d.dim_value if d.HasField("dim_value") else -1 for d in t.shape.dim]))
-    return out
-
-
-def assert_config_matches_graph(config: model_config_pb2.ModelConfig, onnx_path: Path) -> None:
-    batched = config.max_batch_size > 0
-    for kind, entries in (("input", config.input), ("output", config.output)):
-        graph = graph_tensors(onnx_path, kind)
-        assert [e.name for e in entries] == [g[0] for g in graph]
-        for entry, (_, dtype, dims) in zip(entries, graph):
-            assert config_dtype(entry.data_type) == dtype
-            if batched:
-                assert dims[0] == -1
-                assert list(entry.dims) == (dims[1:] or [1])
-            else:
-                assert list(entry.dims) == dims
 
 
 @pytest.mark.parametrize("model", MODELS)
