@@ -1,0 +1,45 @@
+"""MNIST-style layout of drawn digits (crop to the ink, longer side 20 px, centre of mass in
+the middle of 28x28) and the font-rendered digits evaluation set."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgestack.families.image import mnist_style, read_idx
+
+
+def centre_of_mass(pixels: np.ndarray) -> tuple[float, float]:
+    ys, xs = np.mgrid[0:pixels.shape[0], 0:pixels.shape[1]]
+    total = pixels.sum()
+    return float((ys * pixels).sum() / total), float((xs * pixels).sum() / total)
+
+
+def test_an_off_centre_thick_stroke_is_cropped_scaled_and_centred():
+    canvas = np.zeros((200, 300), np.uint8)
+    canvas[20:120, 230:260] = 255  # a tall bar in the top right corner, 100 x 30
+    out = mnist_style(canvas)
+    assert out.shape == (28, 28) and out.dtype == np.uint8
+    rows, cols = np.flatnonzero(out.max(1) > 40), np.flatnonzero(out.max(0) > 40)
+    assert 19 <= rows[-1] - rows[0] + 1 <= 21          # the longer side is 20 px
+    assert 5 <= cols[-1] - cols[0] + 1 <= 8            # aspect kept (100:30 -> 20:6)
+    cy, cx = centre_of_mass(out.astype(np.float64))
+    assert abs(cy - 13.5) <= 1 and abs(cx - 13.5) <= 1
+
+
+def test_a_blank_canvas_stays_blank():
+    assert not mnist_style(np.zeros((50, 50), np.uint8)).any()
+
+
+def test_font_digits_are_balanced_deterministic_idx(tmp_path, monkeypatch):
+    from training.data import font_digits
+
+    if not font_digits.fonts():
+        pytest.skip("no fonts under /usr/share/fonts (apt-get install fonts-dejavu-core)")
+    a_images, a_labels = font_digits.make(per_digit=3, seed=1)
+    b_images, _ = font_digits.make(per_digit=3, seed=1)
+    assert np.array_equal(a_images, b_images) and np.bincount(a_labels).tolist() == [3] * 10
+    monkeypatch.setattr("sys.argv", ["font_digits", str(tmp_path), "--per-digit", "2"])
+    assert font_digits.main() == 0
+    images, labels = read_idx(tmp_path / "t10k-images-idx3-ubyte.gz"), read_idx(tmp_path / "t10k-labels-idx1-ubyte.gz")
+    assert images.shape == (20, 28, 28) and labels.tolist() == [d for d in range(10) for _ in range(2)]
