@@ -1,5 +1,6 @@
 """Caller mistakes that were 500s, refused where they are parsed (no server): the v2 codec's
-JSON header nested too deeply, BYTES data with a lone surrogate, shapes numpy cannot make."""
+JSON header nested too deeply, BYTES data with a lone surrogate, shapes numpy cannot make;
+a form field with a lone surrogate (serving/inputs.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import pytest
 
 from edgestack import v2protocol as v2
+from serving.inputs import encodable
 
 
 def test_a_header_nested_100000_deep_is_a_protocol_error():
@@ -28,3 +30,10 @@ def test_shapes_numpy_cannot_make_are_protocol_errors(shape, words):
         v2.check_shape(shape, "input 'x'")
     assert v2.check_shape([0, 3, 28, 28], "input 'x'") == [0, 3, 28, 28]
 
+
+def test_encodable_walks_nested_values_of_any_depth():
+    deep: list = ["\ud800"]
+    for _ in range(5000):
+        deep = [deep]
+    assert not encodable(deep) and not encodable({"k": "\udfff"}) and not encodable({"\udfff": 1})
+    assert encodable({"prompt": "X:1\nT:Café", "pixels": [[0.5] * 28] * 28, "path": None})
