@@ -31,6 +31,7 @@ from edgestack import artifact, registry
 from edgestack.errors import InputError, UnknownModel
 from edgestack.settings import get_settings
 from serving import v2
+from serving.error_shape import ErrorShape
 from serving.inputs import api
 from serving.limits import BodySizeLimit
 from serving.runner import ModelRunner, RunnerOptions
@@ -192,6 +193,8 @@ class EdgeStack:
         return {"models": [runner.describe() for runner in self.runners.values()]}
 
 
+# Outermost first: every error of every route in one JSON shape (serving/error_shape.py).
+EdgeStack.add_asgi_middleware(ErrorShape)
 EdgeStack.add_asgi_middleware(BodySizeLimit)
 # The Open Inference Protocol (KServe/Triton v2 REST) on the same runners. Mounted at "/"
 # with absolute /v2/... routes: a mount at "/v2" would not match `GET /v2` itself.
