@@ -45,8 +45,9 @@ def media_type(request: Request) -> str:
 async def check_uploads(request: Request, file_fields: list[str]) -> None:
     """An endpoint that takes files takes a multipart form, each of those fields a file part."""
     if media_type(request) != MULTIPART:
-        raise refusal(f"{request.url.path} takes {MULTIPART} with the files in {', '.join(file_fields)}; "
-                      f"got a {media_type(request)} body", 415)
+        raise refusal(f"{request.url.path} takes {MULTIPART} with the files in "
+                      f"{', '.join(f'`{f}`' for f in file_fields)}; the request's content type is "
+                      f"{media_type(request)}", 415)
     form = await request.form()  # Starlette keeps it: BentoML's parser reads the same form
     for name in file_fields:
         for value in form.getlist(name):
