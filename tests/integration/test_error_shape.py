@@ -82,6 +82,8 @@ CORPUS = [
     ("UTF-16 JSON", "POST", "/generate", json_body('{"seed": 7}'.encode("utf-16")), 400, "Invalid JSON"),
     ("gzip body, not declared", "POST", "/classify", json_body(gzip.compress(b'{"pixels": 0}')), 400,
      "Invalid JSON"),
+    ("gzip body, declared", "POST", "/classify", {"content": gzip.compress(b'{"pixels": 0}'), "headers": {
+        "content-type": "application/json", "content-encoding": "gzip"}}, 400, "Invalid JSON"),
     ("lone surrogate in JSON", "POST", "/render_midi", json_body(r'{"abc": "X:1\nT:\ud800\nK:D\nDEF|"}'), 400,
      "Invalid JSON"),
     ("lone surrogate in a form field", "POST", "/render_midi",
