@@ -157,11 +157,11 @@ def _raise_for_status(response: httpx.Response) -> None:
         return
     try:
         body = response.json()
-        if isinstance(body, list) and body:  # BentoML wraps raised errors in a list
-            body = body[0]
-        message = body.get("error") or body.get("detail") or body.get("message") or str(body)
-    except ValueError:
+    except ValueError:  # a proxy's page, or uvicorn's own plain text for an unparseable request
         message = response.text.strip() or response.reason_phrase
+    else:  # edgestack answers {"error": "..."} on every route (docs/serving.md), as Triton does
+        said = body if isinstance(body, dict) else {}
+        message = said.get("error") or said.get("detail") or said.get("message") or str(body)
     cls = RequestError if response.status_code < 500 else ServerError
     raise cls(response.status_code, str(message), str(response.request.url.path))
 

@@ -95,10 +95,18 @@ def element_count(shape: list[int]) -> int:
     return math.prod(shape)
 
 
+MAX_DIMS = 32  # numpy 1.x's limit (numpy 2 takes 64); the served models take 4 at most
+
+
 def check_shape(shape: Any, what: str) -> list[int]:
+    """A shape numpy can make an array of (even an empty one: np.zeros((0, 10**30)) fails too)."""
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
                                                 for d in shape):
         raise ProtocolError(f"{what}: `shape` must be a list of non-negative integers, got {shape!r}")
+    if len(shape) > MAX_DIMS:
+        raise ProtocolError(f"{what}: `shape` has {len(shape)} dimensions; at most {MAX_DIMS}")
+    if math.prod(max(d, 1) for d in shape) >= 2**56:
+        raise ProtocolError(f"{what}: `shape` {shape} is larger than any tensor can be")
     return shape
 
 
@@ -170,7 +178,11 @@ def from_json(data: Any, dt: Datatype, shape: list[int], what: str) -> np.ndarra
         if len(flat) != count:
             raise ProtocolError(f"{what}: shape {shape} needs {count} element(s), `data` holds {len(flat)}")
         array = np.empty(count, dtype=object)
-        array[:] = [s.encode("utf-8") for s in flat]
+        try:
+            array[:] = [s.encode("utf-8") for s in flat]
+        except UnicodeEncodeError:  # a lone surrogate ("\\ud800"): Python's JSON parser lets it through
+            raise ProtocolError(f"{what}: BYTES `data` holds a lone surrogate (\\ud800-\\udfff), "
+                                "which is not text") from None
         return array.reshape(shape)
     try:
         values = np.asarray(data)
@@ -234,6 +246,9 @@ def split_body(body: bytes, header_length: str | int | None) -> tuple[dict, memo
         header = json.loads(bytes(body[:size]))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ProtocolError(f"malformed JSON in the inference header: {exc}") from None
+    except RecursionError:  # Python's JSON parser recurses once per level
+        raise ProtocolError("the inference header nests too deeply to parse (JSON nested about 1,000 levels "
+                            "or more)") from None
     if not isinstance(header, dict):
         raise ProtocolError(f"the inference header must be a JSON object, got {type(header).__name__}")
     return header, memoryview(body)[size:]

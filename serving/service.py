@@ -31,6 +31,8 @@ from edgestack import artifact, registry
 from edgestack.errors import InputError, UnknownModel
 from edgestack.settings import get_settings
 from serving import v2
+from serving.error_shape import ErrorShape
+from serving.inputs import api
 from serving.limits import BodySizeLimit
 from serving.runner import ModelRunner, RunnerOptions
 
@@ -69,7 +71,8 @@ def load_runners(names: list[str], options: RunnerOptions) -> dict[str, ModelRun
 
 def caller_errors(endpoint):
     """The one place a caller's mistake (InputError, raised anywhere below an endpoint) becomes
-    BentoML's HTTP error with the status it names (400 unless 404/413/422 ...)."""
+    BentoML's HTTP error with the status it names (400 unless 404/413/422 ...). Mistakes that
+    BentoML meets while parsing the request, before the endpoint runs: serving/inputs.py."""
     @functools.wraps(endpoint)
     async def answer(*args, **kwargs):
         try:
@@ -105,7 +108,7 @@ class EdgeStack:
             raise InputError(f"model {model!r} does {runner.artifact.task}, not {task}")
         return runner
 
-    @bentoml.api
+    @api
     @caller_errors
     async def classify(self, model: str | None = None, pixels: Any = None, top_k: int = 3) -> dict:
         """Classify one image ([28, 28]) or many ([N, 28, 28]) given as pixel intensities 0..255."""
@@ -114,7 +117,7 @@ class EdgeStack:
         return {"model": runner.name, "version": runner.artifact.version, "variant": runner.variant,
                 "predictions": predictions}
 
-    @bentoml.api
+    @api
     @caller_errors
     async def classify_image(self, images: list[Path], model: str | None = None, top_k: int = 3) -> dict:
         """Classify uploaded image files (PNG, JPEG, ...); grey-scaled and resized to 28x28."""
@@ -136,7 +139,7 @@ class EdgeStack:
         runner = self._runner(model, "text-generation")
         return runner, runner.check(prompt, max_length, temperature, top_k, top_p, seed)
 
-    @bentoml.api
+    @api
     @caller_errors
     async def generate(self, model: str | None = None, prompt: str | None = None, max_length: int | None = None,
                        temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: int | None = None) -> dict:
@@ -145,7 +148,7 @@ class EdgeStack:
         runner, params = self._sampling(model, prompt, max_length, temperature, top_k, top_p, seed)
         return await runner.generate(params)
 
-    @bentoml.api
+    @api
     @caller_errors
     async def generate_stream(self, model: str | None = None, prompt: str | None = None,
                               max_length: int | None = None, temperature: float = 1.0, top_k: int = 0,
@@ -155,7 +158,7 @@ class EdgeStack:
 
         return sse_response(*self._sampling(model, prompt, max_length, temperature, top_k, top_p, seed))
 
-    @bentoml.api
+    @api
     @caller_errors
     async def render_midi(self, abc: str | None = None, model: str | None = None, prompt: str | None = None,
                           temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
@@ -168,7 +171,7 @@ class EdgeStack:
             abc = (await runner.generate(params))["tune"]
         return await midi_response(abc)
 
-    @bentoml.api
+    @api
     @caller_errors
     async def classify_text(self, text: Any = None, texts: Any = None, model: str | None = None) -> dict:
         """Classify one `text` or a list of `texts` (sentiment-transformer, topic-transformer, ...):
@@ -184,12 +187,14 @@ class EdgeStack:
         return {"model": runner.name, "version": runner.artifact.version, "variant": runner.variant,
                 "predictions": predictions}
 
-    @bentoml.api
+    @api
     def models(self) -> dict:
         """What this server serves."""
         return {"models": [runner.describe() for runner in self.runners.values()]}
 
 
+# Outermost first: every error of every route in one JSON shape (serving/error_shape.py).
+EdgeStack.add_asgi_middleware(ErrorShape)
 EdgeStack.add_asgi_middleware(BodySizeLimit)
 # The Open Inference Protocol (KServe/Triton v2 REST) on the same runners. Mounted at "/"
 # with absolute /v2/... routes: a mount at "/v2" would not match `GET /v2` itself.

@@ -113,7 +113,7 @@ def _stream_server(request: httpx.Request) -> httpx.Response:
     """/generate_stream as the server writes it; seed 13 fails in-band, temperature 0 is refused, seed 99 is not SSE."""
     body = json.loads(request.content)
     if body.get("temperature") == 0:
-        return httpx.Response(400, json=[{"error": "temperature must be > 0"}])
+        return httpx.Response(400, json={"error": "temperature must be > 0"})
     if body.get("seed") == 99:
         return httpx.Response(200, json={"tune": "?"})
     text = EVENTS if body.get("seed") != 13 else (EVENTS.split("event: piece")[0]
