@@ -38,15 +38,8 @@ from edgestack.errors import QualityGateError
 from edgestack.families.text import Encoder
 from edgestack.runtime import open_session
 from export import int8_search
-from export.onnx_utils import (
-    MAX_IR_VERSION,
-    check_parity,
-    finalize,
-    keep_training_run,
-    manifest_head,
-    op_types,
-    versions,
-)
+from export.onnx_utils import (MAX_IR_VERSION, check_parity, finalize, keep_training_run, manifest_head,
+                                op_types, versions)
 from training import text as tt
 from training.data import text as text_data
 

@@ -35,16 +35,8 @@ from edgestack import artifact
 from edgestack.errors import QualityGateError
 from edgestack.runtime import open_session
 from export import int8_search
-from export.onnx_utils import (
-    MAX_IR_VERSION,
-    ParityError,
-    check_parity,
-    finalize,
-    keep_training_run,
-    manifest_head,
-    op_types,
-    versions,
-)
+from export.onnx_utils import (MAX_IR_VERSION, ParityError, check_parity, finalize, keep_training_run,
+                                manifest_head, op_types, versions)
 from training import tune as tune_training
 from training.data import abc as abc_data
 
