@@ -147,28 +147,20 @@ def build_many(names: list[str], overrides: dict[str, Any] | None = None, *, roo
     outcomes = []
     for name in names:
         started = time.time()
-        present = not (force or retrain) and _verified(name, root)
+        before = artifact.latest_version_dir(name, root)  # a listing: build() verifies the checksums once
         try:
             art = build(name, overrides, root=root, force=force, retrain=retrain, progress=progress)
-        except (QualityGateError, artifact.ArtifactError, DataMissing, UsageError) as exc:
+        except Exception as exc:
+            if isinstance(exc, (QualityGateError, artifact.ArtifactError, DataMissing, UsageError)):
+                print(f"[{name}] FAILED: {exc}", file=sys.stderr, flush=True)
+            else:  # a bug, not a gate: show where, then go on with the next model
+                traceback.print_exc()
             outcomes.append(BuildOutcome(name, "failed", time.time() - started, error=f"{type(exc).__name__}: {exc}"))
-            print(f"[{name}] FAILED: {exc}", file=sys.stderr, flush=True)
             continue
-        except Exception as exc:  # a bug, not a gate: show where, then go on with the next model
-            traceback.print_exc()
-            outcomes.append(BuildOutcome(name, "failed", time.time() - started, error=f"{type(exc).__name__}: {exc}"))
-            continue
-        status = "present" if present else ("built, int8 withheld" if int8_withheld(art) else "built")
+        status = ("present" if art.path == before else
+                  "built, int8 withheld" if int8_withheld(art) else "built")
         outcomes.append(BuildOutcome(name, status, time.time() - started, f"v{art.version} {variant_summary(art)}"))
     return outcomes
-
-
-def _verified(name: str, root: Path | None) -> bool:
-    try:
-        artifact.load_latest(name, root)
-        return True
-    except artifact.ArtifactError:
-        return False
 
 
 def summary_table(outcomes: list[BuildOutcome]) -> str:
