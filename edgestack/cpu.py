@@ -16,16 +16,14 @@ PACKAGES = ("torch", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxscript", "nu
 
 
 @functools.lru_cache(maxsize=1)
-def cpu_info(cpuinfo: str | None = None) -> dict:
+def cpu_info() -> dict:
     """CPU model, the int8-relevant ISA flags and the core count (Linux /proc/cpuinfo; empty elsewhere)."""
     import os
 
-    text = cpuinfo
-    if text is None:
-        try:
-            text = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            text = ""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        text = ""
     model, flags = platform.processor() or platform.machine(), set()
     for line in text.splitlines():
         key, _, value = line.partition(":")
