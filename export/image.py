@@ -28,15 +28,8 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from edgestack import artifact
 from edgestack.runtime import open_session
 from export import int8_search
-from export.onnx_utils import (
-    check_parity,
-    convert_fp16,
-    export_module,
-    keep_training_run,
-    manifest_head,
-    op_types,
-    versions,
-)
+from export.onnx_utils import (check_parity, convert_fp16, export_module, keep_training_run, manifest_head,
+                                nodes_of, op_types, versions)
 from training import image as image_training
 
 INPUT, OUTPUT = "images", "logits"
@@ -82,9 +75,7 @@ def calibration_candidates(train_size: int) -> list[dict]:
 
 def weight_nodes(path: Path) -> list[str]:
     """The nodes that carry weights (Conv, Gemm, MatMul): what the fallback may keep in fp32."""
-    import onnx
-
-    return [n.name for n in onnx.load(str(path)).graph.node if n.op_type in ("Conv", "Gemm", "MatMul")]
+    return nodes_of(path, ("Conv", "Gemm", "MatMul"))
 
 
 def quantize(prepared: Path, out: Path, train_images: np.ndarray, settings: dict) -> Path:

@@ -106,3 +106,8 @@ def op_types(path: Path) -> dict[str, int]:
     for node in onnx.load(str(path)).graph.node:
         counts[node.op_type] = counts.get(node.op_type, 0) + 1
     return dict(sorted(counts.items()))
+
+
+def nodes_of(path: Path, kinds: tuple[str, ...]) -> list[str]:
+    """Names of the graph's nodes whose op type is one of `kinds` (in graph order)."""
+    return [node.name for node in onnx.load(str(path)).graph.node if node.op_type in kinds]

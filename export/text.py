@@ -38,7 +38,7 @@ from edgestack.errors import QualityGateError
 from edgestack.families.text import Encoder
 from edgestack.runtime import open_session
 from export import int8_search
-from export.onnx_utils import (MAX_IR_VERSION, check_parity, finalize, keep_training_run, manifest_head,
+from export.onnx_utils import (MAX_IR_VERSION, check_parity, finalize, keep_training_run, manifest_head, nodes_of,
                                 op_types, versions)
 from training import text as tt
 from training.data import text as text_data
@@ -112,7 +112,7 @@ def quantize_int8(src: Path, dst: Path, settings: dict) -> Path:
 
 def weight_nodes(path: Path) -> list[str]:
     """Nodes dynamic quantization turns int8 (fused attention and the dense layers)."""
-    return [n.name for n in onnx.load(str(path)).graph.node if n.op_type in ("Attention", "MatMul", "Gemm")]
+    return nodes_of(path, ("Attention", "MatMul", "Gemm"))
 
 
 def ort_logits(path: Path, encoder: Encoder, texts: list[str], batch: int = 64) -> np.ndarray:
