@@ -24,17 +24,13 @@ from edgestack.settings import get_settings
 from serving.runner import ModelRunner
 
 
-def max_text_chars() -> int:
-    return get_settings().max_text_chars
-
-
 class TextClassifier(ModelRunner):
     def __init__(self, art, options=None, on_batch=None):
         super().__init__(art, options, on_batch=on_batch)
         pre = art.meta.preprocessing
         self.encoder = processing.Encoder(art.file(pre.tokenizer), pre.max_length)
         self.classifier = processing.Classifier(self.session.session, self.encoder, self.labels)
-        self.max_chars = max_text_chars()
+        self.max_chars = get_settings().max_text_chars
 
     @property
     def labels(self) -> list[str]:

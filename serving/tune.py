@@ -28,11 +28,6 @@ from edgestack.settings import get_settings
 from serving.runner import ModelRunner, RunnerOptions
 
 
-def settings() -> dict[str, int]:
-    s = get_settings()
-    return {"max_prompt_chars": s.max_prompt_chars, "max_length": s.max_new_chars}
-
-
 class MusicGenerator(ModelRunner):
     """Serves a folk-lstm artifact: `generate` (whole tune), `stream` (pieces as they come), `infer` (raw step)."""
 
@@ -52,7 +47,8 @@ class MusicGenerator(ModelRunner):
                                               art.meta.generation.to_dict())
         self.chars, self.index, self.hidden = chars, self.generator.index, self.generator.hidden
         self.end_of_tune, self.default_prompt = self.generator.end_of_tune, self.generator.default_prompt
-        self.limits = settings()
+        limits = get_settings()  # shown by /models as they were named before the settings moved
+        self.limits = {"max_prompt_chars": limits.max_prompt_chars, "max_length": limits.max_new_chars}
 
     # -- checking requests --------------------------------------------------------------
     def check(self, prompt=None, max_length=None, temperature=1.0, top_k=0, top_p=1.0, seed=None) -> SamplingParams:
