@@ -185,15 +185,23 @@ def export(run_dir: Path, staging: Path, *, name: str, max_int8_drop: float = MA
     say(f"[{name}] dynamic int8 of the optimized graph, checked on the validation and test splits", flush=True)
     splits = {"val": data.val, "test": data.test}
 
+    test_predictions: dict[Path, np.ndarray] = {}  # kept for the per-variant table below (a test pass each)
+
     def accuracy(path: Path, split: str) -> float:
-        return float((ort_logits(path, encoder, splits[split].texts).argmax(1) == splits[split].labels).mean())
+        pred = ort_logits(path, encoder, splits[split].texts).argmax(1)
+        if split == "test":
+            test_predictions[Path(path)] = pred
+        return float((pred == splits[split].labels).mean())
 
     result = int8_search.search(
         name=name, metric="accuracy", reference={s: accuracy(fp32, s) for s in splits}, budget=max_int8_drop,
         workdir=staging / "int8-search", base=[{"per_channel": True}], nodes=weight_nodes(opt), say=say,
         quantize=lambda settings, folder: [quantize_int8(opt, folder / "model.int8.onnx", settings)],
         score=lambda files, split: accuracy(files[0], split), max_trials=max_int8_trials)
+    searched = Path(result.chosen.files[0]) if result.chosen else None
     int8 = (int8_search.adopt(result, staging, name=name, kept="fp32, fp32-opt and fp16", say=say) or [None])[0]
+    if int8 is not None:
+        test_predictions[int8] = test_predictions[searched]  # the same file, moved into the artifact
     say(f"[{name}] fp16 variant (for GPU)", flush=True)
     fp16 = to_fp16(fusion.pop("optimized_model"), staging / "model.fp16.onnx")
 
@@ -202,8 +210,9 @@ def export(run_dir: Path, staging: Path, *, name: str, max_int8_drop: float = MA
         if path is None:
             continue
         started = time.time()
-        logits = ort_logits(path, encoder, data.test.texts)
-        pred = logits.argmax(1)
+        pred = test_predictions.get(path)
+        if pred is None:
+            pred = ort_logits(path, encoder, data.test.texts).argmax(1)
         acc = float((pred == data.test.labels).mean())
         if reference is None:
             reference = pred
