@@ -184,10 +184,11 @@ def export(run_dir: Path, staging: Path, *, name: str, max_int8_bpc_increase: fl
     def neg_bpc(paths, part: str) -> float:  # the search wants higher-is-better scores
         return -tune_training.bits_per_char(ort_step_fn(open_session(paths[-1], device="cpu")), ids[part])
 
+    reference = {part: neg_bpc(files["fp32"], part) for part in ids}
     try:
         result = int8_search.search(
             name=name, metric="-bits/char", budget=max_int8_bpc_increase, drop=int8_search.relative_increase,
-            reference={part: neg_bpc(files["fp32"], part) for part in ids}, workdir=staging / "int8-search",
+            reference=reference, workdir=staging / "int8-search",
             base=[{"per_channel": False}], nodes=[], say=say,
             quantize=lambda settings, folder: [quantize(src, folder / src.name.replace("fp32", "int8"), settings)
                                                for src in files["fp32"]],
@@ -232,10 +233,12 @@ def export(run_dir: Path, staging: Path, *, name: str, max_int8_bpc_increase: fl
 
     torch_val = tune_training.bits_per_char(tune_training.torch_step_fn(model), val_ids)
     variants = {}
+    # the int8 search measured both variants' bits per character already (as negated scores)
+    measured = {"fp32": (-reference["val"], -reference["test"]),
+                **({"int8": (-result.chosen.val, -result.chosen.test)} if result.chosen else {})}
     for variant, (step_s, prompt_s) in sessions.items():
         started = time.time()
-        val_bpc = tune_training.bits_per_char(ort_step_fn(prompt_s), val_ids)
-        test_bpc = tune_training.bits_per_char(ort_step_fn(prompt_s), test_ids)
+        val_bpc, test_bpc = measured[variant]
         speed = step_tokens_per_s(step_s, hidden)
         say(f"[{name}] {variant}: validation {val_bpc:.4f} bits/char, test {test_bpc:.4f} bits/char, "
             f"{speed:,.0f} tokens/s stepping ({time.time() - started:.1f}s)")
