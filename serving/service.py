@@ -28,9 +28,10 @@ import bentoml
 from bentoml.exceptions import BentoMLException
 
 from edgestack import artifact, registry
-from edgestack.errors import InputError, UnknownModel
+from edgestack.errors import InputError
 from edgestack.settings import get_settings
 from serving import v2
+from serving.endpoints import Endpoints
 from serving.error_shape import ErrorShape
 from serving.inputs import api
 from serving.limits import BodySizeLimit
@@ -90,54 +91,24 @@ class EdgeStack:
         RUNNERS.clear()
         RUNNERS.update(load_runners(requested_models(), self.options))
         self.runners = RUNNERS
+        # The endpoints' logic, shared with the Ray Serve engine (serving/endpoints.py).
+        self.endpoints = Endpoints(self.runners, self.options.max_items)
         log.info("serving %s", ", ".join(f"{n} ({r.variant}, {r.session.providers[0]})" for n, r in RUNNERS.items()))
 
     def __is_ready__(self) -> bool:
         return bool(self.runners)
 
-    def _runner(self, model: str | None, task: str) -> ModelRunner:
-        if model is None:
-            candidates = [n for n, r in self.runners.items() if r.artifact.task == task]
-            if len(candidates) != 1:
-                raise InputError(f"say which model: `model` is one of {candidates}")
-            model = candidates[0]
-        runner = self.runners.get(model)
-        if runner is None:
-            raise UnknownModel(model, list(self.runners))
-        if runner.artifact.task != task:
-            raise InputError(f"model {model!r} does {runner.artifact.task}, not {task}")
-        return runner
-
     @api
     @caller_errors
     async def classify(self, model: str | None = None, pixels: Any = None, top_k: int = 3) -> dict:
         """Classify one image ([28, 28]) or many ([N, 28, 28]) given as pixel intensities 0..255."""
-        runner = self._runner(model, "image-classification")
-        predictions = await runner.classify(runner.pixels_from_array(pixels), top_k)
-        return {"model": runner.name, "version": runner.artifact.version, "variant": runner.variant,
-                "predictions": predictions}
+        return await self.endpoints.classify(model, pixels, top_k)
 
     @api
     @caller_errors
     async def classify_image(self, images: list[Path], model: str | None = None, top_k: int = 3) -> dict:
         """Classify uploaded image files (PNG, JPEG, ...); grey-scaled and resized to 28x28."""
-        runner = self._runner(model, "image-classification")
-        if not images:
-            raise InputError("no image uploaded: send one or more files in the `images` field")
-        if len(images) > self.options.max_items:
-            raise InputError(f"{len(images)} images; the limit is {self.options.max_items}", 413)
-        import numpy as np
-
-        pixels = np.stack([runner.decode_image(Path(p).read_bytes(), f"upload #{i + 1}")
-                           for i, p in enumerate(images)])
-        predictions = await runner.classify(pixels, top_k)
-        return {"model": runner.name, "version": runner.artifact.version, "variant": runner.variant,
-                "predictions": predictions}
-
-    def _sampling(self, model, prompt, max_length, temperature, top_k, top_p, seed):
-        """folk-lstm: the runner and checked sampling parameters (4xx naming any bad one)."""
-        runner = self._runner(model, "text-generation")
-        return runner, runner.check(prompt, max_length, temperature, top_k, top_p, seed)
+        return await self.endpoints.classify_image(images, model, top_k)
 
     @api
     @caller_errors
@@ -145,8 +116,7 @@ class EdgeStack:
                        temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: int | None = None) -> dict:
         """Write a folk tune in ABC notation (folk-lstm). prompt: how the tune begins (default "X:1\\n");
         stops at the end of the tune or after max_length new characters; same seed, same tune."""
-        runner, params = self._sampling(model, prompt, max_length, temperature, top_k, top_p, seed)
-        return await runner.generate(params)
+        return await self.endpoints.generate(model, prompt, max_length, temperature, top_k, top_p, seed)
 
     @api
     @caller_errors
@@ -154,9 +124,7 @@ class EdgeStack:
                               max_length: int | None = None, temperature: float = 1.0, top_k: int = 0,
                               top_p: float = 1.0, seed: int | None = None) -> str:
         """Like /generate, streamed as Server-Sent Events (text/event-stream): start, piece..., end."""
-        from serving.tune_http import sse_response
-
-        return sse_response(*self._sampling(model, prompt, max_length, temperature, top_k, top_p, seed))
+        return self.endpoints.generate_stream(model, prompt, max_length, temperature, top_k, top_p, seed)
 
     @api
     @caller_errors
@@ -164,12 +132,7 @@ class EdgeStack:
                           temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
                           seed: int | None = None) -> bytes:
         """ABC -> MIDI (audio/midi). Send `abc`, or leave it out to render a tune generated with the other fields."""
-        from serving.tune_http import midi_response
-
-        if abc is None:
-            runner, params = self._sampling(model, prompt, None, temperature, top_k, top_p, seed)
-            abc = (await runner.generate(params))["tune"]
-        return await midi_response(abc)
+        return await self.endpoints.render_midi(abc, model, prompt, temperature, top_k, top_p, seed)
 
     @api
     @caller_errors
@@ -177,20 +140,12 @@ class EdgeStack:
         """Classify one `text` or a list of `texts` (sentiment-transformer, topic-transformer, ...):
         label, score and every label's probability. Texts over the model's max length in tokens
         are truncated (the answer says `truncated: true`); see serving/text.py."""
-        runner = self._runner(model, "text-classification")
-        if (text is None) == (texts is None):
-            raise InputError("send either `text` (one string) or `texts` (a list of strings)")
-        if text is not None and not isinstance(text, str):
-            raise InputError(f"`text` must be a string, got {type(text).__name__}; use `texts` for a list")
-        predictions = await (runner.classify([text], what="text") if text is not None
-                             else runner.classify(texts))
-        return {"model": runner.name, "version": runner.artifact.version, "variant": runner.variant,
-                "predictions": predictions}
+        return await self.endpoints.classify_text(text, texts, model)
 
     @api
     def models(self) -> dict:
         """What this server serves."""
-        return {"models": [runner.describe() for runner in self.runners.values()]}
+        return self.endpoints.models()
 
 
 # Outermost first: every error of every route in one JSON shape (serving/error_shape.py).
