@@ -100,6 +100,11 @@ class Settings(BaseSettings):
         None, description="folk-lstm: train on your own folder of .abc files",
         json_schema_extra=_shown("packaged tunes"))
 
+    # -- v2 gRPC (serving/grpc_v2.py) ------------------------------------------------------
+    grpc_port: NonNegativeInt = Field(
+        0, description="port of the v2 gRPC endpoint (Triton's GRPCInferenceService) beside HTTP (0: off)",
+        json_schema_extra=_shown("0 (off)"))
+
     @field_validator("models", mode="before")
     @classmethod
     def _comma_separated(cls, value):

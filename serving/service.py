@@ -95,6 +95,23 @@ class EdgeStack:
         self.endpoints = Endpoints(self.runners, self.options.max_items)
         log.info("serving %s", ", ".join(f"{n} ({r.variant}, {r.session.providers[0]})" for n, r in RUNNERS.items()))
 
+    @bentoml.on_startup
+    async def start_grpc(self) -> None:
+        """The v2 gRPC endpoint (EDGESTACK_GRPC_PORT): started here because startup hooks run on
+        the event loop that serves HTTP, the loop the runners' batchers queue on."""
+        self.grpc_server = None
+        settings = get_settings()
+        if settings.grpc_port:
+            from serving import grpc_v2
+
+            self.grpc_server = await grpc_v2.start(RUNNERS, settings.grpc_port,
+                                                   max_message_bytes=settings.max_body_bytes)
+
+    @bentoml.on_shutdown
+    async def stop_grpc(self) -> None:
+        if getattr(self, "grpc_server", None) is not None:
+            await self.grpc_server.stop(grace=2)
+
     def __is_ready__(self) -> bool:
         return bool(self.runners)
 

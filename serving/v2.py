@@ -61,15 +61,7 @@ class V2App:
 
     # ------------------------------------------------------------------ lookup
     def runner(self, request: Request):
-        name = request.path_params["model"]
-        runner = self.runners.get(name)
-        if runner is None:
-            raise UnknownModel(name, list(self.runners))
-        version = request.path_params.get("version")
-        if version is not None and version != runner.artifact.version:
-            raise InputError(f"model {name!r} has no version {version!r} on this server; "
-                             f"it serves version {runner.artifact.version}", 404)
-        return runner
+        return find_runner(self.runners, request.path_params["model"], request.path_params.get("version"))
 
     # ------------------------------------------------------------------ routes
     async def server_metadata(self, request: Request) -> Response:
@@ -87,12 +79,7 @@ class V2App:
             runner = self.runner(request)
         except InputError as exc:
             return error(str(exc), exc.status)
-        return JSONResponse({
-            "name": runner.name, "versions": [runner.artifact.version], "platform": "onnxruntime_onnx",
-            "inputs": tensor_specs(runner.inputs), "outputs": tensor_specs(runner.outputs),
-            "parameters": {"variant": runner.variant, "provider": runner.session.providers[0],
-                           "edgestack": json.dumps(v2.client_hints(runner.artifact.manifest))},
-        })
+        return JSONResponse(model_metadata(runner))
 
     async def model_ready(self, request: Request) -> Response:
         try:
@@ -172,6 +159,28 @@ class V2App:
                        Route(base + "/ready", self.model_ready, methods=get),
                        Route(base + "/infer", self.infer, methods=post)]
         return routes
+
+
+def find_runner(runners, name: str, version: str | None):
+    """The served model `name` (and `version`, when given); 404 naming what is served otherwise.
+    Shared by the REST routes here and the gRPC service (serving/grpc_v2.py)."""
+    runner = runners.get(name)
+    if runner is None:
+        raise UnknownModel(name, list(runners))
+    if version is not None and version != runner.artifact.version:
+        raise InputError(f"model {name!r} has no version {version!r} on this server; "
+                         f"it serves version {runner.artifact.version}", 404)
+    return runner
+
+
+def model_metadata(runner) -> dict:
+    """The v2 model metadata of a served model (REST and gRPC alike)."""
+    return {
+        "name": runner.name, "versions": [runner.artifact.version], "platform": "onnxruntime_onnx",
+        "inputs": tensor_specs(runner.inputs), "outputs": tensor_specs(runner.outputs),
+        "parameters": {"variant": runner.variant, "provider": runner.session.providers[0],
+                       "edgestack": json.dumps(v2.client_hints(runner.artifact.manifest))},
+    }
 
 
 def requested_outputs(runner, header: dict) -> list[dict]:

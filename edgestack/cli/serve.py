@@ -12,7 +12,7 @@ from edgestack.settings import env_name, help_text
 
 # Each flag is the Settings field of the same name.
 SERVE_FLAGS = tuple((flag, env_name(flag)) for flag in
-                    ("device", "variant", "threads", "max_body_bytes", "max_batch", "max_wait_ms"))
+                    ("device", "variant", "threads", "max_body_bytes", "max_batch", "max_wait_ms", "grpc_port"))
 
 
 def server_env(args: argparse.Namespace, environ) -> dict[str, str]:
@@ -62,4 +62,7 @@ def add_parsers(sub) -> None:
     s.add_argument("--max-wait-ms", type=float,
                    help="adaptive batching: extra wait for company once the queue is drained, like Triton's "
                         "max_queue_delay (default 0: a lone request runs at once)")
+    s.add_argument("--grpc-port", type=int,
+                   help="also serve the v2 protocol over gRPC (Triton's GRPCInferenceService, tritonclient.grpc) "
+                        "on this port, same models and batcher (default 0: off)")
     s.set_defaults(func=cmd_serve)

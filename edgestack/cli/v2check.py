@@ -16,6 +16,11 @@ matrix, pass or FAIL with the reason:
                           `variant` parameter) run in this process (images: the bare session; other families:
                           their runner, which tokenizes or checks state exactly as the server does)
 
+With `--protocol grpc` the same matrix runs over `tritonclient.grpc` and `tritonclient.grpc.aio`
+against a v2 gRPC endpoint (ours: `edgestack serve --grpc-port`; Triton's): "binary" is
+tritonclient's raw_input_contents, "JSON" the typed `contents` fields of the request
+(ModelInferRequest.InferInputTensor.contents), and the parameters come from ModelConfig.
+
 Inputs come from the model metadata alone (sample sentences for BYTES, small ids for
 integers, small normal values for floats), so the check works against any v2 server: ours,
 Triton, KServe. The tests (tests/integration/test_v2.py) use the same input and reference helpers.
@@ -30,6 +35,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+import tritonclient.grpc as tc_grpc
+import tritonclient.grpc.aio as tc_grpc_aio
 import tritonclient.http as tc
 import tritonclient.http.aio as tc_aio
 from tritonclient.utils import InferenceServerException
@@ -60,6 +67,16 @@ def example_inputs(specs: list[dict], batch: int = 4, seed: int = 0) -> dict[str
     return feeds
 
 
+def triton_grpc_inputs(module, feeds: dict[str, np.ndarray]) -> list:
+    """feeds -> tritonclient.grpc InferInputs (raw_input_contents, tritonclient's only encoding)."""
+    inputs = []
+    for name, array in feeds.items():
+        item = module.InferInput(name, list(array.shape), v2.of_numpy(array.dtype).v2)
+        item.set_data_from_numpy(array)
+        inputs.append(item)
+    return inputs
+
+
 def triton_inputs(module, feeds: dict[str, np.ndarray], binary: bool) -> list:
     """feeds -> tritonclient InferInputs (module: tritonclient.http or tritonclient.http.aio)."""
     inputs = []
@@ -68,6 +85,31 @@ def triton_inputs(module, feeds: dict[str, np.ndarray], binary: bool) -> list:
         item.set_data_from_numpy(array, binary_data=binary)
         inputs.append(item)
     return inputs
+
+
+def typed_inputs(module, feeds: dict[str, np.ndarray]) -> list:
+    """feeds -> tritonclient.grpc InferInputs whose data travel in the typed `contents` fields
+    (tritonclient itself always sends raw_input_contents)."""
+    from serving.grpc_v2 import CONTENTS
+
+    inputs = []
+    for name, array in feeds.items():
+        dt = v2.of_numpy(array.dtype)
+        item = module.InferInput(name, list(array.shape), dt.v2)
+        getattr(item._get_tensor().contents, CONTENTS[dt.v2]).extend(array.reshape(-1).tolist())
+        inputs.append(item)
+    return inputs
+
+
+def grpc_metadata(meta) -> dict:
+    """tritonclient.grpc's ModelMetadataResponse as the REST metadata's dict (shapes as ints)."""
+    from google.protobuf.json_format import MessageToDict
+
+    out = MessageToDict(meta, preserving_proto_field_name=True)
+    for kind in ("inputs", "outputs"):
+        for tensor in out.get(kind, []):
+            tensor["shape"] = [int(d) for d in tensor.get("shape", [])]
+    return out
 
 
 def reference(art, variant: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -117,8 +159,10 @@ def same_outputs(got: dict[str, np.ndarray], want: dict[str, np.ndarray], atol: 
 class ModelCheck:
     """One model's row of the matrix: each cell runs once, recording pass or the failure."""
 
-    def __init__(self, url: str, model: str, artifacts_root: Path | None):
-        self.host, self.model, self.root = url.removeprefix("http://").rstrip("/"), model, artifacts_root
+    def __init__(self, url: str, model: str, artifacts_root: Path | None, protocol: str = "http"):
+        self.host, self.model, self.root = url.split("://")[-1].rstrip("/"), model, artifacts_root
+        self.grpc = protocol == "grpc"
+        self.tc, self.tc_aio = (tc_grpc, tc_grpc_aio) if self.grpc else (tc, tc_aio)
         self.cells: dict[str, str] = {}
         self.meta: dict | None = None
         self.params: dict[str, str] = {}  # variant, edgestack hints: from metadata, else the model config
@@ -134,25 +178,26 @@ class ModelCheck:
 
     # ---------------------------------------------------------------- cells
     def health(self) -> None:
-        with tc.InferenceServerClient(self.host) as client:
+        with self.tc.InferenceServerClient(self.host) as client:
             assert client.is_server_live() and client.is_server_ready(), "sync: not live or not ready"
 
         async def go():
-            async with tc_aio.InferenceServerClient(self.host) as client:
+            async with self.tc_aio.InferenceServerClient(self.host) as client:
                 return await client.is_server_live() and await client.is_server_ready()
 
         assert asyncio.run(go()), "async: not live or not ready"
 
     def metadata(self) -> None:
-        with tc.InferenceServerClient(self.host) as client:
-            meta = client.get_model_metadata(self.model)
+        with self.tc.InferenceServerClient(self.host) as client:
+            meta = self.as_dict(client.get_model_metadata(self.model))
             version = (meta.get("versions") or [None])[0]
             if version is not None:
-                assert client.get_model_metadata(self.model, version) == meta, "metadata differs with the version"
+                assert self.as_dict(client.get_model_metadata(self.model, version)) == meta, \
+                    "metadata differs with the version"
 
         async def go():
-            async with tc_aio.InferenceServerClient(self.host) as client:
-                return await client.get_model_metadata(self.model)
+            async with self.tc_aio.InferenceServerClient(self.host) as client:
+                return self.as_dict(await client.get_model_metadata(self.model))
 
         assert asyncio.run(go()) == meta, "async metadata differs from sync"
         for kind in ("inputs", "outputs"):
@@ -161,11 +206,11 @@ class ModelCheck:
                 v2.datatype(tensor["datatype"])  # a v2 datatype we know
                 assert all(isinstance(d, int) and d >= -1 for d in tensor["shape"]), f"bad shape {tensor['shape']}"
         self.meta = meta
-        self.params = meta.get("parameters") or config_parameters(client_config(self.host, self.model))
+        self.params = meta.get("parameters") or config_parameters(client_config(self.host, self.model, self.tc))
         self.feeds = example_inputs(meta["inputs"])
 
     def ready(self) -> None:
-        with tc.InferenceServerClient(self.host) as client:
+        with self.tc.InferenceServerClient(self.host) as client:
             assert client.is_model_ready(self.model), "not ready"
             versions = (self.meta or {}).get("versions") or []
             if versions:
@@ -184,15 +229,31 @@ class ModelCheck:
             assert len(array.shape) == len(want) and all(d in (-1, a) for d, a in zip(want, array.shape)), \
                 f"output {spec['name']}: shape {list(array.shape)} vs declared {spec['shape']}"
 
+    def as_dict(self, meta) -> dict:
+        return grpc_metadata(meta) if self.grpc else meta
+
+    def inputs(self, module, feeds: dict[str, np.ndarray], binary: bool) -> list:
+        """binary: tritonclient's default encoding; else JSON `data` (HTTP) or typed `contents` (gRPC)."""
+        if self.grpc and not binary:
+            return typed_inputs(module, feeds)
+        return triton_inputs(module, feeds, binary) if not self.grpc else triton_grpc_inputs(module, feeds)
+
+    def requested(self, module, binary: bool) -> list | None:
+        if binary or self.grpc:  # gRPC answers raw_output_contents either way, as Triton does
+            return None
+        return [module.InferRequestedOutput(o["name"], binary_data=False) for o in self.meta["outputs"]]
+
     def infer_sync(self, binary: bool) -> None:
-        outputs = None if binary else [tc.InferRequestedOutput(o["name"], binary_data=False)
-                                       for o in self.meta["outputs"]]
-        with tc.InferenceServerClient(self.host) as client:
-            result = client.infer(self.model, triton_inputs(tc, self.feeds, binary), outputs=outputs,
-                                  request_id="v2-check")
+        with self.tc.InferenceServerClient(self.host) as client:
+            result = client.infer(self.model, self.inputs(self.tc, self.feeds, binary),
+                                  outputs=self.requested(self.tc, binary), request_id="v2-check")
         response = result.get_response()
-        assert response.get("id") == "v2-check", "request id not echoed"
-        assert all(("data" in o) != binary for o in response["outputs"]), "binary_data not honoured"
+        if self.grpc:
+            assert response.id == "v2-check", "request id not echoed"
+            assert len(response.raw_output_contents) == len(response.outputs), "outputs not all raw"
+        else:
+            assert response.get("id") == "v2-check", "request id not echoed"
+            assert all(("data" in o) != binary for o in response["outputs"]), "binary_data not honoured"
         answer = self.outputs_of(result)
         self.check_declared(answer, len(next(iter(self.feeds.values()))))
         if not binary:
@@ -201,19 +262,18 @@ class ModelCheck:
 
     def infer_async(self, binary: bool) -> None:
         feeds = [example_inputs(self.meta["inputs"], batch=1 + i % 3, seed=i) for i in range(4)]
-        outputs = None if binary else [tc_aio.InferRequestedOutput(o["name"], binary_data=False)
-                                       for o in self.meta["outputs"]]
+        outputs = self.requested(self.tc_aio, binary)
 
         async def go():
-            async with tc_aio.InferenceServerClient(self.host) as client:
-                return await asyncio.gather(*(client.infer(self.model, triton_inputs(tc_aio, f, binary),
+            async with self.tc_aio.InferenceServerClient(self.host) as client:
+                return await asyncio.gather(*(client.infer(self.model, self.inputs(self.tc_aio, f, binary),
                                                            outputs=outputs) for f in feeds))
 
         results = asyncio.run(go())
 
-        with tc.InferenceServerClient(self.host) as client:  # each one alone, for comparison
+        with self.tc.InferenceServerClient(self.host) as client:  # each one alone, for comparison
             for f, result in zip(feeds, results):
-                alone = client.infer(self.model, triton_inputs(tc, f, True))
+                alone = client.infer(self.model, self.inputs(self.tc, f, True))
                 self.check_declared(self.outputs_of(result), len(next(iter(f.values()))))
                 same_outputs(self.outputs_of(result), self.outputs_of(alone), self.atol)
 
@@ -254,10 +314,12 @@ class ModelCheck:
         return {name: self.cells.get(name, "FAIL: not reached (binary infer failed)") for name in CELLS}
 
 
-def client_config(host: str, model: str) -> dict:
+def client_config(host: str, model: str, module=tc) -> dict:
     """Triton's model configuration (its metadata has no `parameters`); {} where there is none."""
-    with tc.InferenceServerClient(host) as client:
+    with module.InferenceServerClient(host) as client:
         try:
+            if module is tc_grpc:
+                return client.get_model_config(model, as_json=True).get("config", {})
             return client.get_model_config(model)
         except InferenceServerException:
             return {}
@@ -269,13 +331,20 @@ def config_parameters(config: dict) -> dict[str, str]:
             for k, v in (config.get("parameters") or {}).items()}
 
 
-def check_models(url: str, models: list[str], artifacts_root: Path | None = None) -> dict[str, dict[str, str]]:
-    return {model: ModelCheck(url, model, artifacts_root).run() for model in models}
+def check_models(url: str, models: list[str], artifacts_root: Path | None = None,
+                 protocol: str = "http") -> dict[str, dict[str, str]]:
+    return {model: ModelCheck(url, model, artifacts_root, protocol).run() for model in models}
 
 
-def served_models(url: str) -> list[str]:
-    """Our server lists its models (POST /models); the v2 core protocol has no such call."""
+def served_models(url: str, protocol: str = "http") -> list[str]:
+    """Our server lists its models (POST /models; over gRPC, the repository index, as on Triton);
+    the v2 core protocol has no such call."""
     import httpx
+
+    if protocol == "grpc":
+        with tc_grpc.InferenceServerClient(url.split("://")[-1]) as client:
+            index = client.get_model_repository_index(as_json=True)
+        return [m["name"] for m in index.get("models", []) if m.get("state", "READY") == "READY"]
 
     response = httpx.post(url.rstrip("/") + "/models", json={}, timeout=30)
     response.raise_for_status()
@@ -296,11 +365,11 @@ def print_matrix(matrix: dict[str, dict[str, str]]) -> None:
 
 
 def run(args) -> int:
-    url = args.url if "://" in args.url else f"http://{args.url}"
-    models = args.models or served_models(url)
+    url = args.url if "://" in args.url or args.protocol == "grpc" else f"http://{args.url}"
+    models = args.models or served_models(url, args.protocol)
     root = Path(args.artifacts) if args.artifacts else None
     started = time.perf_counter()
-    matrix = check_models(url, models, root)
+    matrix = check_models(url, models, root, args.protocol)
     print_matrix(matrix)
     failed = sum(v.startswith("FAIL") for cells in matrix.values() for v in cells.values())
     print(f"\n{len(models)} model(s), {failed} failed cell(s), {time.perf_counter() - started:.1f} s")
@@ -318,12 +387,16 @@ def cmd_v2_check(args: argparse.Namespace) -> int:
 
 def add_parsers(sub) -> None:
     vc = sub.add_parser("v2-check", help="tritonclient compatibility matrix against a running v2 server",
-                        description="Every tritonclient.http call (sync and async, binary and JSON tensors) "
+                        description="Every tritonclient.http (or, --protocol grpc, tritonclient.grpc) call (sync and async, binary and JSON tensors) "
                                     "against each model of a running Open Inference Protocol (v2) server: ours, "
                                     "Triton or KServe. Prints one pass/FAIL cell per call and model; exit 1 if "
                                     "any cell failed. See edgestack/cli/v2check.py.")
     vc.add_argument("models", nargs="*", help="model names (default: what our server lists at POST /models)")
-    vc.add_argument("--url", default=get_settings().url)
+    vc.add_argument("--url", default=get_settings().url,
+                    help="the server: http://host:port, or host:port of its gRPC endpoint with --protocol grpc")
+    vc.add_argument("--protocol", choices=["http", "grpc"], default="http",
+                    help="grpc: the same matrix over tritonclient.grpc (sync and aio) against a v2 gRPC endpoint "
+                         "(`edgestack serve --grpc-port`)")
     vc.add_argument("--artifacts", help="also compare each answer with the same variant run in process, "
                                         "from this artifacts folder (e.g. artifacts)")
     vc.add_argument("--json", metavar="FILE", help="write the matrix as JSON to FILE")

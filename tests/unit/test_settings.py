@@ -45,6 +45,7 @@ DEFAULTS = {
     "EDGESTACK_DEVICE": "auto",
     "EDGESTACK_INLINE_RUN_MS": 0.25,
     "EDGESTACK_ABC_DIR": None,              # None: the packaged tunes
+    "EDGESTACK_GRPC_PORT": 0,               # 0: no gRPC endpoint (v2 gRPC, issue 13)
 }
 
 
