@@ -32,8 +32,20 @@ import httpx
 import numpy as np
 from httpx_sse import EventSource, ServerSentEvent
 
-from clients._core import Calls, Run, Steps, async_method, awaiting, call, now, run_async, run_sync, sync_method
+from clients._core import (
+    Calls,
+    Run,
+    Steps,
+    async_method,
+    awaiting,
+    call,
+    now,
+    run_async,
+    run_sync,
+    sync_method,
+)
 from clients.v2 import V2Calls
+from edgestack.settings import get_settings
 
 DEFAULT_URL = "http://localhost:3000"
 
@@ -43,7 +55,7 @@ class EdgestackError(Exception):
 
 
 class Unavailable(EdgestackError):
-    """The server could not be reached (after the retries)."""
+    """The server could not be reached, or stayed overloaded (503), after the retries."""
 
 
 class HTTPError(EdgestackError):
@@ -81,7 +93,7 @@ class ClassifyResult:
     predictions: list[Prediction]
 
     @classmethod
-    def from_json(cls, body: dict) -> "ClassifyResult":
+    def from_json(cls, body: dict) -> ClassifyResult:
         return cls(body["model"], str(body["version"]), body["variant"],
                    [Prediction(p["label"], [LabelScore(**s) for s in p["top_k"]]) for p in body["predictions"]])
 
@@ -103,7 +115,7 @@ class TextResult:
     predictions: list[TextPrediction]
 
     @classmethod
-    def from_json(cls, body: dict) -> "TextResult":
+    def from_json(cls, body: dict) -> TextResult:
         return cls(body["model"], str(body["version"]), body["variant"], [TextPrediction(**p) for p in body["predictions"]])
 
 
@@ -118,7 +130,7 @@ class Tune:
     params: dict = field(default_factory=dict)
 
     @classmethod
-    def from_json(cls, body: dict) -> "Tune":
+    def from_json(cls, body: dict) -> Tune:
         return cls(body["model"], str(body["version"]), body["tune"], body["generated_chars"], body["stop_reason"],
                    body.get("seed"), body.get("params", {}))
 
@@ -166,6 +178,16 @@ def _raise_for_status(response: httpx.Response) -> None:
     raise cls(response.status_code, str(message), str(response.request.url.path))
 
 
+def retry_after(response: httpx.Response) -> float | None:
+    """Seconds to wait before retrying a 503 (its Retry-After, 1 if absent); None for any other answer."""
+    if response.status_code != 503:
+        return None
+    try:
+        return max(0.0, float(response.headers.get("retry-after", "1")))
+    except ValueError:  # an HTTP date: not sent by edgestack; wait the usual second
+        return 1.0
+
+
 def _image_files(images: list[str | Path | bytes]) -> list[tuple[str, tuple[str, bytes, str]]]:
     files = []
     for i, image in enumerate(images):
@@ -204,10 +226,21 @@ class _Calls(Calls):
 
     _transport: _Transport
 
-    def __init__(self, url: str = DEFAULT_URL, *, timeout: float = 30.0, retries: int = 3, backoff: float = 0.2):
+    # The longest Retry-After the client waits for on a 503 before it gives up (seconds).
+    MAX_RETRY_AFTER = 10.0
+
+    def __init__(self, url: str = DEFAULT_URL, *, timeout: float = 30.0, retries: int = 3, backoff: float = 0.2,
+                 token: str | None = None, deadline_ms: float | None = None):
+        """token: the bearer token when the server requires one (default: EDGESTACK_TOKEN).
+        deadline_ms: how long a request may wait in the server's queue before the server
+        refuses it with 503 (X-Request-Timeout-Ms); 503s are retried after their Retry-After."""
         self.url, self.timeout, self.retries, self.backoff = url.rstrip("/"), timeout, retries, backoff
+        token = token if token is not None else get_settings().token
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        if deadline_ms is not None:
+            headers["X-Request-Timeout-Ms"] = f"{deadline_ms:g}"
         t = self._transport
-        self._http = t.http(base_url=self.url, timeout=self.timeout)
+        self._http = t.http(base_url=self.url, timeout=self.timeout, headers=headers)
         self._io = Steps(t.step, send=self._http.send, close=getattr(self._http, t.close), sleep=t.sleep,
                          read=t.read, release=t.release)
 
@@ -215,16 +248,23 @@ class _Calls(Calls):
         return [self.backoff * (2 ** attempt) for attempt in range(self.retries)]
 
     def _send(self, method: str, path: str, *, stream: bool = False, **kwargs) -> Run:
-        """The request, retried on connection errors; a 4xx/5xx raises RequestError/ServerError."""
+        """The request, retried on connection errors and on 503 (after the server's Retry-After,
+        at most MAX_RETRY_AFTER s); never on another 4xx/5xx, which raise RequestError/ServerError."""
         request = self._http.build_request(method, path, **kwargs)
         for delay in [*self._delays(), None]:
             try:
                 response = yield from self._io.send(request, stream=stream)
-                break
             except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError) as exc:
                 if delay is None:
                     raise Unavailable(f"cannot reach {self.url}{path}: {exc}") from exc
                 yield from self._io.sleep(delay)
+                continue
+            wait = retry_after(response)
+            if wait is None or delay is None or wait > self.MAX_RETRY_AFTER:
+                break
+            if stream:
+                yield from self._io.release(response)
+            yield from self._io.sleep(max(wait, delay))
         if stream and response.status_code >= 400:
             yield from self._io.read(response)
             yield from self._io.release(response)
@@ -308,7 +348,7 @@ class Client(V2Calls, _Calls, method=sync_method):
 
     _transport = _Transport(httpx.Client, now, time.sleep, httpx.Response.read, httpx.Response.close, "close")
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -330,7 +370,7 @@ class AsyncClient(V2Calls, _Calls, method=async_method):
     _transport = _Transport(httpx.AsyncClient, awaiting, asyncio.sleep, httpx.Response.aread, httpx.Response.aclose,
                             "aclose")
 
-    async def __aenter__(self) -> "AsyncClient":
+    async def __aenter__(self) -> AsyncClient:
         return self
 
     async def __aexit__(self, *exc) -> None:

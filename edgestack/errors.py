@@ -8,13 +8,33 @@ from __future__ import annotations
 
 from edgestack.families.common import InputError
 
-__all__ = ["InputError", "UnknownModel", "UsageError", "UnknownName", "DataMissing", "QualityGateError",
-           "ParityError", "ArtifactError"]
+__all__ = [
+    "ArtifactError",
+    "DataMissing",
+    "InputError",
+    "Overloaded",
+    "ParityError",
+    "QualityGateError",
+    "UnknownModel",
+    "UnknownName",
+    "UsageError",
+]
 
 
 class UnknownModel(InputError):
     def __init__(self, name: str, known: list[str]):
         super().__init__(f"unknown model {name!r}; this server serves: {', '.join(sorted(known)) or 'nothing'}", 404)
+
+
+class Overloaded(InputError):
+    """The server cannot start this request in time (its model's queue is full, its deadline cannot
+    be met, or the server is draining): HTTP 503 with Retry-After, gRPC UNAVAILABLE. Not the
+    caller's fault, but answered the same way as a caller's mistake: at once, with a message.
+    `retry_after`: seconds after which a retry may succeed."""
+
+    def __init__(self, message: str, retry_after: int = 1):
+        super().__init__(message, 503)
+        self.retry_after = max(1, int(retry_after))
 
 
 class UsageError(ValueError):

@@ -105,7 +105,35 @@ class Settings(BaseSettings):
         0, description="port of the v2 gRPC endpoint (Triton's GRPCInferenceService) beside HTTP (0: off)",
         json_schema_extra=_shown("0 (off)"))
 
-    @field_validator("models", mode="before")
+    # -- hardening: overload, drain, access, versions (docs/serving.md "Operating the server") --
+    max_queue_ms: NonNegativeFloat = Field(
+        500.0, description="load shedding: most work, in ms at the measured time per row, a model's queue holds; "
+                           "requests beyond it get 503 + Retry-After at once (0: unbounded)")
+    max_queue_rows: NonNegativeInt = Field(
+        0, description="load shedding: a fixed queue bound in rows per model instead (0: from EDGESTACK_MAX_QUEUE_MS)")
+    drain_seconds: NonNegativeFloat = Field(
+        30.0, description="on SIGTERM: longest wait for accepted requests and open streams to finish before exit")
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        [], description="bearer tokens, comma-separated: when set, every inference and management route "
+                        "needs `Authorization: Bearer <key>`", json_schema_extra=_shown("no auth"))
+    api_keys_file: Path | None = Field(
+        None, description="a file of bearer tokens, one per line (# comments), added to EDGESTACK_API_KEYS",
+        json_schema_extra=_shown("none"))
+    open_paths: Annotated[list[str], NoDecode] = Field(
+        ["/livez", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready"],
+        description="paths that need no token when auth is on (comma-separated; a trailing * matches a prefix)",
+        json_schema_extra=_shown("health, readiness, metrics"))
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        [], description="browser origins allowed to call the server (CORS), comma-separated; * for any",
+        json_schema_extra=_shown("off"))
+    serve_versions: PositiveInt = Field(
+        1, description="how many of a model's latest versions are served side by side "
+                       "(/v2/models/{m}/versions/{v}; unversioned = latest)")
+    token: str | None = Field(
+        None, description="the bearer token the client, `edgestack predict`, `v2-check` and the benchmarks send",
+        json_schema_extra=_shown("none"))
+
+    @field_validator("models", "api_keys", "open_paths", "cors_origins", mode="before")
     @classmethod
     def _comma_separated(cls, value):
         if isinstance(value, str):

@@ -24,9 +24,20 @@ import json
 import logging
 from http import HTTPStatus
 
+from starlette.responses import JSONResponse
+
+from edgestack.errors import InputError, Overloaded
+
 log = logging.getLogger("edgestack.serving")
 
 JSON = b"application/json"
+
+
+def refusal(exc: InputError) -> JSONResponse:
+    """A refused request (a caller's mistake, or 503 when overloaded or draining) as its response:
+    the one shape, and a 503 says when to retry."""
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, Overloaded) else None
+    return JSONResponse({"error": str(exc)}, status_code=getattr(exc, "status", 400), headers=headers)
 
 
 def phrase(status: int) -> str:
@@ -68,8 +79,11 @@ def error_body(status: int, content_type: bytes, body: bytes, method: str, path:
 
 
 def start_message(status: int, headers: list, body: bytes) -> dict:
-    """`headers` less any content type and length, plus the JSON ones for `body`."""
+    """`headers` less any content type and length, plus the JSON ones for `body`; a 503 (overload,
+    drain) always says when to retry, whichever layer refused the request."""
     kept = [(k, v) for k, v in headers if k.lower() not in (b"content-type", b"content-length")]
+    if status == 503 and not any(k.lower() == b"retry-after" for k, _ in kept):
+        kept.append((b"retry-after", b"1"))
     return {"type": "http.response.start", "status": status,
             "headers": [*kept, (b"content-type", JSON), (b"content-length", str(len(body)).encode())]}
 

@@ -32,6 +32,7 @@ import edgestack
 from edgestack import v2protocol as v2
 from edgestack.errors import InputError
 from serving import v2 as rest
+from serving.batching import deadline
 
 log = logging.getLogger("edgestack.grpc")
 
@@ -135,7 +136,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         return pb.ModelReadyResponse(ready=True)
 
     async def ModelMetadata(self, request, context):
-        meta = rest.model_metadata(await self._runner(context, request.name, request.version))
+        meta = rest.model_metadata(self.runners, await self._runner(context, request.name, request.version))
         return pb.ModelMetadataResponse(name=meta["name"], versions=meta["versions"], platform=meta["platform"],
                                         inputs=tensor_metadata(meta["inputs"]),
                                         outputs=tensor_metadata(meta["outputs"]))
@@ -143,7 +144,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelConfig(self, request, context):
         """Triton's model config, as far as it applies: the metadata's parameters live here on gRPC
         (ModelMetadataResponse has none), so clients find `variant` and `edgestack` as on Triton."""
-        meta = rest.model_metadata(await self._runner(context, request.name, request.version))
+        meta = rest.model_metadata(self.runners, await self._runner(context, request.name, request.version))
 
         def tensors(specs, kind):
             return [kind(name=s["name"], data_type=config_pb.DataType.Value(v2.datatype(s["datatype"]).triton),
@@ -161,7 +162,9 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             header, binary = as_rest(request)
             feeds = self.rest.feeds(runner, header, binary)
             wanted = rest.requested_outputs(runner, header)
-            outputs = await runner.infer(feeds)
+            # v2 `parameters.timeout` (microseconds), else the gRPC call's own deadline
+            with deadline(rest.timeout_seconds(header) or context.time_remaining()):
+                outputs = await runner.infer(feeds)
             response = pb.ModelInferResponse(model_name=runner.name, model_version=runner.artifact.version,
                                              id=request.id)
             for item in wanted or [{"name": name} for name in outputs]:

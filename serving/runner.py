@@ -17,6 +17,7 @@ from edgestack.manifest import Manifest
 from edgestack.runtime import choose_providers, choose_variant, open_session
 from edgestack.settings import get_settings
 from serving.batching import MicroBatcher
+from serving.stats import ModelStats
 
 log = logging.getLogger("edgestack.serving")
 
@@ -37,13 +38,15 @@ class RunnerOptions:
     # concurrency-16 throughput unchanged (two servers interleaved in one run).
     spinning: bool = False
     max_items: int = 256            # most items one request may carry
+    max_queue_ms: float = 500.0     # load shedding: most queued work per model (serving/batching.py)
+    max_queue_rows: int = 0         # ... or a fixed bound in rows
 
     @classmethod
-    def from_env(cls) -> "RunnerOptions":
+    def from_env(cls) -> RunnerOptions:
         s = get_settings()
         return cls(device=s.device, variant=s.variant, threads=s.threads or None, max_batch=s.max_batch,
                    max_wait_ms=s.max_wait_ms, inline_ms=s.inline_run_ms, spinning=s.ort_spin,
-                   max_items=s.max_items)
+                   max_items=s.max_items, max_queue_ms=s.max_queue_ms, max_queue_rows=s.max_queue_rows)
 
 
 def variant_warnings(art: Artifact, chosen: str, requested: str | None) -> list[str]:
@@ -61,10 +64,12 @@ class ModelRunner:
         self.variant = choose_variant(list(art.meta.variants), providers, self.options.variant)
         self.session = open_session(art.variant_path(self.variant), providers=providers,
                                     threads=self.options.threads, spinning=self.options.spinning)
+        self.stats = ModelStats(art.name, art.version)
         self.batcher = MicroBatcher(self._run_rows, max_batch=self.options.max_batch,
                                     max_wait_ms=self.options.max_wait_ms, inline_ms=self.options.inline_ms,
-                                    name=art.name,
-                                    on_batch=on_batch)
+                                    name=art.name, on_batch=on_batch, stats=self.stats,
+                                    max_queue_ms=self.options.max_queue_ms,
+                                    max_queue_rows=self.options.max_queue_rows)
         log.info("%s v%s: variant %s on %s", art.name, art.version, self.variant, self.session.providers[0])
         self.warnings = variant_warnings(art, self.variant, self.options.variant)
         for warning in self.warnings:
@@ -138,3 +143,7 @@ class ModelRunner:
 
     def warm_up(self) -> None:
         raise NotImplementedError
+
+    def close(self) -> None:
+        """Stop taking requests (an unloaded or replaced version); queued ones are still answered."""
+        self.batcher.close()

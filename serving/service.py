@@ -20,21 +20,22 @@ from __future__ import annotations
 
 import functools
 import logging
-from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
 import bentoml
-from bentoml.exceptions import BentoMLException
 
 from edgestack import artifact, registry
 from edgestack.errors import InputError
 from edgestack.settings import get_settings
 from serving import v2
+from serving.admission import DRAIN, Admission
+from serving.auth import Cors, TokenAuth
 from serving.endpoints import Endpoints
-from serving.error_shape import ErrorShape
+from serving.error_shape import ErrorShape, refusal
 from serving.inputs import api
 from serving.limits import BodySizeLimit
+from serving.repository import ModelRepository
 from serving.runner import ModelRunner, RunnerOptions
 
 log = logging.getLogger("edgestack.serving")
@@ -43,8 +44,9 @@ BATCH_SIZE = bentoml.metrics.Histogram(
     name="edgestack_batch_size", documentation="rows per ONNX Runtime call after adaptive batching",
     labelnames=["model"], buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
 
-# The loaded runners, shared with the ASGI apps mounted beside the service (same process).
-RUNNERS: dict[str, ModelRunner] = {}
+# The served models (name -> latest version's runner, and every served version), shared with
+# the v2 app mounted beside the service (same process); filled when the service starts.
+RUNNERS = ModelRepository(make_runner=None)
 
 
 def requested_models() -> list[str]:
@@ -55,31 +57,39 @@ def requested_models() -> list[str]:
     return [name for name in registry.MODELS if artifact.latest_version_dir(name) is not None]
 
 
-def load_runners(names: list[str], options: RunnerOptions) -> dict[str, ModelRunner]:
-    runners = {}
-    for name in names:
-        spec = registry.get(name)
-        art = artifact.load_latest(name)  # verifies every checksum; refuses a tampered artifact
-        runner_cls = registry.load_object(spec.stages.runner)
-        runner = runner_cls(art, options, on_batch=BATCH_SIZE.labels(model=name).observe)
+def runner_factory(options: RunnerOptions):
+    """Artifact -> its family's runner, warmed up (ModelRepository calls it for each version it loads)."""
+    def make_runner(art: artifact.Artifact) -> ModelRunner:
+        runner_cls = registry.load_object(registry.get(art.name).stages.runner)
+        runner = runner_cls(art, options, on_batch=BATCH_SIZE.labels(model=art.name).observe)
         runner.warm_up()
-        runners[name] = runner
-    if not runners:
+        return runner
+    return make_runner
+
+
+def load_models(names: list[str], options: RunnerOptions) -> ModelRepository:
+    """Fill RUNNERS with the `serve_versions` newest versions of each model (every checksum verified)."""
+    RUNNERS.make_runner, RUNNERS.keep = runner_factory(options), get_settings().serve_versions
+    for name in names:
+        RUNNERS.load_now(name)
+    if not RUNNERS:
         raise artifact.ArtifactError(
             f"no model to serve under {artifact.default_root()}: run `edgestack build` (or `make serve`)")
-    return runners
+    return RUNNERS
 
 
 def caller_errors(endpoint):
     """The one place a caller's mistake (InputError, raised anywhere below an endpoint) becomes
-    BentoML's HTTP error with the status it names (400 unless 404/413/422 ...). Mistakes that
-    BentoML meets while parsing the request, before the endpoint runs: serving/inputs.py."""
+    its HTTP answer: the status it names (400 unless 404/413/422 ...; 503 + Retry-After when the
+    model is overloaded), as `{"error": ...}`. Returned as a response rather than raised, so
+    BentoML neither logs a traceback nor hides a 503's message. Mistakes that BentoML meets
+    while parsing the request, before the endpoint runs: serving/inputs.py."""
     @functools.wraps(endpoint)
     async def answer(*args, **kwargs):
         try:
             return await endpoint(*args, **kwargs)
         except InputError as exc:
-            raise BentoMLException(str(exc), error_code=HTTPStatus(exc.status)) from None
+            return refusal(exc)
     return answer
 
 
@@ -88,12 +98,11 @@ def caller_errors(endpoint):
 class EdgeStack:
     def __init__(self) -> None:
         self.options = RunnerOptions.from_env()
-        RUNNERS.clear()
-        RUNNERS.update(load_runners(requested_models(), self.options))
-        self.runners = RUNNERS
+        self.runners = load_models(requested_models(), self.options)
         # The endpoints' logic, shared with the Ray Serve engine (serving/endpoints.py).
         self.endpoints = Endpoints(self.runners, self.options.max_items)
         log.info("serving %s", ", ".join(f"{n} ({r.variant}, {r.session.providers[0]})" for n, r in RUNNERS.items()))
+        DRAIN.install()  # SIGTERM: drain, then exit (serving/admission.py)
 
     @bentoml.on_startup
     async def start_grpc(self) -> None:
@@ -113,7 +122,7 @@ class EdgeStack:
             await self.grpc_server.stop(grace=2)
 
     def __is_ready__(self) -> bool:
-        return bool(self.runners)
+        return bool(self.runners) and not DRAIN.draining
 
     @api
     @caller_errors
@@ -165,8 +174,13 @@ class EdgeStack:
         return self.endpoints.models()
 
 
-# Outermost first: every error of every route in one JSON shape (serving/error_shape.py).
+# Outermost first: every error of every route in one JSON shape (serving/error_shape.py); CORS
+# (answers preflights before auth); drain and deadlines (serving/admission.py); bearer tokens
+# (serving/auth.py); the body-size limit.
 EdgeStack.add_asgi_middleware(ErrorShape)
+EdgeStack.add_asgi_middleware(Cors)
+EdgeStack.add_asgi_middleware(Admission)
+EdgeStack.add_asgi_middleware(TokenAuth)
 EdgeStack.add_asgi_middleware(BodySizeLimit)
 # The Open Inference Protocol (KServe/Triton v2 REST) on the same runners. Mounted at "/"
 # with absolute /v2/... routes: a mount at "/v2" would not match `GET /v2` itself.

@@ -74,7 +74,7 @@ class MusicGenerator(ModelRunner):
                 **processing.result(params, generated)}
 
     async def generate(self, params: SamplingParams) -> dict:
-        return await asyncio.to_thread(self.complete, params)
+        return await self.stats.track(asyncio.to_thread(self.complete, params))
 
     async def stream(self, params: SamplingParams) -> AsyncIterator[str]:
         """Pieces of the tune as soon as ORT writes them; a worker thread generates, this side
@@ -128,8 +128,9 @@ class MusicGenerator(ModelRunner):
         if token.min() < 0 or token.max() >= len(self.chars):
             raise InputError(f"token ids must be in 0..{len(self.chars) - 1}, got range "
                              f"[{token.min()}, {token.max()}]")
-        outputs = await asyncio.to_thread(self.session.run, {"token": token.astype(np.int64),
-                                                              "h": h.astype(np.float32), "c": c.astype(np.float32)})
+        outputs = await self.stats.track(asyncio.to_thread(
+            self.session.run, {"token": token.astype(np.int64), "h": h.astype(np.float32), "c": c.astype(np.float32)}),
+            rows=len(token))
         return dict(zip(self.output_names, outputs))
 
     def describe(self) -> dict:

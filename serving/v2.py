@@ -9,6 +9,10 @@ sessions and the adaptive batcher. Routes (as Triton and KServe name them):
     GET  /v2/models/{m}[/versions/{v}]         model metadata: inputs/outputs, v2 datatypes, -1 = dynamic
     GET  /v2/models/{m}[/versions/{v}]/ready
     POST /v2/models/{m}[/versions/{v}]/infer   JSON tensors, or the binary tensor data extension
+    GET  /v2/models[/{m}[/versions/{v}]]/stats  the statistics extension (Triton's shape; serving/stats.py)
+    POST /v2/repository/index                  the model repository extension: every model and its state
+    POST /v2/repository/models/{m}/load        (re)load a model's newest versions (serving/repository.py)
+    POST /v2/repository/models/{m}/unload
 
 Inputs and outputs are the manifest's (artifact.meta.inputs / outputs); a runner
 declares text inputs as dtype "bytes" (v2 BYTES) and receives them as a numpy object array
@@ -20,7 +24,8 @@ the upload), request bodies may be gzip/deflate compressed (tritonclient's
 `request_compression_algorithm`), and the classification extension (`class_count` in
 tritonclient: "score:index:label" strings) works for models whose manifest has labels.
 Every caller mistake is a 4xx `{"error": "..."}`; anything else is a 500 with the same
-shape, and the server keeps serving.
+shape, and the server keeps serving. `parameters.timeout` (microseconds, as tritonclient sends
+it) is the request's deadline: a request that cannot start within it gets 503 + Retry-After.
 """
 
 from __future__ import annotations
@@ -38,16 +43,20 @@ from starlette.routing import Route
 
 import edgestack
 from edgestack import v2protocol as v2
-from edgestack.errors import InputError, UnknownModel
+from edgestack.errors import InputError
+from serving.batching import deadline
+from serving.error_shape import refusal
 from serving.limits import max_body_bytes
+from serving.repository import Models, StaticModels
 
 log = logging.getLogger("edgestack.v2")
 
-EXTENSIONS = ["binary_tensor_data", "classification"]
+EXTENSIONS = ["binary_tensor_data", "classification", "statistics", "model_repository"]
 
 
 def error(message: str, status: int = 400) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
+
 
 
 def tensor_specs(entries: list[dict]) -> list[dict]:
@@ -56,8 +65,8 @@ def tensor_specs(entries: list[dict]) -> list[dict]:
 
 
 class V2App:
-    def __init__(self, runners: dict):
-        self.runners = runners  # the service's dict; filled when the service starts
+    def __init__(self, runners: Models):
+        self.runners = runners  # the service's models; filled when the service starts
 
     # ------------------------------------------------------------------ lookup
     def runner(self, request: Request):
@@ -79,7 +88,7 @@ class V2App:
             runner = self.runner(request)
         except InputError as exc:
             return error(str(exc), exc.status)
-        return JSONResponse(model_metadata(runner))
+        return JSONResponse(model_metadata(self.runners, runner))
 
     async def model_ready(self, request: Request) -> Response:
         try:
@@ -95,9 +104,10 @@ class V2App:
             header, binary = v2.split_body(body, request.headers.get(v2.HEADER_LENGTH))
             feeds = self.feeds(runner, header, binary)
             wanted = requested_outputs(runner, header)
-            outputs = await runner.infer(feeds)
+            with deadline(timeout_seconds(header)):
+                outputs = await runner.infer(feeds)
         except (InputError, v2.ProtocolError) as exc:
-            return error(str(exc), getattr(exc, "status", 400))
+            return refusal(exc)
         except Exception as exc:  # a bug or a runtime failure: 500 with a message, keep serving
             log.exception("v2 inference failed")
             return error(f"inference failed: {type(exc).__name__}: {exc}", 500)
@@ -108,6 +118,8 @@ class V2App:
         inputs = header.get("inputs")
         if not isinstance(inputs, list) or not inputs:
             raise v2.ProtocolError("the request needs `inputs`: a non-empty list of tensors")
+        if not isinstance(header.get("parameters") or {}, dict):
+            raise v2.ProtocolError("`parameters` must be a JSON object")
         if "id" in header and not isinstance(header["id"], str):
             raise v2.ProtocolError("`id` must be a string")
         arrays = v2.read_tensors(inputs, binary)
@@ -149,38 +161,104 @@ class V2App:
         return Response(body, media_type="application/octet-stream",
                         headers={v2.HEADER_LENGTH: str(header_length)})
 
+    # ------------------------------------------------------------------ statistics extension
+    async def statistics(self, request: Request) -> Response:
+        name = request.path_params.get("model")
+        try:
+            if name is None:
+                runners = [self.runners.runner(n, v) for n in self.runners for v in self.runners.versions(n)]
+            elif request.path_params.get("version") is None:
+                runners = [self.runners.runner(name, v) for v in self.runners.versions(name)] \
+                    or [self.runners.runner(name)]
+            else:
+                runners = [self.runner(request)]
+        except InputError as exc:
+            return refusal(exc)
+        return JSONResponse({"model_stats": [r.stats.triton() for r in runners]})
+
+    # ------------------------------------------------------------------ model repository extension
+    async def repository_index(self, request: Request) -> Response:
+        return JSONResponse(self.runners.index())
+
+    async def repository_load(self, request: Request) -> Response:
+        name = request.path_params["model"]
+        try:
+            await check_repository_body(request)
+            versions = await self.runners.load(name)
+        except InputError as exc:
+            return refusal(exc)
+        return JSONResponse({"name": name, "versions": versions})
+
+    async def repository_unload(self, request: Request) -> Response:
+        try:
+            await check_repository_body(request)
+            self.runners.unload(request.path_params["model"])
+        except InputError as exc:
+            return refusal(exc)
+        return JSONResponse({})
+
     def routes(self) -> list[Route]:
         get, post = ["GET"], ["POST"]
         routes = [Route("/v2", self.server_metadata, methods=get),
                   Route("/v2/health/live", self.live, methods=get),
-                  Route("/v2/health/ready", self.ready, methods=get)]
+                  Route("/v2/health/ready", self.ready, methods=get),
+                  Route("/v2/models/stats", self.statistics, methods=get)]
         for base in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
             routes += [Route(base, self.model_metadata, methods=get),
                        Route(base + "/ready", self.model_ready, methods=get),
-                       Route(base + "/infer", self.infer, methods=post)]
+                       Route(base + "/infer", self.infer, methods=post),
+                       Route(base + "/stats", self.statistics, methods=get)]
+        if hasattr(self.runners, "load"):  # model control: the server's repository, not a fixed set
+            routes += [Route("/v2/repository/index", self.repository_index, methods=post),
+                       Route("/v2/repository/models/{model}/load", self.repository_load, methods=post),
+                       Route("/v2/repository/models/{model}/unload", self.repository_unload, methods=post)]
         return routes
 
 
-def find_runner(runners, name: str, version: str | None):
-    """The served model `name` (and `version`, when given); 404 naming what is served otherwise.
-    Shared by the REST routes here and the gRPC service (serving/grpc_v2.py)."""
-    runner = runners.get(name)
-    if runner is None:
-        raise UnknownModel(name, list(runners))
-    if version is not None and version != runner.artifact.version:
-        raise InputError(f"model {name!r} has no version {version!r} on this server; "
-                         f"it serves version {runner.artifact.version}", 404)
-    return runner
+def find_runner(runners: Models, name: str, version: str | None):
+    """The served model `name` (at `version`, when given; else the latest); 404 naming what is
+    served otherwise. Shared by the REST routes here and the gRPC service (serving/grpc_v2.py)."""
+    return runners.runner(name, version)
 
 
-def model_metadata(runner) -> dict:
-    """The v2 model metadata of a served model (REST and gRPC alike)."""
+def model_metadata(runners: Models, runner) -> dict:
+    """The v2 model metadata of a served model (REST and gRPC alike): every served version."""
     return {
-        "name": runner.name, "versions": [runner.artifact.version], "platform": "onnxruntime_onnx",
+        "name": runner.name, "versions": runners.versions(runner.name), "platform": "onnxruntime_onnx",
         "inputs": tensor_specs(runner.inputs), "outputs": tensor_specs(runner.outputs),
         "parameters": {"variant": runner.variant, "provider": runner.session.providers[0],
                        "edgestack": json.dumps(v2.client_hints(runner.artifact.manifest))},
     }
+
+
+async def check_repository_body(request: Request) -> None:
+    """load/unload take an empty body or `{"parameters": {...}}`; Triton's config and file
+    overrides (a model directory sent in the request) are not supported: models come from
+    the artifacts folder, verified."""
+    body = await request.body()
+    if not body.strip():
+        return
+    try:
+        payload = json.loads(body)
+    except (ValueError, RecursionError):
+        raise v2.ProtocolError("the body must be JSON: {} or {\"parameters\": {...}}") from None
+    params = payload.get("parameters") if isinstance(payload, dict) else None
+    if not isinstance(payload, dict) or (params is not None and not isinstance(params, dict)):
+        raise v2.ProtocolError("the body must be a JSON object: {} or {\"parameters\": {...}}")
+    unsupported = sorted(k for k in (params or {}) if k == "config" or k.startswith("file:"))
+    if unsupported:
+        raise InputError(f"load parameters {unsupported} are not supported: edgestack loads verified "
+                         "artifacts from its artifacts folder (build a new version with `edgestack build`)")
+
+
+def timeout_seconds(header: dict) -> float | None:
+    """v2 `parameters.timeout` (microseconds, as Triton and tritonclient use it) in seconds."""
+    value = (header.get("parameters") or {}).get("timeout")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1e12:
+        raise v2.ProtocolError("`parameters.timeout` must be a positive number of microseconds")
+    return value / 1e6
 
 
 def requested_outputs(runner, header: dict) -> list[dict]:
@@ -239,5 +317,6 @@ async def http_error(request: Request, exc: HTTPException) -> Response:
     return error(f"{request.method} {request.url.path}: {exc.detail}", exc.status_code)
 
 
-def build_app(runners: dict) -> Starlette:
-    return Starlette(routes=V2App(runners).routes(), exception_handlers={HTTPException: http_error})
+def build_app(runners: Models | dict) -> Starlette:
+    models = runners if isinstance(runners, Models) else StaticModels(runners)
+    return Starlette(routes=V2App(models).routes(), exception_handlers={HTTPException: http_error})

@@ -36,7 +36,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     spec = registry.MODELS.get(args.model)  # a name we do not know is taken for an image classifier
     predict = registry.load_object(spec.stages.predict) if spec and spec.stages.predict else predict_images
     try:
-        with Client(args.url, timeout=args.timeout) as client:
+        with Client(args.url, timeout=args.timeout, token=args.token) as client:
             return predict(args, client)
     except EdgestackError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -106,7 +106,7 @@ def _predict_v2(args: argparse.Namespace) -> int:
 
     hints = client_hints(artifact.load_latest(args.model, Path(args.artifacts)).manifest) if args.artifacts else None
     try:
-        with Client(args.url, timeout=args.timeout) as client:
+        with Client(args.url, timeout=args.timeout, token=args.token) as client:
             results = predict_files_v2(client, args.model, args.inputs, top_k=args.top_k, hints=hints,
                                        limit=args.limit or (8 if _one_array_file(args.inputs) else None))
     except EdgestackError as exc:
@@ -128,6 +128,8 @@ def add_parsers(sub) -> None:
     pr.add_argument("--top-k", type=int, default=3)
     pr.add_argument("--limit", type=int, help="with an IDX/.npy file: how many images (default 8)")
     pr.add_argument("--timeout", type=float, default=30.0)
+    pr.add_argument("--token", default=get_settings().token,
+                    help="bearer token when the server requires one (default: EDGESTACK_TOKEN)")
     pr.add_argument("--json", action="store_true", help="print JSON instead of a table")
     pr.add_argument("--seed", type=int, help="folk-lstm: same seed, same tune")
     pr.add_argument("--temperature", type=float, help="folk-lstm: sampling temperature (server default 1.0)")

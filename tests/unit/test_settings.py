@@ -46,6 +46,15 @@ DEFAULTS = {
     "EDGESTACK_INLINE_RUN_MS": 0.25,
     "EDGESTACK_ABC_DIR": None,              # None: the packaged tunes
     "EDGESTACK_GRPC_PORT": 0,               # 0: no gRPC endpoint (v2 gRPC, issue 13)
+    "EDGESTACK_MAX_QUEUE_MS": 500.0,
+    "EDGESTACK_MAX_QUEUE_ROWS": 0,          # 0: from EDGESTACK_MAX_QUEUE_MS
+    "EDGESTACK_DRAIN_SECONDS": 30.0,
+    "EDGESTACK_API_KEYS": [],               # []: no auth
+    "EDGESTACK_API_KEYS_FILE": None,
+    "EDGESTACK_OPEN_PATHS": ["/livez", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready"],
+    "EDGESTACK_CORS_ORIGINS": [],           # []: CORS off
+    "EDGESTACK_SERVE_VERSIONS": 1,
+    "EDGESTACK_TOKEN": None,
 }
 
 

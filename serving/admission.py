@@ -1,0 +1,134 @@
+"""What the server lets in: request deadlines, and a graceful drain on SIGTERM.
+
+`Admission` is an ASGI middleware around every route:
+
+- `X-Request-Timeout-Ms: N` sets the request's deadline (serving/batching.py
+  `request_deadline`): a request whose model cannot start it within N ms is refused at once
+  with 503 + Retry-After instead of waiting (v2 requests may use `parameters.timeout` instead);
+- it counts the requests in flight, and while the server drains it refuses new ones with 503
+  (Retry-After, `Connection: close`) and answers readiness probes (/readyz,
+  /v2/health/ready) with 503, so a load balancer stops sending traffic at once.
+
+`DRAIN.install()` (called by the service once it runs, in the worker process) takes SIGTERM
+over from uvicorn: on SIGTERM the server drains, waits until every accepted request (open
+Server-Sent-Event streams included) has finished or EDGESTACK_DRAIN_SECONDS have passed,
+logs what it accepted and completed, and only then hands the signal to uvicorn, which closes
+the connections and exits. `edgestack serve` execs BentoML, whose process manager passes its
+SIGTERM on to this worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import threading
+import time
+
+from edgestack.settings import get_settings
+from serving.batching import request_deadline
+
+log = logging.getLogger("edgestack.serving")
+
+READINESS = ("/readyz", "/v2/health/ready")
+TIMEOUT_HEADER = b"x-request-timeout-ms"
+LINGER_SECONDS = 0.5
+
+
+class DrainState:
+    def __init__(self) -> None:
+        self.draining = False
+        self.in_flight = 0
+        self.accepted = 0    # requests let in since the start
+        self.completed = 0   # of those, answered to the end
+        self.refused = 0     # refused because the server was draining
+
+    def install(self) -> None:
+        """Take SIGTERM over (main thread only; uvicorn's handler runs after the drain)."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        loop = asyncio.get_running_loop()
+        then = signal.getsignal(signal.SIGTERM)
+
+        def on_sigterm(sig, frame):
+            if self.draining:  # a second SIGTERM: stop waiting
+                if callable(then):
+                    then(sig, frame)
+                return
+            self.draining = True
+            hand_over = (lambda: then(sig, frame)) if callable(then) else (lambda: None)
+            loop.call_soon_threadsafe(lambda: loop.create_task(self.finish(hand_over)))
+
+        signal.signal(signal.SIGTERM, on_sigterm)
+
+    async def finish(self, exit_now) -> None:
+        grace = get_settings().drain_seconds
+        started, waiting = time.monotonic(), self.in_flight
+        log.warning("SIGTERM: draining; %d request(s) in flight, waiting up to %.0f s", waiting, grace)
+        deadline = started + grace
+        while self.in_flight and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        # Linger a moment, still refusing with `Connection: close`: a client that just got its
+        # answer sends its next request on the same connection, and should read a 503, not a
+        # connection closed under it.
+        await asyncio.sleep(min(LINGER_SECONDS, max(0.0, deadline - time.monotonic())))
+        log.warning("drained in %.2f s: %d accepted, %d completed, %d still running, %d refused while draining",
+                    time.monotonic() - started, self.accepted, self.completed, self.in_flight, self.refused)
+        exit_now()
+
+
+DRAIN = DrainState()
+
+
+async def _answer(send, status: int, message: str, extra: list | None = None) -> None:
+    body = json.dumps({"error": message}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            *(extra or [])]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def timeout_ms(headers) -> float | None:
+    """The X-Request-Timeout-Ms header, or None; ValueError with a message if it is not a number."""
+    raw = dict(headers or []).get(TIMEOUT_HEADER)
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < 1e9:  # NaN fails too
+        raise ValueError(f"X-Request-Timeout-Ms must be a positive number of milliseconds, got {raw[:40].decode('latin-1')!r}")
+    return value
+
+
+class Admission:
+    def __init__(self, app, state: DrainState | None = None):
+        self.app, self.state = app, state or DRAIN
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        state = self.state
+        if state.draining:
+            if scope.get("path") in READINESS:
+                return await _answer(send, 503, "the server is shutting down (draining)")
+            if scope.get("path") not in ("/livez", "/v2/health/live", "/metrics"):
+                state.refused += 1
+                return await _answer(send, 503, "the server is shutting down; send the request to another instance",
+                                     [(b"retry-after", b"1"), (b"connection", b"close")])
+        try:
+            ms = timeout_ms(scope.get("headers"))
+        except ValueError as exc:
+            return await _answer(send, 400, str(exc))
+        token = request_deadline.set(time.monotonic() + ms / 1000) if ms else None
+        state.in_flight += 1
+        state.accepted += 1
+        try:
+            await self.app(scope, receive, send)
+            state.completed += 1
+        finally:
+            state.in_flight -= 1
+            if token is not None:
+                request_deadline.reset(token)

@@ -1,0 +1,103 @@
+"""Optional bearer-token auth and CORS, as ASGI middlewares around every route.
+
+Auth is on when EDGESTACK_API_KEYS (comma-separated) or EDGESTACK_API_KEYS_FILE (one key per
+line, # comments) names at least one key. Every route then needs `Authorization: Bearer <key>`
+except EDGESTACK_OPEN_PATHS (health, readiness and metrics by default; `prefix*` matches a
+prefix) and CORS preflights. A missing or wrong token gets 401 `{"error": ...}` with
+`WWW-Authenticate: Bearer realm="edgestack"`. Keys are compared as SHA-256 digests with
+`hmac.compare_digest`, against every key each time, so neither the time taken nor an early
+exit tells a caller how much of a key was right, or which key.
+
+CORS is off unless EDGESTACK_CORS_ORIGINS lists origins (`*` for any): then Starlette's
+CORSMiddleware answers preflights and adds the headers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from pathlib import Path
+
+from starlette.middleware.cors import CORSMiddleware
+
+from edgestack.settings import get_settings
+
+_file_cache: dict[tuple[str, float], list[str]] = {}
+
+
+def keys_from_file(path: Path) -> list[str]:
+    """Keys in a file, one per line (blank lines and # comments skipped); read again when it changes."""
+    stamp = (str(path), path.stat().st_mtime)
+    if stamp not in _file_cache:
+        _file_cache.clear()
+        lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
+        _file_cache[stamp] = [line for line in lines if line]
+    return _file_cache[stamp]
+
+
+def api_keys() -> list[str]:
+    settings = get_settings()
+    keys = list(settings.api_keys)
+    if settings.api_keys_file is not None:
+        keys += keys_from_file(settings.api_keys_file)
+    return keys
+
+
+def digest(text: str) -> bytes:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
+
+
+def token_ok(token: str, keys: list[str]) -> bool:
+    given, ok = digest(token), False
+    for key in keys:  # no early exit: every key is compared
+        ok |= hmac.compare_digest(given, digest(key))
+    return ok
+
+
+def is_open(path: str, open_paths: list[str]) -> bool:
+    return any(path.startswith(p[:-1]) if p.endswith("*") else path == p for p in open_paths)
+
+
+def bearer(headers) -> str | None:
+    raw = dict(headers or []).get(b"authorization")
+    if raw is None:
+        return None
+    scheme, _, token = raw.decode("latin-1").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+class TokenAuth:
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope.get("method") == "OPTIONS":
+            return await self.app(scope, receive, send)
+        keys = api_keys()
+        if not keys or is_open(scope.get("path", ""), get_settings().open_paths):
+            return await self.app(scope, receive, send)
+        token = bearer(scope.get("headers"))
+        if token is not None and token_ok(token, keys):
+            return await self.app(scope, receive, send)
+        why = "a bearer token is required" if token is None else "the bearer token is not valid"
+        body = json.dumps({"error": f"{why}: send `Authorization: Bearer <key>` with a key from "
+                                    "EDGESTACK_API_KEYS"}).encode()
+        challenge = b'Bearer realm="edgestack"' + (b', error="invalid_token"' if token is not None else b"")
+        await send({"type": "http.response.start", "status": 401,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                (b"www-authenticate", challenge)]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class Cors:
+    """Starlette's CORSMiddleware with EDGESTACK_CORS_ORIGINS, or nothing when none are set."""
+
+    def __init__(self, app):
+        origins = get_settings().cors_origins
+        self.app = CORSMiddleware(app, allow_origins=origins, allow_methods=["*"], allow_headers=["*"],
+                                  expose_headers=["Retry-After", "Inference-Header-Content-Length"]) \
+            if origins else app
+
+    async def __call__(self, scope, receive, send):
+        return await self.app(scope, receive, send)

@@ -1,0 +1,282 @@
+"""Operating the server: token auth and CORS, load shedding and deadlines, versions with hot
+reload (the v2 model repository extension), the statistics extension, and a graceful drain on
+SIGTERM. Each against a real `edgestack serve` process with the small digits model, real
+tritonclient calls where Triton users would make them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import tritonclient.http as tc
+from tritonclient.utils import InferenceServerException
+
+from clients import Client
+from clients.client import ServerError
+from tests.conftest import serve
+
+pytestmark = pytest.mark.slow
+
+PIXELS = np.zeros((28, 28)).tolist()
+
+
+def v2_inputs(batch: int = 1) -> list:
+    array = np.random.default_rng(0).random((batch, 1, 28, 28), dtype=np.float32)
+    inp = tc.InferInput("images", list(array.shape), "FP32")
+    inp.set_data_from_numpy(array)
+    return [inp]
+
+
+# ------------------------------------------------------------------ auth and CORS
+
+@pytest.fixture(scope="module")
+def locked_server(digits_artifact, tmp_path_factory):
+    keys = tmp_path_factory.mktemp("keys") / "keys.txt"
+    keys.write_text("# operators\nfile-key-1\n\n")
+    env = {"EDGESTACK_API_KEYS": "key-a,key-b", "EDGESTACK_API_KEYS_FILE": str(keys),
+           "EDGESTACK_CORS_ORIGINS": "http://playground.test"}
+    with serve(["digits-cnn"], env) as (url, _):
+        yield url
+
+
+def test_without_a_token_inference_is_refused_with_401_and_a_challenge(locked_server):
+    r = httpx.post(locked_server + "/classify", json={"pixels": PIXELS})
+    assert r.status_code == 401
+    assert r.headers["www-authenticate"].startswith('Bearer realm="edgestack"')
+    assert "bearer token is required" in r.json()["error"]
+    wrong = httpx.post(locked_server + "/classify", json={"pixels": PIXELS}, headers={"Authorization": "Bearer key-c"})
+    assert wrong.status_code == 401 and 'error="invalid_token"' in wrong.headers["www-authenticate"]
+    assert httpx.post(locked_server + "/v2/models/digits-cnn/infer", json={}).status_code == 401
+    assert httpx.post(locked_server + "/models", json={}).status_code == 401
+
+
+def test_health_readiness_and_metrics_stay_open(locked_server):
+    for path in ("/livez", "/readyz", "/metrics", "/v2/health/ready"):
+        assert httpx.get(locked_server + path).status_code == 200, path
+
+
+def test_each_configured_key_is_accepted_by_our_client_and_tritonclient(locked_server):
+    for key in ("key-a", "key-b", "file-key-1"):
+        with Client(locked_server, token=key) as client:
+            assert client.classify(PIXELS, model="digits-cnn").predictions
+    with tc.InferenceServerClient(locked_server.removeprefix("http://")) as client:
+        auth = {"Authorization": "Bearer key-b"}
+        assert client.infer("digits-cnn", v2_inputs(), headers=auth).as_numpy("logits").shape == (1, 10)
+        with pytest.raises(InferenceServerException, match="bearer token"):
+            client.infer("digits-cnn", v2_inputs())
+
+
+def test_cors_answers_preflights_for_configured_origins_only(locked_server):
+    asked = {"Origin": "http://playground.test", "Access-Control-Request-Method": "POST",
+             "Access-Control-Request-Headers": "authorization,content-type"}
+    r = httpx.options(locked_server + "/classify", headers=asked)
+    assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "http://playground.test"
+    other = httpx.options(locked_server + "/classify", headers={**asked, "Origin": "http://elsewhere.test"})
+    assert "access-control-allow-origin" not in other.headers
+
+
+# ------------------------------------------------------------------ shedding and deadlines
+
+@pytest.fixture(scope="module")
+def small_queue_server(digits_artifact):
+    with serve(["digits-cnn"], {"EDGESTACK_MAX_QUEUE_ROWS": "64", "EDGESTACK_MAX_BATCH": "64"}) as (url, _):
+        yield url
+
+
+def test_an_overloaded_model_sheds_with_503_and_retry_after_and_serves_the_rest(small_queue_server):
+    body = {"pixels": np.zeros((64, 28, 28)).tolist(), "model": "digits-cnn"}
+
+    async def burst():
+        async with httpx.AsyncClient(timeout=60) as client:
+            return await asyncio.gather(*(client.post(small_queue_server + "/classify", json=body) for _ in range(48)))
+
+    responses = asyncio.run(burst())
+    statuses = sorted({r.status_code for r in responses})
+    assert statuses == [200, 503], statuses  # nothing else: no 500, no timeouts
+    shed = [r for r in responses if r.status_code == 503]
+    assert all(r.headers["retry-after"].isdigit() and "overloaded" in r.json()["error"] for r in shed)
+    assert httpx.post(small_queue_server + "/classify", json={"pixels": PIXELS}).status_code == 200
+
+
+def test_a_deadline_that_cannot_be_met_gets_503_at_once(small_queue_server):
+    late = httpx.post(small_queue_server + "/classify", json={"pixels": PIXELS},
+                      headers={"X-Request-Timeout-Ms": "0.001"})
+    assert late.status_code == 503 and late.headers["retry-after"] == "1"
+    assert "deadline" in late.json()["error"]
+    bad = httpx.post(small_queue_server + "/classify", json={"pixels": PIXELS}, headers={"X-Request-Timeout-Ms": "soon"})
+    assert bad.status_code == 400 and "X-Request-Timeout-Ms" in bad.json()["error"]
+    with tc.InferenceServerClient(small_queue_server.removeprefix("http://")) as client:
+        with pytest.raises(InferenceServerException, match="deadline") as refused:
+            client.infer("digits-cnn", v2_inputs(), timeout=1)  # v2 parameters.timeout: 1 microsecond
+        assert refused.value.status() == "503"
+        assert client.infer("digits-cnn", v2_inputs(), timeout=5_000_000).as_numpy("logits").shape == (1, 10)
+
+
+def test_the_client_retries_503_after_retry_after_but_never_a_4xx(small_queue_server):
+    with Client(small_queue_server, retries=1, deadline_ms=0.001) as client:
+        started = time.monotonic()
+        with pytest.raises(ServerError, match="503"):
+            client.classify(PIXELS, model="digits-cnn")
+        assert time.monotonic() - started >= 1.0  # one retry, after the server's Retry-After: 1
+    with Client(small_queue_server, retries=3) as client:
+        started = time.monotonic()
+        with pytest.raises(Exception, match="400"):
+            client.classify([[1, 2]], model="digits-cnn")
+        assert time.monotonic() - started < 0.5  # answered once, not retried
+
+
+# ------------------------------------------------------------------ versions, hot reload, statistics
+
+def add_version(root: Path, source: Path, version: str, *, tamper: bool = False) -> Path:
+    """A copy of the artifact `source` published as `version` of the same model."""
+    target = root / "digits-cnn" / version
+    shutil.copytree(source, target)
+    manifest = json.loads((target / "manifest.json").read_text())
+    (target / "manifest.json").write_text(json.dumps({**manifest, "version": version}))
+    if tamper:
+        data = bytearray((target / "model.int8.onnx").read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        (target / "model.int8.onnx").write_bytes(bytes(data))
+    return target
+
+
+@pytest.fixture(scope="module")
+def versioned(digits_artifact, tmp_path_factory):
+    root = tmp_path_factory.mktemp("versioned")
+    add_version(root, digits_artifact.path, "1")
+    with serve(["digits-cnn"], {"EDGESTACK_ARTIFACTS": str(root), "EDGESTACK_SERVE_VERSIONS": "2"}) as (url, _):
+        yield url, root, digits_artifact.path
+
+
+def test_a_new_version_loads_under_load_with_no_failed_request(versioned):
+    url, root, source = versioned
+    host = url.removeprefix("http://")
+    with tc.InferenceServerClient(host) as client:
+        assert client.get_model_metadata("digits-cnn")["versions"] == ["1"]
+    add_version(root, source, "2")
+
+    async def load_while_serving():
+        async with httpx.AsyncClient(timeout=30) as http:
+            stop, outcomes = asyncio.Event(), []
+
+            async def traffic():
+                while not stop.is_set():
+                    r = await http.post(url + "/classify", json={"pixels": PIXELS, "model": "digits-cnn"})
+                    outcomes.append((r.status_code, r.json().get("version")))
+
+            workers = [asyncio.create_task(traffic()) for _ in range(8)]
+            await asyncio.sleep(0.5)
+            loaded = await http.post(url + "/v2/repository/models/digits-cnn/load")
+            await asyncio.sleep(0.5)
+            stop.set()
+            await asyncio.gather(*workers)
+            return loaded, outcomes
+
+    loaded, outcomes = asyncio.run(load_while_serving())
+    assert loaded.status_code == 200 and loaded.json()["versions"] == ["1", "2"], loaded.text
+    assert {status for status, _ in outcomes} == {200}, f"{len(outcomes)} requests"
+    assert {"1", "2"} <= {version for _, version in outcomes}  # served before and after the swap
+    with tc.InferenceServerClient(host) as client:
+        assert client.get_model_metadata("digits-cnn")["versions"] == ["1", "2"]
+        for version in ("1", "2"):
+            result = client.infer("digits-cnn", v2_inputs(), model_version=version)
+            assert result.get_response()["model_version"] == version
+        assert client.infer("digits-cnn", v2_inputs()).get_response()["model_version"] == "2"  # unversioned = latest
+
+
+def test_a_version_that_fails_to_load_leaves_the_served_ones(versioned):
+    url, root, source = versioned
+    add_version(root, source, "3", tamper=True)
+    with tc.InferenceServerClient(url.removeprefix("http://")) as client:
+        with pytest.raises(InferenceServerException, match="v3 failed to load.*sha256 mismatch"):
+            client.load_model("digits-cnn")
+        served = client.get_model_metadata("digits-cnn")["versions"]
+        assert served and "3" not in served
+        assert client.infer("digits-cnn", v2_inputs()).as_numpy("logits").shape == (1, 10)
+    shutil.rmtree(root / "digits-cnn" / "3")
+
+
+def test_tritonclient_model_control_unload_index_and_load(versioned):
+    url, _, _ = versioned
+    with tc.InferenceServerClient(url.removeprefix("http://")) as client:
+        client.unload_model("digits-cnn")
+        assert not client.is_model_ready("digits-cnn")
+        index = client.get_model_repository_index()
+        assert {"name": "digits-cnn", "version": "", "state": "UNAVAILABLE", "reason": "unloaded"} in index
+        client.load_model("digits-cnn")
+        assert client.is_model_ready("digits-cnn")
+        assert [e["state"] for e in client.get_model_repository_index() if e["name"] == "digits-cnn"] == ["READY"] * 2
+        with pytest.raises(InferenceServerException, match="not supported"):
+            client.load_model("digits-cnn", config="{}")
+
+
+def test_statistics_count_requests_in_tritons_shape_and_on_metrics(versioned):
+    url, _, _ = versioned
+    with tc.InferenceServerClient(url.removeprefix("http://")) as client:
+        before = client.get_inference_statistics("digits-cnn", "2")["model_stats"][0]
+        client.infer("digits-cnn", v2_inputs(3), model_version="2")
+        after = client.get_inference_statistics("digits-cnn", "2")["model_stats"][0]
+        assert after["inference_stats"]["success"]["count"] == before["inference_stats"]["success"]["count"] + 1
+        assert after["inference_count"] == before["inference_count"] + 3
+        assert after["inference_stats"]["compute_infer"]["ns"] > before["inference_stats"]["compute_infer"]["ns"]
+        assert any(b["batch_size"] == 3 for b in after["batch_stats"]) or after["execution_count"] > 0
+        every = client.get_inference_statistics()["model_stats"]
+        assert {(s["name"], s["version"]) for s in every} == {("digits-cnn", "1"), ("digits-cnn", "2")}
+    metrics = httpx.get(url + "/metrics").text
+    assert re.search(r'edgestack_requests_total\{[^}]*model="digits-cnn"[^}]*outcome="success"', metrics)
+
+
+# ------------------------------------------------------------------ graceful drain
+
+def test_sigterm_under_load_finishes_every_accepted_request_then_exits(digits_artifact):
+    """Concurrency 32 on /classify (8 images each); SIGTERM after a second. Every request the
+    server let in completes; the rest are refused with 503 (never cut off); readiness turns 503."""
+    with serve(["digits-cnn"], {"EDGESTACK_DRAIN_SECONDS": "20"}) as (url, proc):
+        body = {"pixels": np.zeros((8, 28, 28)).tolist(), "model": "digits-cnn"}
+
+        async def load():
+            outcomes, readiness = [], []
+            async with httpx.AsyncClient(timeout=30) as http:
+                async def worker():
+                    while True:
+                        try:
+                            r = await http.post(url + "/classify", json=body)
+                        except httpx.TransportError as exc:  # the server must not cut an accepted request
+                            outcomes.append(type(exc).__name__)
+                            return
+                        outcomes.append(r.status_code)
+                        if r.status_code == 503:
+                            return  # draining: this instance takes nothing new
+
+                workers = [asyncio.create_task(worker()) for _ in range(32)]
+                await asyncio.sleep(1.0)
+                proc.send_signal(signal.SIGTERM)
+                signalled = time.monotonic()
+                await asyncio.sleep(0.05)
+                readiness.append((await http.get(url + "/readyz")).status_code)
+                await asyncio.gather(*workers)
+            return outcomes, readiness, signalled
+
+        outcomes, readiness, signalled = asyncio.run(load())
+        proc.wait(30)
+        exit_seconds = time.monotonic() - signalled
+    ok, refused = outcomes.count(200), outcomes.count(503)
+    assert ok > 32 and refused == 32 and ok + refused == len(outcomes), outcomes[-40:]
+    assert readiness == [503]
+    assert exit_seconds < 20
+    logs = sorted(Path(os.environ["EDGESTACK_ARTIFACTS"]).glob("server-digits-cnn-*.log"), key=lambda p: p.stat().st_mtime)
+    drained = re.search(r"drained in [\d.]+ s: (\d+) accepted, (\d+) completed, (\d+) still running", logs[-1].read_text())
+    assert drained, logs[-1].read_text()[-2000:]
+    accepted, completed, running = map(int, drained.groups())
+    assert accepted == completed and running == 0
+    print(f"drain: server accepted {accepted}, completed {completed}; client saw {ok} answers, {refused} refused "
+          f"while draining; exit {exit_seconds:.2f} s after SIGTERM")
