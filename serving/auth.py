@@ -101,3 +101,38 @@ class Cors:
 
     async def __call__(self, scope, receive, send):
         return await self.app(scope, receive, send)
+
+
+# gRPC health calls stay open, as /livez and /readyz do over HTTP.
+GRPC_OPEN_METHODS = ("ServerLive", "ServerReady")
+
+
+def grpc_interceptor():
+    """The same bearer-token check for the v2 gRPC endpoint (serving/grpc_v2.py): `authorization`
+    metadata `Bearer <key>`; otherwise UNAUTHENTICATED with the same message."""
+    import grpc
+
+    class BearerTokens(grpc.aio.ServerInterceptor):
+        async def intercept_service(self, continuation, details):
+            handler = await continuation(details)
+            keys = api_keys()
+            if handler is None or not keys or details.method.rsplit("/", 1)[-1] in GRPC_OPEN_METHODS:
+                return handler
+            metadata = [(k.encode(), v.encode() if isinstance(v, str) else v)
+                        for k, v in details.invocation_metadata or ()]
+            token = bearer(metadata)
+            if token is not None and token_ok(token, keys):
+                return handler
+            why = "a bearer token is required" if token is None else "the bearer token is not valid"
+            message = f"{why}: send `authorization: Bearer <key>` metadata with a key from EDGESTACK_API_KEYS"
+
+            async def deny(request, context):
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+
+            kind = ("unary_unary" if handler.unary_unary else "unary_stream" if handler.unary_stream
+                    else "stream_unary" if handler.stream_unary else "stream_stream")
+            make = getattr(grpc, f"{kind}_rpc_method_handler")
+            return make(deny, request_deserializer=handler.request_deserializer,
+                        response_serializer=handler.response_serializer)
+
+    return BearerTokens()

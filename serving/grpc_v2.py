@@ -31,6 +31,7 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 import edgestack
 from edgestack import v2protocol as v2
 from edgestack.errors import InputError
+from serving import auth
 from serving import v2 as rest
 from serving.batching import deadline
 
@@ -194,7 +195,7 @@ def status_of(exc: Exception) -> grpc.StatusCode:
 async def start(runners: Mapping, port: int, host: str = "0.0.0.0", max_message_bytes: int | None = None):
     """Start the gRPC server on the running event loop; returns it (await server.stop(grace) to end)."""
     limit = max_message_bytes or -1
-    server = grpc.aio.server(options=[("grpc.max_receive_message_length", limit),
+    server = grpc.aio.server(interceptors=[auth.grpc_interceptor()], options=[("grpc.max_receive_message_length", limit),
                                       ("grpc.max_send_message_length", -1),
                                       ("grpc.so_reuseport", 0)])
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(runners), server)

@@ -159,8 +159,10 @@ def same_outputs(got: dict[str, np.ndarray], want: dict[str, np.ndarray], atol: 
 class ModelCheck:
     """One model's row of the matrix: each cell runs once, recording pass or the failure."""
 
-    def __init__(self, url: str, model: str, artifacts_root: Path | None, protocol: str = "http"):
+    def __init__(self, url: str, model: str, artifacts_root: Path | None, protocol: str = "http",
+                 token: str | None = None):
         self.host, self.model, self.root = url.split("://")[-1].rstrip("/"), model, artifacts_root
+        self.token = token
         self.grpc = protocol == "grpc"
         self.tc, self.tc_aio = (tc_grpc, tc_grpc_aio) if self.grpc else (tc, tc_aio)
         self.cells: dict[str, str] = {}
@@ -178,17 +180,17 @@ class ModelCheck:
 
     # ---------------------------------------------------------------- cells
     def health(self) -> None:
-        with self.tc.InferenceServerClient(self.host) as client:
+        with connect(self.tc, self.host, self.token) as client:
             assert client.is_server_live() and client.is_server_ready(), "sync: not live or not ready"
 
         async def go():
-            async with self.tc_aio.InferenceServerClient(self.host) as client:
+            async with connect(self.tc_aio, self.host, self.token) as client:
                 return await client.is_server_live() and await client.is_server_ready()
 
         assert asyncio.run(go()), "async: not live or not ready"
 
     def metadata(self) -> None:
-        with self.tc.InferenceServerClient(self.host) as client:
+        with connect(self.tc, self.host, self.token) as client:
             meta = self.as_dict(client.get_model_metadata(self.model))
             version = (meta.get("versions") or [None])[0]
             if version is not None:
@@ -196,7 +198,7 @@ class ModelCheck:
                     "metadata differs with the version"
 
         async def go():
-            async with self.tc_aio.InferenceServerClient(self.host) as client:
+            async with connect(self.tc_aio, self.host, self.token) as client:
                 return self.as_dict(await client.get_model_metadata(self.model))
 
         assert asyncio.run(go()) == meta, "async metadata differs from sync"
@@ -206,11 +208,11 @@ class ModelCheck:
                 v2.datatype(tensor["datatype"])  # a v2 datatype we know
                 assert all(isinstance(d, int) and d >= -1 for d in tensor["shape"]), f"bad shape {tensor['shape']}"
         self.meta = meta
-        self.params = meta.get("parameters") or config_parameters(client_config(self.host, self.model, self.tc))
+        self.params = meta.get("parameters") or config_parameters(client_config(self.host, self.model, self.tc, self.token))
         self.feeds = example_inputs(meta["inputs"])
 
     def ready(self) -> None:
-        with self.tc.InferenceServerClient(self.host) as client:
+        with connect(self.tc, self.host, self.token) as client:
             assert client.is_model_ready(self.model), "not ready"
             versions = (self.meta or {}).get("versions") or []
             if versions:
@@ -244,7 +246,7 @@ class ModelCheck:
         return [module.InferRequestedOutput(o["name"], binary_data=False) for o in self.meta["outputs"]]
 
     def infer_sync(self, binary: bool) -> None:
-        with self.tc.InferenceServerClient(self.host) as client:
+        with connect(self.tc, self.host, self.token) as client:
             result = client.infer(self.model, self.inputs(self.tc, self.feeds, binary),
                                   outputs=self.requested(self.tc, binary), request_id="v2-check")
         response = result.get_response()
@@ -265,13 +267,13 @@ class ModelCheck:
         outputs = self.requested(self.tc_aio, binary)
 
         async def go():
-            async with self.tc_aio.InferenceServerClient(self.host) as client:
+            async with connect(self.tc_aio, self.host, self.token) as client:
                 return await asyncio.gather(*(client.infer(self.model, self.inputs(self.tc_aio, f, binary),
                                                            outputs=outputs) for f in feeds))
 
         results = asyncio.run(go())
 
-        with self.tc.InferenceServerClient(self.host) as client:  # each one alone, for comparison
+        with connect(self.tc, self.host, self.token) as client:  # each one alone, for comparison
             for f, result in zip(feeds, results):
                 alone = client.infer(self.model, self.inputs(self.tc, f, True))
                 self.check_declared(self.outputs_of(result), len(next(iter(f.values()))))
@@ -314,9 +316,27 @@ class ModelCheck:
         return {name: self.cells.get(name, "FAIL: not reached (binary infer failed)") for name in CELLS}
 
 
-def client_config(host: str, model: str, module=tc) -> dict:
+class BearerToken:
+    """A tritonclient plugin (http, grpc, sync and aio) that sends `Authorization: Bearer <token>`."""
+
+    def __init__(self, token: str):
+        self.value = f"Bearer {token}"
+
+    def __call__(self, request) -> None:
+        request.headers["authorization"] = self.value
+
+
+def connect(module, host: str, token: str | None = None):
+    """A tritonclient InferenceServerClient of `module` for `host`, sending `token` when given."""
+    client = module.InferenceServerClient(host)
+    if token:
+        client.register_plugin(BearerToken(token))
+    return client
+
+
+def client_config(host: str, model: str, module=tc, token: str | None = None) -> dict:
     """Triton's model configuration (its metadata has no `parameters`); {} where there is none."""
-    with module.InferenceServerClient(host) as client:
+    with connect(module, host, token) as client:
         try:
             if module is tc_grpc:
                 return client.get_model_config(model, as_json=True).get("config", {})
@@ -332,21 +352,22 @@ def config_parameters(config: dict) -> dict[str, str]:
 
 
 def check_models(url: str, models: list[str], artifacts_root: Path | None = None,
-                 protocol: str = "http") -> dict[str, dict[str, str]]:
-    return {model: ModelCheck(url, model, artifacts_root, protocol).run() for model in models}
+                 protocol: str = "http", token: str | None = None) -> dict[str, dict[str, str]]:
+    return {model: ModelCheck(url, model, artifacts_root, protocol, token).run() for model in models}
 
 
-def served_models(url: str, protocol: str = "http") -> list[str]:
+def served_models(url: str, protocol: str = "http", token: str | None = None) -> list[str]:
     """Our server lists its models (POST /models; over gRPC, the repository index, as on Triton);
     the v2 core protocol has no such call."""
     import httpx
 
     if protocol == "grpc":
-        with tc_grpc.InferenceServerClient(url.split("://")[-1]) as client:
+        with connect(tc_grpc, url.split("://")[-1], token) as client:
             index = client.get_model_repository_index(as_json=True)
         return [m["name"] for m in index.get("models", []) if m.get("state", "READY") == "READY"]
 
-    response = httpx.post(url.rstrip("/") + "/models", json={}, timeout=30)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    response = httpx.post(url.rstrip("/") + "/models", json={}, timeout=30, headers=headers)
     response.raise_for_status()
     return [m["name"] for m in response.json()["models"]]
 
@@ -366,10 +387,10 @@ def print_matrix(matrix: dict[str, dict[str, str]]) -> None:
 
 def run(args) -> int:
     url = args.url if "://" in args.url or args.protocol == "grpc" else f"http://{args.url}"
-    models = args.models or served_models(url, args.protocol)
+    models = args.models or served_models(url, args.protocol, args.token)
     root = Path(args.artifacts) if args.artifacts else None
     started = time.perf_counter()
-    matrix = check_models(url, models, root, args.protocol)
+    matrix = check_models(url, models, root, args.protocol, args.token)
     print_matrix(matrix)
     failed = sum(v.startswith("FAIL") for cells in matrix.values() for v in cells.values())
     print(f"\n{len(models)} model(s), {failed} failed cell(s), {time.perf_counter() - started:.1f} s")
@@ -394,6 +415,8 @@ def add_parsers(sub) -> None:
     vc.add_argument("models", nargs="*", help="model names (default: what our server lists at POST /models)")
     vc.add_argument("--url", default=get_settings().url,
                     help="the server: http://host:port, or host:port of its gRPC endpoint with --protocol grpc")
+    vc.add_argument("--token", default=get_settings().token,
+                    help="bearer token when the server requires one (default: EDGESTACK_TOKEN)")
     vc.add_argument("--protocol", choices=["http", "grpc"], default="http",
                     help="grpc: the same matrix over tritonclient.grpc (sync and aio) against a v2 gRPC endpoint "
                          "(`edgestack serve --grpc-port`)")

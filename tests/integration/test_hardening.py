@@ -17,11 +17,14 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+import tritonclient.grpc as tc_grpc
 import tritonclient.http as tc
 from tritonclient.utils import InferenceServerException
 
 from clients import Client
 from clients.client import ServerError
+from edgestack.cli import v2check
+from edgestack.serverproc import free_port
 from tests.conftest import serve
 
 pytestmark = pytest.mark.slow
@@ -29,9 +32,9 @@ pytestmark = pytest.mark.slow
 PIXELS = np.zeros((28, 28)).tolist()
 
 
-def v2_inputs(batch: int = 1) -> list:
+def v2_inputs(batch: int = 1, module=tc) -> list:
     array = np.random.default_rng(0).random((batch, 1, 28, 28), dtype=np.float32)
-    inp = tc.InferInput("images", list(array.shape), "FP32")
+    inp = module.InferInput("images", list(array.shape), "FP32")
     inp.set_data_from_numpy(array)
     return [inp]
 
@@ -39,16 +42,18 @@ def v2_inputs(batch: int = 1) -> list:
 # ------------------------------------------------------------------ auth and CORS
 
 @pytest.fixture(scope="module")
-def locked_server(digits_artifact, tmp_path_factory):
+def locked(digits_artifact, tmp_path_factory):
     keys = tmp_path_factory.mktemp("keys") / "keys.txt"
     keys.write_text("# operators\nfile-key-1\n\n")
+    grpc_port = free_port()
     env = {"EDGESTACK_API_KEYS": "key-a,key-b", "EDGESTACK_API_KEYS_FILE": str(keys),
-           "EDGESTACK_CORS_ORIGINS": "http://playground.test"}
+           "EDGESTACK_CORS_ORIGINS": "http://playground.test", "EDGESTACK_GRPC_PORT": str(grpc_port)}
     with serve(["digits-cnn"], env) as (url, _):
-        yield url
+        yield url, f"127.0.0.1:{grpc_port}"
 
 
-def test_without_a_token_inference_is_refused_with_401_and_a_challenge(locked_server):
+def test_without_a_token_inference_is_refused_with_401_and_a_challenge(locked):
+    locked_server, _ = locked
     r = httpx.post(locked_server + "/classify", json={"pixels": PIXELS})
     assert r.status_code == 401
     assert r.headers["www-authenticate"].startswith('Bearer realm="edgestack"')
@@ -59,12 +64,14 @@ def test_without_a_token_inference_is_refused_with_401_and_a_challenge(locked_se
     assert httpx.post(locked_server + "/models", json={}).status_code == 401
 
 
-def test_health_readiness_and_metrics_stay_open(locked_server):
+def test_health_readiness_and_metrics_stay_open(locked):
+    locked_server, _ = locked
     for path in ("/livez", "/readyz", "/metrics", "/v2/health/ready"):
         assert httpx.get(locked_server + path).status_code == 200, path
 
 
-def test_each_configured_key_is_accepted_by_our_client_and_tritonclient(locked_server):
+def test_each_configured_key_is_accepted_by_our_client_and_tritonclient(locked):
+    locked_server, _ = locked
     for key in ("key-a", "key-b", "file-key-1"):
         with Client(locked_server, token=key) as client:
             assert client.classify(PIXELS, model="digits-cnn").predictions
@@ -75,13 +82,30 @@ def test_each_configured_key_is_accepted_by_our_client_and_tritonclient(locked_s
             client.infer("digits-cnn", v2_inputs())
 
 
-def test_cors_answers_preflights_for_configured_origins_only(locked_server):
+def test_cors_answers_preflights_for_configured_origins_only(locked):
+    locked_server, _ = locked
     asked = {"Origin": "http://playground.test", "Access-Control-Request-Method": "POST",
              "Access-Control-Request-Headers": "authorization,content-type"}
     r = httpx.options(locked_server + "/classify", headers=asked)
     assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "http://playground.test"
     other = httpx.options(locked_server + "/classify", headers={**asked, "Origin": "http://elsewhere.test"})
     assert "access-control-allow-origin" not in other.headers
+
+
+def test_grpc_needs_the_token_too_and_v2_check_passes_with_it(locked, capsys):
+    url, grpc_url = locked
+    with tc_grpc.InferenceServerClient(grpc_url) as client:
+        assert client.is_server_ready()  # health stays open
+        with pytest.raises(InferenceServerException, match="bearer token is required"):
+            client.infer("digits-cnn", v2_inputs(module=tc_grpc))
+        result = client.infer("digits-cnn", v2_inputs(module=tc_grpc), headers={"authorization": "Bearer key-a"})
+        assert result.as_numpy("logits").shape == (1, 10)
+    for protocol, address in (("http", url), ("grpc", grpc_url)):
+        matrix = v2check.check_models(address, ["digits-cnn"], protocol=protocol, token="file-key-1")
+        cells = list(matrix["digits-cnn"].values())
+        assert cells.count("pass") == len(v2check.CELLS) - 1 and not any(v.startswith("FAIL") for v in cells), matrix
+        no_token = v2check.check_models(address, ["digits-cnn"], protocol=protocol)
+        assert any(v.startswith("FAIL") for v in no_token["digits-cnn"].values())
 
 
 # ------------------------------------------------------------------ shedding and deadlines
