@@ -12,8 +12,13 @@ TRITON_HOME  := .triton
 PYTRITON     ?= 0.7.0
 TRITON_STAMP := $(TRITON_HOME)/.installed-pytriton-$(PYTRITON)
 TRITON_PORT  ?= 8000
+# KServe's own Python ModelServer, the benchmark's other peer: its own venv (kserve pins packages
+# that clash with ours: fastapi, protobuf, numpy ranges). PYTHON must be a CPython kserve supports.
+KSERVE_VENV  := .venv-kserve
+KSERVE       ?= 0.21.0
+KSERVE_STAMP := $(KSERVE_VENV)/.installed-kserve-$(KSERVE)
 
-.PHONY: serve test test-fast venv data models fresh-clone-check bench clean-models clean help folk-lstm-large text-large triton triton-serve
+.PHONY: serve test test-fast venv data models fresh-clone-check bench clean-models clean help folk-lstm-large text-large triton triton-serve kserve-venv bench-peers
 
 help:
 	@echo "make serve   build what is missing (venv, data, default models) and serve on port $(PORT)"
@@ -22,6 +27,7 @@ help:
 	@echo "make models  build missing default models only"
 	@echo "make bench   benchmark fashion-cnn (table on screen, JSON under bench-results/)"
 	@echo "make triton  fetch a real tritonserver (CPU, Python backend) into $(TRITON_HOME)/ (make test needs it)"
+	@echo "make bench-peers   fashion-cnn on our server (HTTP, gRPC) vs KServe's ModelServer and Triton, one run"
 	@echo "make triton-serve  serve the built models on that Triton (Python backend), port $(TRITON_PORT)"
 	@echo "make folk-lstm-large   rebuild folk-lstm at the lab's size (LSTM 1024; slow on 2 cores)"
 	@echo "make text-large        rebuild the text transformers on every training text (2 epochs; slow on 2 cores)"
@@ -50,7 +56,7 @@ serve: venv data
 
 # Unit tests first (no built model, no server; a minute), then the integration tests (real models
 # built from data slices, real servers, a real Triton).
-test: venv data triton
+test: venv data triton kserve-venv
 	$(BIN)/python -m pytest -q tests/unit tests/integration
 
 test-fast: venv
@@ -85,6 +91,20 @@ triton-serve: models triton
 bench: models
 	$(BIN)/edgestack bench fashion-cnn
 
+kserve-venv: $(KSERVE_STAMP)
+
+$(KSERVE_STAMP):
+	rm -rf $(KSERVE_VENV)
+	$(PYTHON) -m venv $(KSERVE_VENV)
+	$(KSERVE_VENV)/bin/pip install --quiet --upgrade pip
+	$(KSERVE_VENV)/bin/pip install --quiet "kserve==$(KSERVE)" onnxruntime
+	touch $@
+
+# Our server (HTTP and gRPC) against KServe's ModelServer and Triton's Python backend, same
+# artifact and threads, one run (benchmarks/protocols.py; h2load from `make data`).
+bench-peers: models data triton kserve-venv
+	$(BIN)/edgestack bench fashion-cnn --protocols --peers kserve,triton
+
 # folk-lstm at the MIT lab's size (LSTM 1024): a new artifact version (estimated an hour or more on 2 cores).
 folk-lstm-large: venv data
 	$(BIN)/edgestack build folk-lstm --force --hidden-size 1024 --epochs 30 --patience 5
@@ -103,4 +123,4 @@ clean-models:
 	rm -rf artifacts
 
 clean: clean-models
-	rm -rf $(VENV) $(TRITON_HOME)
+	rm -rf $(VENV) $(TRITON_HOME) $(KSERVE_VENV)

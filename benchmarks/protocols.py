@@ -21,8 +21,8 @@ BentoML's Python one, on the same model code, in the same run.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import json
 import os
 import tempfile
 import time
@@ -30,6 +30,14 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.loadgen import (
+    ProcessTreeCPU,
+    Target,
+    grpc_frame,
+    h2load_path,
+    run_block,
+    summary,
+)
 from benchmarks.timing import (
     interleaved,
     machine,
@@ -42,15 +50,22 @@ from edgestack.errors import UsageError
 from edgestack.serverproc import free_port, running_server
 from edgestack.settings import env_name, get_settings
 
-PROTOCOLS = ("v2-binary", "v2-json", "rest-classify")
+PROTOCOLS = ("v2-binary", "v2-json", "rest-classify", "v2-grpc")  # ours, on one server
 FIXED = "fixed-cost"  # GET /v2/health/ready: the server's per-request cost without a model
+# Each peer's contenders (v2 binary REST, v2 gRPC) and its fixed cost, in the same rotation.
+PEERS = {"triton": ("triton-v2-binary", "triton-grpc"), "kserve": ("kserve-v2-binary", "kserve-grpc")}
 TRITON, TRITON_FIXED = "triton-v2-binary", "triton-fixed-cost"
 BATCHES = (1, 32)
-CONCURRENCY = (1, 16)
+CONCURRENCY = {1: (1, 16, 64), 32: (1, 16)}
+GRPC_INFER = "/inference.GRPCInferenceService/ModelInfer"
 
 
-def ready_request(base: str = "") -> dict:
-    return {"method": "GET", "url": base + "/v2/health/ready"}
+def fixed_name(peer: str | None) -> str:
+    return FIXED if peer is None else f"{peer}-{FIXED}"
+
+
+def ready_target(base: str, server: str) -> Target:
+    return Target(base + "/v2/health/ready", server=server)
 
 
 def test_pixels(art: artifact.Artifact, count: int) -> np.ndarray:
@@ -63,8 +78,22 @@ def test_pixels(art: artifact.Artifact, count: int) -> np.ndarray:
     return data.test.images[:count]
 
 
-def requests_for(art: artifact.Artifact, pixels: np.ndarray) -> dict[str, dict]:
-    """Each protocol's request (httpx keyword arguments) for the same images, encoded once."""
+def grpc_target(art: artifact.Artifact, x: np.ndarray, host: str, server: str) -> Target:
+    """A ModelInferRequest with the tensor in raw_input_contents (what tritonclient.grpc sends)."""
+    from tritonclient.grpc import service_pb2 as pb
+
+    request = pb.ModelInferRequest(model_name=art.name)
+    request.inputs.add(name=art.meta.inputs[0].name, datatype="FP32", shape=list(x.shape))
+    request.raw_input_contents.append(np.ascontiguousarray(x, np.float32).tobytes())
+    outputs = sum(4 * len(x) * int(np.prod([d for d in o.shape if d != -1])) for o in art.meta.outputs)
+    return Target(f"http://{host}{GRPC_INFER}", grpc_frame(request.SerializeToString()),
+                  {"content-type": "application/grpc", "te": "trailers"}, grpc=True, server=server,
+                  min_response_bytes=5 + outputs)
+
+
+def targets_for(art: artifact.Artifact, pixels: np.ndarray, servers: dict[str, dict]) -> dict[str, Target]:
+    """Each contender's request for the same images, encoded once. `servers`: name -> {"url",
+    "grpc"} for "ours" and each peer started."""
     from clients.v2 import infer_request, model_path
     from edgestack.families.image import to_model_input
 
@@ -73,75 +102,177 @@ def requests_for(art: artifact.Artifact, pixels: np.ndarray) -> dict[str, dict]:
     binary, binary_headers = infer_request({name: x}, binary=True)
     plain, plain_headers = infer_request({name: x}, binary=False)
     infer = model_path(art.name, suffix="/infer")
-    return {
-        "v2-binary": {"method": "POST", "url": infer, "content": binary, "headers": binary_headers},
-        "v2-json": {"method": "POST", "url": infer, "content": plain, "headers": plain_headers},
-        "rest-classify": {"method": "POST", "url": "/classify",
-                          "json": {"model": art.name, "pixels": pixels.tolist(), "top_k": 1}},
+    ours = servers["ours"]
+    targets = {
+        "v2-binary": Target(ours["url"] + infer, binary, binary_headers),
+        "v2-json": Target(ours["url"] + infer, plain, plain_headers),
+        "rest-classify": Target(ours["url"] + "/classify",
+                                json.dumps({"model": art.name, "pixels": pixels.tolist(), "top_k": 1}).encode(),
+                                {"content-type": "application/json"}),
+        "v2-grpc": grpc_target(art, x, ours["grpc"], "ours"),
     }
+    if "ours-b" in servers:  # --ab: the same server with other settings, in the same rotation
+        b = servers["ours-b"]
+        targets["b:v2-binary"] = Target(b["url"] + infer, binary, binary_headers, server="ours-b")
+        targets["b:v2-grpc"] = grpc_target(art, x, b["grpc"], "ours-b")
+    for peer, (rest_name, grpc_name) in PEERS.items():
+        if peer in servers:
+            targets[rest_name] = Target(servers[peer]["url"] + infer, binary, binary_headers, server=peer)
+            targets[grpc_name] = grpc_target(art, x, servers[peer]["grpc"], peer)
+    return targets
 
 
-async def block(client, request: dict, concurrency: int, count: int) -> tuple[list[float], float]:
-    """`count` requests over `concurrency` workers; latencies and the block's wall time."""
-    latencies: list[float] = []
-    todo = iter(range(count))
-
-    async def worker():
-        for _ in todo:
-            started = time.perf_counter()
-            response = await client.request(**request)
-            latencies.append(time.perf_counter() - started)
-            if response.status_code != 200:
-                raise RuntimeError(f"{request['url']}: HTTP {response.status_code}: {response.text[:300]}")
-
-    started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return latencies, time.perf_counter() - started
-
-
-async def measure(url: str, cases: dict[int, dict[str, dict]], requests: int, fixed: dict[str, dict],
-                  rounds: int = 5) -> list[dict]:
-    """Every case of each batch size interleaved in blocks; `fixed` (label -> request) joins the
-    concurrency-1 rotation as the fixed per-request cost of its server."""
-    import httpx
-
+def measure(cases: dict[int, dict[str, Target]], requests: int, fixed: dict[str, Target],
+            cpu: dict[str, ProcessTreeCPU], rounds: int = 5, per_connection: int = 8) -> list[dict]:
+    """Every contender of each batch size and concurrency interleaved in blocks (A B C A B C ...,
+    `rounds` of them); `fixed` (label -> GET target) joins the concurrency-1 rotation as the
+    fixed per-request cost of its server. Each block's server CPU goes to its contender."""
     rows = []
-    limits = httpx.Limits(max_connections=max(CONCURRENCY), max_keepalive_connections=max(CONCURRENCY))
-    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
+    with tempfile.TemporaryDirectory(prefix="edgestack-bench-") as tmp:
+        workdir = Path(tmp)
         for batch, by_protocol in cases.items():
-            for concurrency in CONCURRENCY:
+            for concurrency in CONCURRENCY[batch]:
                 rotation = {**by_protocol, **(fixed if concurrency == 1 else {})}
-                for request in rotation.values():  # warm-up
-                    await block(client, request, concurrency, min(2 * concurrency, 32))
-                samples = {p: [] for p in rotation}
-                walls = {p: 0.0 for p in rotation}
-                per_block = max(concurrency, -(-requests // rounds))  # at least `requests` in all
+                for target in rotation.values():  # warm-up: connections, caches, the batcher's estimate
+                    run_block(target, concurrency, 2 * concurrency + 8, workdir)
+                # a c-connection block needs several requests per connection to mean anything
+                per_block = max(-(-requests // rounds), per_connection * concurrency if concurrency > 1 else 1)
+                blocks = {p: [] for p in rotation}
                 for _ in range(rounds):
-                    for protocol, request in rotation.items():
-                        latencies, wall = await block(client, request, concurrency, per_block)
-                        samples[protocol] += latencies
-                        walls[protocol] += wall
-                for protocol in rotation:
+                    for protocol, target in rotation.items():
+                        before = cpu[target.server].seconds()
+                        block = run_block(target, concurrency, per_block, workdir)
+                        block.server_cpu_s = cpu[target.server].seconds() - before
+                        blocks[protocol].append(block)
+                for protocol, target in rotation.items():
                     items = 0 if protocol in fixed else batch
-                    row = percentiles(samples[protocol], items)
-                    row["items_per_s"] = len(samples[protocol]) * items / walls[protocol]
+                    row = summary(blocks[protocol], items)
                     case = (f"{protocol}: GET /v2/health/ready, batch={batch} rotation" if protocol in fixed
                             else f"{protocol} batch={batch} conc={concurrency}")
-                    rows.append({"case": case, "protocol": protocol, "batch": batch, "concurrency": concurrency, **row})
+                    rows.append({"case": case, "protocol": protocol, "server": target.server, "batch": batch,
+                                 "concurrency": concurrency, **row})
     return rows
 
 
 @contextlib.contextmanager
 def start_triton(model: str, variant: str, threads: int, tmp: Path):
     """The real tritonserver of `make triton` on a Python-backend repository of `model` (the
-    same artifact, variant and threads as our server); yields its URL."""
+    same artifact, variant and threads as our server); yields (URL, gRPC host:port, process)."""
     from edgestack.serverproc import running_triton
     from export.triton import export_repository
 
     repo = tmp / "triton-repo"
     export_repository(repo, [model], backend="python", target="cpu", variant=variant, threads=threads)
-    with running_triton(repo, log_path=tmp / "tritonserver.log", timeout=180) as (url, _):
-        yield url
+    grpc_port = free_port()
+    with running_triton(repo, log_path=tmp / "tritonserver.log", timeout=180, grpc_port=grpc_port) as (url, proc):
+        yield url, f"127.0.0.1:{grpc_port}", proc
+
+
+@contextlib.contextmanager
+def start_kserve(art: artifact.Artifact, variant: str, threads: int, tmp: Path):
+    """KServe's ModelServer (`make kserve-venv`) on the same ONNX file and threads."""
+    from edgestack.serverproc import running_kserve
+
+    grpc_port = free_port()
+    with running_kserve(art.name, art.variant_path(variant), threads=threads, grpc_port=grpc_port,
+                        log_path=tmp / "kserve.log") as (url, proc):
+        yield url, f"127.0.0.1:{grpc_port}", proc
+
+
+def check_answers(art: artifact.Artifact, x: np.ndarray, servers: dict[str, dict]) -> None:
+    """One real tritonclient call per server and protocol before the load: every contender
+    answers the same logits (h2load itself only sees statuses and sizes)."""
+    import tritonclient.grpc as tg
+    import tritonclient.http as tc
+
+    name, out = art.meta.inputs[0].name, art.meta.outputs[0].name
+
+    def inputs(module):
+        item = module.InferInput(name, list(x.shape), "FP32")
+        item.set_data_from_numpy(x)  # binary (HTTP) / raw_input_contents (gRPC): tritonclient's default
+        return [item]
+
+    answers = {}
+    for server, where in servers.items():
+        with tc.InferenceServerClient(where["url"].removeprefix("http://")) as client:
+            answers[f"{server} http"] = client.infer(art.name, inputs(tc)).as_numpy(out)
+        with tg.InferenceServerClient(where["grpc"]) as client:
+            answers[f"{server} grpc"] = client.infer(art.name, inputs(tg)).as_numpy(out)
+    reference = answers["ours http"]
+    for who, answer in answers.items():
+        if answer is None or answer.shape != reference.shape or not np.allclose(answer, reference, atol=1e-4):
+            raise RuntimeError(f"{who} answers differently from our server: the contenders do not run the same model")
+
+
+def peer_comparison(rows: list[dict], peers: list[str]) -> dict:
+    """Batch 1: each of ours (REST binary, gRPC) over each peer contender, and the issue's goals
+    against the best peer (c1 p50 <= 0.8x, p99 <= 1.5x; c16/c64 throughput >= 1.5x with p99 <= the peer's)."""
+    by = {(r["protocol"], r["concurrency"]): r for r in rows if r["batch"] == 1}
+    theirs = [name for peer in peers for name in PEERS[peer]]
+    ratios = {}
+    for ours in ("v2-binary", "v2-grpc"):
+        for peer in theirs:
+            for c in CONCURRENCY[1]:
+                a, b = by[(ours, c)], by[(peer, c)]
+                if c == 1:
+                    ratios[f"{ours}/{peer} c1 p50"] = a["p50_ms"] / b["p50_ms"]
+                else:
+                    ratios[f"{ours}/{peer} c{c} req/s"] = a["requests_per_s"] / b["requests_per_s"]
+                ratios[f"{ours}/{peer} c{c} p99"] = a["p99_ms"] / b["p99_ms"]
+    goals = {}
+    if theirs:
+        for ours in ("v2-binary", "v2-grpc"):
+            best_p50 = min(by[(p, 1)]["p50_ms"] for p in theirs)
+            best_p99 = min(by[(p, 1)]["p99_ms"] for p in theirs)
+            goals[f"{ours} c1 p50 <= 0.8x best peer"] = by[(ours, 1)]["p50_ms"] / best_p50
+            goals[f"{ours} c1 p99 <= 1.5x best peer"] = by[(ours, 1)]["p99_ms"] / best_p99
+            for c in CONCURRENCY[1][1:]:
+                best = max(theirs, key=lambda p, c=c: by[(p, c)]["requests_per_s"])
+                goals[f"{ours} c{c} req/s >= 1.5x best peer ({best})"] = \
+                    by[(ours, c)]["requests_per_s"] / by[(best, c)]["requests_per_s"]
+                goals[f"{ours} c{c} p99 <= that peer's"] = by[(ours, c)]["p99_ms"] / by[(best, c)]["p99_ms"]
+            goals[f"{ours} server CPU per request <= 1 ms (c16)"] = by[(ours, 16)]["server_cpu_ms_per_request"]
+    return {"ratios": ratios, "goals": goals}
+
+
+GOAL_LIMITS = {"<= 0.8x": (0.8, "max"), "<= 1.5x": (1.5, "max"), ">= 1.5x": (1.5, "min"),
+               "<= that peer's": (1.0, "max"), "<= 1 ms": (1.0, "max")}
+
+
+def goal_met(name: str, value: float) -> bool:
+    for marker, (limit, kind) in GOAL_LIMITS.items():
+        if marker in name:
+            return value <= limit if kind == "max" else value >= limit
+    return False
+
+
+def print_load_table(rows: list[dict], title: str) -> None:
+    print(f"\n{title}")
+    header = (f"{'case':40s} {'p50 ms':>8s} {'p95 ms':>8s} {'p99 ms':>8s} {'req/s':>8s} "
+              f"{'srv CPU ms/req':>14s} {'h2load CPU':>10s}")
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(f"{r['case']:40s} {r['p50_ms']:8.3f} {r['p95_ms']:8.3f} {r['p99_ms']:8.3f} {r['requests_per_s']:8.1f} "
+              f"{r['server_cpu_ms_per_request']:14.3f} {100 * r['loadgen_cpu_share']:9.1f}%")
+
+
+def ab_settings(text: str) -> dict[str, str]:
+    """--ab "EDGESTACK_GC_FREEZE=1,EDGESTACK_TRACING=0" -> the B server's extra environment."""
+    pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
+    if not pairs or any(len(p) != 2 or not p[0].strip() for p in pairs):
+        raise UsageError(f"--ab takes VAR=VALUE[,VAR=VALUE...], got {text!r}")
+    return {k.strip(): v.strip() for k, v in pairs}
+
+
+def requested_peers(args) -> list[str]:
+    peers = [p.strip() for p in (getattr(args, "peers", None) or "").split(",") if p.strip()]
+    if getattr(args, "triton", False) and "triton" not in peers:
+        peers.append("triton")
+    unknown = [p for p in peers if p not in PEERS]
+    if unknown:
+        raise UsageError(f"unknown peer(s) {unknown}; peers: {', '.join(PEERS)}")
+    return peers
 
 
 def run_protocol_bench(args) -> dict:
@@ -151,12 +282,14 @@ def run_protocol_bench(args) -> dict:
     if art.task != "image-classification":
         raise UsageError(f"--protocols compares against the /classify endpoint: needs an image classifier, "
                          f"{args.model} does {art.task}")
+    h2load_path()  # say what is missing before anything starts
+    peers = requested_peers(args)
     threads = args.threads or os.cpu_count() or 1
     variant = choose_variant(list(art.meta.variants), ["CPUExecutionProvider"], get_settings().variant)
     pixels = test_pixels(art, max(BATCHES))
-    cases = {batch: requests_for(art, pixels[:batch]) for batch in BATCHES}
-    print(f"protocol benchmark: {args.model} v{art.version}, server variant {variant}, {threads} threads, "
-          f"{args.http_requests} requests per protocol and case", flush=True)
+    print(f"protocol benchmark: {args.model} v{art.version}, variant {variant}, {threads} threads, "
+          f"peers: {', '.join(peers) or 'none'}; {args.http_requests} requests per contender and case "
+          "(h2load)", flush=True)
 
     from edgestack.families.image import to_model_input
 
@@ -168,19 +301,34 @@ def run_protocol_bench(args) -> dict:
         samples = interleaved({"ort": lambda feeds=feeds: session.run(feeds)}, args.iterations)["ort"]
         in_process.append({"case": f"ort-{variant} in-process batch={batch}", "batch": batch,
                            **percentiles(samples, batch)})
-    session = None  # closed: the server gets the cores
+    session = None  # closed: the servers get the cores
 
-    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as servers:
-        env = {env_name("threads"): str(threads), env_name("variant"): variant}
-        url, _ = servers.enter_context(running_server([args.model], port=args.port or free_port(), env=env,
-                                                      log_path=Path(tmp) / "server.log"))
-        fixed = {FIXED: ready_request()}
-        if args.triton:
-            triton_url = servers.enter_context(start_triton(args.model, variant, threads, Path(tmp)))
-            fixed[TRITON_FIXED] = ready_request(triton_url)
-            for batch, by_protocol in cases.items():
-                by_protocol[TRITON] = {**by_protocol["v2-binary"], "url": triton_url + by_protocol["v2-binary"]["url"]}
-        rows = asyncio.run(measure(url, cases, args.http_requests, fixed))
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        grpc_port = free_port()
+        env = {env_name("threads"): str(threads), env_name("variant"): variant, env_name("grpc_port"): str(grpc_port)}
+        url, proc = stack.enter_context(running_server([args.model], port=args.port or free_port(), env=env,
+                                                       log_path=Path(tmp) / "server.log"))
+        servers = {"ours": {"url": url, "grpc": f"127.0.0.1:{grpc_port}"}}
+        cpu = {"ours": ProcessTreeCPU(proc.pid)}
+        fixed = {FIXED: ready_target(url, "ours")}
+        starters = {"triton": lambda: start_triton(args.model, variant, threads, Path(tmp)),
+                    "kserve": lambda: start_kserve(art, variant, threads, Path(tmp))}
+        if args.ab:  # a second server of ours, other settings (A/B of a change, same run)
+            b_grpc = free_port()
+            b_url, b_proc = stack.enter_context(running_server(
+                [args.model], env={**env, env_name("grpc_port"): str(b_grpc), **ab_settings(args.ab)},
+                log_path=Path(tmp) / "server-b.log"))
+            servers["ours-b"] = {"url": b_url, "grpc": f"127.0.0.1:{b_grpc}"}
+            cpu["ours-b"] = ProcessTreeCPU(b_proc.pid)
+            fixed["b:" + FIXED] = ready_target(b_url, "ours-b")
+        for peer in peers:
+            peer_url, peer_grpc, peer_proc = stack.enter_context(starters[peer]())
+            servers[peer] = {"url": peer_url, "grpc": peer_grpc}
+            cpu[peer] = ProcessTreeCPU(peer_proc.pid)
+            fixed[fixed_name(peer)] = ready_target(peer_url, peer)
+        check_answers(art, to_model_input(pixels[:2], pre), servers)
+        cases = {batch: targets_for(art, pixels[:batch], servers) for batch in BATCHES}
+        rows = measure(cases, args.http_requests, fixed, cpu, per_connection=args.per_connection)
 
     by_case = {r["case"]: r for r in rows}
     fixed_p50 = {(r["protocol"], r["batch"]): r["p50_ms"] for r in rows if r["protocol"] in fixed}
@@ -189,41 +337,64 @@ def run_protocol_bench(args) -> dict:
     from serving.runner import RunnerOptions
 
     wait_ms = RunnerOptions.from_env().max_wait_ms  # the server reads the same setting
+    contenders = list(cases[BATCHES[0]])
     ratios, checks = {}, {}
     for batch, ort_row in zip(BATCHES, in_process):
         binary = by_case[f"v2-binary batch={batch} conc=1"]["p50_ms"]
-        for protocol in PROTOCOLS[1:] + ((TRITON,) if args.triton else ()):
-            ratios[f"{protocol}_over_v2-binary_p50_batch{batch}_conc1"] = (
-                by_case[f"{protocol} batch={batch} conc=1"]["p50_ms"] / binary)
-        if args.triton:
-            ours, theirs = (by_case[f"{p} batch={batch} conc=16"]["items_per_s"] for p in ("v2-binary", TRITON))
-            ratios[f"{TRITON}_over_v2-binary_items_per_s_batch{batch}_conc16"] = theirs / ours
-            ratios[f"{TRITON_FIXED}_over_{FIXED}_p50_batch{batch}"] = (
-                fixed_p50[(TRITON_FIXED, batch)] / fixed_p50[(FIXED, batch)])
+        for protocol in contenders:
+            if protocol != "v2-binary":
+                ratios[f"{protocol}_over_v2-binary_p50_batch{batch}_conc1"] = (
+                    by_case[f"{protocol} batch={batch} conc=1"]["p50_ms"] / binary)
+        for peer in peers:
+            for protocol in PEERS[peer]:
+                for c in CONCURRENCY[batch][1:]:
+                    ours, theirs = (by_case[f"{p} batch={batch} conc={c}"]["items_per_s"] for p in ("v2-binary", protocol))
+                    ratios[f"{protocol}_over_v2-binary_items_per_s_batch{batch}_conc{c}"] = theirs / ours
+            ratios[f"{fixed_name(peer)}_over_{FIXED}_p50_batch{batch}"] = (
+                fixed_p50[(fixed_name(peer), batch)] / fixed_p50[(FIXED, batch)])
         budget = 1.5 * (ort_row["p50_ms"] + fixed_p50[(FIXED, batch)])
         checks[f"batch{batch}"] = {"v2_binary_p50_ms": binary, "ort_p50_ms": ort_row["p50_ms"],
                                    "fixed_p50_ms": fixed_p50[(FIXED, batch)], "budget_ms": budget,
                                    "within": binary <= budget,
                                    "batching_window_ms": wait_ms}
+    comparison = peer_comparison(rows, peers)
+    if args.ab:  # B over A, per contender and concurrency: p50, p99, req/s, server CPU per request
+        by = {(r["protocol"], r["batch"], r["concurrency"]): r for r in rows}
+        comparison["ab"] = {
+            f"{p} batch={b} c{c} B/A {metric}": by[("b:" + p, b, c)][metric] / by[(p, b, c)][metric]
+            for p in ("v2-binary", "v2-grpc") for b in BATCHES for c in CONCURRENCY[b]
+            for metric in ("p50_ms", "p99_ms", "requests_per_s", "server_cpu_ms_per_request")}
     result = {"model": args.model, "version": art.version, "variant": variant,
               "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(threads),
-              "triton": bool(args.triton), "in_process": in_process,
+              "load_generator": "h2load (nghttp2-client), one thread, one request in flight per connection",
+              "triton": "triton" in peers, "peers": peers, "ab": getattr(args, "ab", None), "in_process": in_process,
               "fixed_cost": [r for r in rows if r["protocol"] in fixed],
-              "http": rows, "ratios": ratios, "checks": checks}
+              "http": rows, "ratios": ratios, "checks": checks, "peer_comparison": comparison}
 
     m = result["machine"]
     print(f"machine: {m['cpu']}, {m['cores']} cores, {threads} threads, flags {' '.join(m['flags'])}; "
           f"onnxruntime {m['versions'].get('onnxruntime')}")
     print_table(in_process, "in process")
-    print_table(rows, f"over HTTP, {'our server and Triton' if args.triton else 'one server'} "
-                      "(items/s = images per second)")
-    print("\nratios (p50 at concurrency 1; items/s at concurrency 16):")
+    print_load_table(rows, "over the wire, h2load (srv CPU: the contender's server process tree; "
+                           "h2load CPU: the load generator's share of one core)")
+    print("\nratios (p50 at concurrency 1; items/s at concurrency 16 and 64):")
     for key, value in ratios.items():
         print(f"  {key:58s} {value:6.3f}")
+    if comparison["goals"]:
+        print("\nbatch 1, ours over each peer:")
+        for key, value in comparison["ratios"].items():
+            print(f"  {key:46s} {value:6.2f}")
+        print("\nthe issue's goals against the best peer:")
+        for key, value in comparison["goals"].items():
+            print(f"  {key:58s} {value:7.2f}  {'met' if goal_met(key, value) else 'NOT met'}")
+    if args.ab:
+        print(f"\nA/B: B = our server with {args.ab} (ratios B/A; < 1 is better for ms, > 1 for req/s):")
+        for key, value in comparison["ab"].items():
+            print(f"  {key:58s} {value:6.3f}")
     print("\nv2 binary at concurrency 1 vs 1.5 x (in-process ORT p50 + fixed cost):")
     for key, c in checks.items():
         print(f"  {key}: {c['v2_binary_p50_ms']:.3f} ms vs budget {c['budget_ms']:.3f} ms "
               f"(ORT {c['ort_p50_ms']:.3f} + fixed {c['fixed_p50_ms']:.3f}) -> {'within' if c['within'] else 'OVER'}; "
               f"includes up to {c['batching_window_ms']:g} ms batching window (EDGESTACK_MAX_WAIT_MS)")
-    write_result(result, args.out, f"{args.model}-protocols")
+    write_result(result, args.out, f"{args.model}-protocols" + ("-peers" if peers else ""))
     return result

@@ -135,18 +135,50 @@ def triton_env(home: Path | None = None) -> dict[str, str]:
 
 @contextlib.contextmanager
 def running_triton(repo: Path, *, port: int | None = None, host: str = "127.0.0.1", env: dict | None = None,
-                   timeout: float = 120.0, log_path: Path | None = None, home: Path | None = None):
+                   timeout: float = 120.0, log_path: Path | None = None, home: Path | None = None,
+                   grpc_port: int | None = None):
     """tritonserver on the model repository `repo`: yield (url, process) once GET /v2/health/ready
-    answers 200 (every model loaded); stop it afterwards. HTTP only: gRPC and metrics are off,
-    so nothing but `port` is bound. A model that fails to load makes tritonserver exit, and
-    this raise RuntimeError with its log."""
+    answers 200 (every model loaded); stop it afterwards. HTTP only unless `grpc_port` is given;
+    metrics are off, so nothing but the given ports is bound. A model that fails to load makes
+    tritonserver exit, and this raise RuntimeError with its log."""
     server = triton_server_dir(home)
     port = port or free_port()
     command = [str(server / "bin" / "tritonserver"), f"--model-repository={Path(repo).resolve()}",
                f"--backend-directory={server / 'backends'}", f"--cache-directory={server / 'caches'}",
-               f"--http-address={host}", f"--http-port={port}", "--allow-grpc=false", "--allow-metrics=false",
+               f"--http-address={host}", f"--http-port={port}", "--allow-metrics=false",
+               *([f"--grpc-address={host}", f"--grpc-port={grpc_port}"] if grpc_port else ["--allow-grpc=false"]),
                "--exit-on-error=true", "--exit-timeout-secs=10"]
     url = f"http://127.0.0.1:{port}"
     with running_process(command, url + "/v2/health/ready", env={**triton_env(home), **(env or {})},
                          timeout=timeout, log_path=log_path, what="tritonserver") as proc:
+        yield url, proc
+
+
+# ------------------------------------------------------------------ KServe's Python ModelServer
+
+KSERVE_VENV = REPO_ROOT / ".venv-kserve"
+
+
+def kserve_missing() -> str | None:
+    """Why KServe's ModelServer cannot run here (`make kserve-venv` builds its venv), or None."""
+    if not (KSERVE_VENV / "bin" / "python").is_file() or not list(KSERVE_VENV.glob(".installed-kserve-*")):
+        return f"no KServe venv at {KSERVE_VENV}: run `make kserve-venv`"
+    return None
+
+
+@contextlib.contextmanager
+def running_kserve(model: str, onnx_path: Path, *, threads: int, port: int | None = None,
+                   grpc_port: int | None = None, timeout: float = 120.0, log_path: Path | None = None):
+    """KServe's own ModelServer (in .venv-kserve) serving `onnx_path` as `model` with the plain
+    kserve.Model of benchmarks/kserve_peer.py: yield (url, process) once its model is ready."""
+    missing = kserve_missing()
+    if missing:
+        raise FileNotFoundError(missing)
+    port = port or free_port()
+    command = [str(KSERVE_VENV / "bin" / "python"), str(REPO_ROOT / "benchmarks" / "kserve_peer.py"),
+               "--model_name", model, "--onnx", str(onnx_path), "--threads", str(threads),
+               "--http_port", str(port), "--grpc_port", str(grpc_port or free_port())]
+    url = f"http://127.0.0.1:{port}"
+    with running_process(command, f"{url}/v2/models/{model}/ready", timeout=timeout, log_path=log_path,
+                         what="kserve ModelServer") as proc:
         yield url, proc

@@ -100,10 +100,24 @@ class Settings(BaseSettings):
         None, description="folk-lstm: train on your own folder of .abc files",
         json_schema_extra=_shown("packaged tunes"))
 
-    # -- v2 gRPC (serving/grpc_v2.py) ------------------------------------------------------
+    # -- serving performance and v2 gRPC (issue 13; serving/grpc_v2.py, serving/service.py) ----------
     grpc_port: NonNegativeInt = Field(
         0, description="port of the v2 gRPC endpoint (Triton's GRPCInferenceService) beside HTTP (0: off)",
         json_schema_extra=_shown("0 (off)"))
+    # Off by default: on the 2-core reference box, the access log line, the tracing middleware
+    # (it records nothing until an exporter is configured) and the unfrozen heap cost our v2 binary
+    # route half its server CPU per request (0.95 -> 0.48 ms at concurrency 16) and the c1 p50
+    # 4.1 -> 1.5 ms (interleaved A/B, shared machine; docs/benchmarks.md).
+    access_log: bool = Field(
+        False, description="1: BentoML's access log, one line per request", json_schema_extra=_shown("0"))
+    tracing: bool = Field(
+        False, description="1: BentoML's OpenTelemetry middleware on every request (records nothing until a "
+                           "tracing exporter is configured in BentoML's configuration); 0: skipped",
+        json_schema_extra=_shown("0"))
+    gc_freeze: bool = Field(
+        True, description="1: after warm-up, move everything loaded so far out of the garbage collector's "
+                          "reach (gc.freeze), so no full collection walks it during a request",
+        json_schema_extra=_shown("1"))
 
     # -- hardening: overload, drain, access, versions (docs/serving.md "Operating the server") --
     max_queue_ms: NonNegativeFloat = Field(

@@ -13,6 +13,17 @@ if ! command -v abc2midi >/dev/null 2>&1; then
     echo "!! abc2midi is missing: folk-lstm's /render_midi needs it (as root: apt-get install abcmidi)" >&2
   fi
 fi
+# h2load (Debian nghttp2-client): the load generator of `edgestack bench MODEL --protocols`, a C
+# program that drives HTTP/1.1 and HTTP/2 (gRPC) alike, so the client is never the bottleneck.
+if ! command -v h2load >/dev/null 2>&1; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo ">> installing Debian package nghttp2-client (h2load: the benchmark's load generator)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nghttp2-client
+  else
+    echo "!! h2load is missing: edgestack bench --protocols needs it (as root: apt-get install nghttp2-client)" >&2
+  fi
+fi
 FASHION_DIR=/usr/share/datasets/fashion-mnist
 if [ -f "$FASHION_DIR/train-images-idx3-ubyte.gz" ]; then
   exit 0

@@ -29,9 +29,18 @@ def add_parsers(sub) -> None:
     be.add_argument("--threads", type=int, help="intra-op threads for torch and ORT (default: all cores)")
     be.add_argument("--out", default="bench-results", help="folder for the JSON result")
     be.add_argument("--protocols", action="store_true",
-                    help="instead: v2 binary vs v2 JSON vs the convenience endpoint over HTTP, batch 1 and 32, "
-                         "concurrency 1 and 16, against in-process ORT (--http-requests per case)")
-    be.add_argument("--triton", action="store_true",
-                    help="with --protocols: also a real Triton (`make triton`, CPU, Python backend) serving the same "
-                         "artifact and variant, as one more contender in the same rotation")
+                    help="instead: v2 binary vs v2 JSON vs the convenience endpoint over HTTP vs v2 gRPC, batch 1 "
+                         "(concurrency 1, 16, 64) and 32 (1, 16), against in-process ORT; load from h2load "
+                         "(`make data` installs it), --http-requests per case")
+    be.add_argument("--peers", metavar="LIST",
+                    help="with --protocols: other servers on the same artifact, variant and threads in the same "
+                         "rotation, REST v2 binary and gRPC each: kserve (KServe's Python ModelServer, "
+                         "`make kserve-venv`), triton (the real Triton, Python backend, `make triton`); "
+                         "e.g. --peers kserve,triton")
+    be.add_argument("--triton", action="store_true", help="with --protocols: the same as --peers triton")
+    be.add_argument("--per-connection", type=int, default=8,
+                    help="with --protocols: at concurrency C each block sends at least C x this many requests")
+    be.add_argument("--ab", metavar="VAR=VALUE[,...]",
+                    help="with --protocols: a second server of ours with these settings joins the rotation "
+                         "(contenders b:v2-binary, b:v2-grpc): an interleaved A/B of a setting in one run")
     be.set_defaults(func=cmd_bench)

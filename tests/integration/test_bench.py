@@ -10,14 +10,22 @@ import sys
 
 import pytest
 
-from benchmarks.protocols import BATCHES, CONCURRENCY, PROTOCOLS, TRITON, TRITON_FIXED
-from edgestack.serverproc import triton_missing
+from benchmarks.protocols import (
+    BATCHES,
+    CONCURRENCY,
+    PEERS,
+    PROTOCOLS,
+    TRITON,
+    TRITON_FIXED,
+)
+from edgestack.serverproc import kserve_missing, triton_missing
 
 
 def run_bench(tmp_path, *flags) -> dict:
     done = subprocess.run([sys.executable, "-m", "edgestack.cli", "bench", "digits-cnn", "--threads", "1",
-                           "--iterations", "5", "--http-requests", "16", "--out", str(tmp_path), *flags],
-                          capture_output=True, text=True, timeout=600)
+                           "--iterations", "5", "--http-requests", "16", "--per-connection", "1", "--out", str(tmp_path),
+                           *flags],
+                          capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     (path,) = tmp_path.glob("*.json")
     assert str(path) in done.stdout  # the table's run says where its JSON went
@@ -30,9 +38,12 @@ def test_protocol_bench_measures_every_protocol_batch_and_concurrency(tmp_path):
     cases = {(r["protocol"], r["batch"], r["concurrency"]): r for r in result["http"]}
     for protocol in PROTOCOLS:
         for batch in BATCHES:
-            for concurrency in CONCURRENCY:
+            for concurrency in CONCURRENCY[batch]:
                 row = cases[(protocol, batch, concurrency)]
                 assert row["n"] >= 16 and 0 < row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"]
+                # the server's CPU and the load generator's own, per request (h2load, a C program)
+                assert row["server_cpu_ms_per_request"] >= 0 and row["loadgen_cpu_ms_per_request"] >= 0
+                assert row["requests_per_s"] > 0
     for batch in BATCHES:
         check = result["checks"][f"batch{batch}"]
         # the fixed cost is measured in the same concurrency-1 rotation as the protocols
@@ -58,9 +69,27 @@ def test_protocol_bench_with_a_real_triton_in_the_same_rotation(tmp_path):
     result = run_bench(tmp_path, "--protocols", "--triton")
     cases = {(r["protocol"], r["batch"], r["concurrency"]): r for r in result["http"]}
     for batch in BATCHES:
-        for concurrency in CONCURRENCY:
-            assert cases[(TRITON, batch, concurrency)]["p50_ms"] > 0
+        for concurrency in CONCURRENCY[batch]:
+            for contender in PEERS["triton"]:
+                assert cases[(contender, batch, concurrency)]["p50_ms"] > 0
         assert cases[(TRITON_FIXED, batch, 1)]["p50_ms"] > 0
         assert result["ratios"][f"{TRITON}_over_v2-binary_p50_batch{batch}_conc1"] > 0
         assert result["ratios"][f"{TRITON}_over_v2-binary_items_per_s_batch{batch}_conc16"] > 0
     assert result["triton"] is True
+
+
+@pytest.mark.usefixtures("digits_artifact")
+@pytest.mark.skipif(kserve_missing() is not None, reason=str(kserve_missing()))
+def test_protocol_bench_against_kserve_and_an_ab_server(tmp_path):
+    """KServe's own ModelServer (its venv) on the same artifact, and a second server of ours
+    with other settings, in the same rotation; the peer comparison names the issue's goals."""
+    result = run_bench(tmp_path, "--protocols", "--peers", "kserve", "--ab", "EDGESTACK_GC_FREEZE=1")
+    cases = {(r["protocol"], r["batch"], r["concurrency"]): r for r in result["http"]}
+    for contender in (*PEERS["kserve"], "b:v2-binary", "b:v2-grpc"):
+        for concurrency in CONCURRENCY[1]:
+            assert cases[(contender, 1, concurrency)]["p50_ms"] > 0
+    comparison = result["peer_comparison"]
+    assert comparison["ratios"]["v2-grpc/kserve-grpc c1 p50"] > 0
+    assert any(key.startswith("v2-binary c16 req/s >= 1.5x best peer") for key in comparison["goals"])
+    assert comparison["ab"]["v2-binary batch=1 c1 B/A p50_ms"] > 0
+    assert result["peers"] == ["kserve"] and result["ab"] == "EDGESTACK_GC_FREEZE=1"

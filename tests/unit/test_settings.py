@@ -55,6 +55,9 @@ DEFAULTS = {
     "EDGESTACK_CORS_ORIGINS": [],           # []: CORS off
     "EDGESTACK_SERVE_VERSIONS": 1,
     "EDGESTACK_TOKEN": None,
+    "EDGESTACK_ACCESS_LOG": False,          # off: half the per-request CPU went to it and tracing (issue 13)
+    "EDGESTACK_TRACING": False,
+    "EDGESTACK_GC_FREEZE": True,
 }
 
 

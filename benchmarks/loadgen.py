@@ -1,0 +1,138 @@
+"""The protocol benchmark's load generator: h2load (Debian nghttp2-client, a C program), driven
+per block of requests, so the client is not what the benchmark measures.
+
+One block = one h2load run: `count` requests of one body over `concurrency` connections
+(one request in flight on each), HTTP/1.1 keep-alive for the REST protocols, HTTP/2 for
+gRPC (the body is then a gRPC frame; `grpc_frame`). Per-request latencies come from
+h2load's own per-request log (`--log-file`: microseconds from send to the end of the
+response), so every percentile is exact; the wall time is h2load's "finished in"; h2load's
+own CPU seconds come from the kernel (getrusage of waited-for children), and the server's
+CPU seconds from its process tree (`ProcessTreeCPU`), both per block.
+
+A block fails loudly when any answer is not a 2xx, or (gRPC, where errors arrive as 200
+with a grpc-status trailer) when the data received is smaller than `min_response_bytes`
+per request: an error carries no message body.
+"""
+
+from __future__ import annotations
+
+import re
+import resource
+import shutil
+import struct
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+
+def h2load_path() -> str:
+    found = shutil.which("h2load")
+    if found is None:
+        from edgestack.errors import UsageError
+
+        raise UsageError("the protocol benchmark drives its load with h2load: run `make data` "
+                         "(as root it installs Debian's nghttp2-client), or apt-get install nghttp2-client")
+    return found
+
+
+def grpc_frame(message: bytes) -> bytes:
+    """A gRPC length-prefixed message: flag 0 (not compressed), big-endian length, the message."""
+    return b"\0" + struct.pack(">I", len(message)) + message
+
+
+@dataclass
+class Target:
+    """One contender's request: absolute URL, body (None: GET), headers, HTTP/2 (gRPC) or HTTP/1.1."""
+    url: str
+    body: bytes | None = None
+    headers: dict = field(default_factory=dict)
+    grpc: bool = False
+    server: str = "ours"              # whose process tree's CPU a block of this target is charged to
+    min_response_bytes: int = 0       # gRPC: a real answer carries at least this much data
+
+
+@dataclass
+class Block:
+    latencies_s: list[float]
+    wall_s: float
+    loadgen_cpu_s: float
+    server_cpu_s: float = 0.0
+
+
+def _data_bytes(text: str) -> int:
+    """h2load's 'traffic: ... , <N> (<n>) data' line: response body bytes received."""
+    match = re.search(r"traffic:.*?,\s*[\d.]+\w*B \((\d+)\) data", text)
+    return int(match.group(1)) if match else -1
+
+
+def run_block(target: Target, concurrency: int, count: int, workdir: Path) -> Block:
+    count = max(count, concurrency)
+    command = [h2load_path(), "-n", str(count), "-c", str(concurrency), "-m", "1", "-t", "1"]
+    if not target.grpc:
+        command.append("--h1")
+    if target.body is not None:
+        body = workdir / f"body-{abs(hash(target.body))}.bin"
+        if not body.exists():
+            body.write_bytes(target.body)
+        command += ["-d", str(body)]
+    for name, value in target.headers.items():
+        command += ["-H", f"{name}: {value}"]
+    with tempfile.NamedTemporaryFile("r", dir=workdir, suffix=".log") as log:
+        command += ["--log-file", log.name, target.url]
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        rows = [line.split("\t") for line in log.read().splitlines() if line.strip()]
+    out = done.stdout
+    succeeded = re.search(r"(\d+) succeeded", out)
+    statuses = [int(r[1]) for r in rows]
+    if done.returncode != 0 or not succeeded or int(succeeded.group(1)) != count or len(rows) != count \
+            or any(not 200 <= s < 300 for s in statuses):
+        raise RuntimeError(f"h2load against {target.url} (concurrency {concurrency}): not every request "
+                           f"succeeded:\n{out[-1500:]}{done.stderr[-500:]}")
+    if target.min_response_bytes and _data_bytes(out) < count * target.min_response_bytes:
+        raise RuntimeError(f"{target.url}: {_data_bytes(out)} bytes of answers for {count} requests; a real "
+                           f"answer has at least {target.min_response_bytes} (gRPC errors come as 200 "
+                           "without a body): check one request with tritonclient.grpc")
+    wall = re.search(r"finished in ([\d.]+)(s|ms|us),", out)
+    wall_s = float(wall.group(1)) / {"s": 1, "ms": 1e3, "us": 1e6}[wall.group(2)]
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return Block([int(r[2]) / 1e6 for r in rows], wall_s, cpu)
+
+
+class ProcessTreeCPU:
+    """CPU seconds (user + system) of a server process and every process below it."""
+
+    def __init__(self, pid: int):
+        import psutil
+
+        self.root = psutil.Process(pid)
+
+    def seconds(self) -> float:
+        import psutil
+
+        total = 0.0
+        for proc in [self.root, *self.root.children(recursive=True)]:
+            try:
+                times = proc.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            total += times.user + times.system
+        return total
+
+
+def summary(blocks: list[Block], items_per_request: int) -> dict:
+    """Percentiles over every block's requests; throughput = requests / summed wall time."""
+    latencies = np.concatenate([b.latencies_s for b in blocks]) * 1000
+    requests = len(latencies)
+    wall = sum(b.wall_s for b in blocks)
+    return {"p50_ms": float(np.percentile(latencies, 50)), "p95_ms": float(np.percentile(latencies, 95)),
+            "p99_ms": float(np.percentile(latencies, 99)), "max_ms": float(latencies.max()),
+            "mean_ms": float(latencies.mean()), "n": requests, "requests_per_s": requests / wall,
+            "items_per_s": requests * items_per_request / wall,
+            "server_cpu_ms_per_request": 1000 * sum(b.server_cpu_s for b in blocks) / requests,
+            "loadgen_cpu_ms_per_request": 1000 * sum(b.loadgen_cpu_s for b in blocks) / requests,
+            "loadgen_cpu_share": sum(b.loadgen_cpu_s for b in blocks) / wall}
