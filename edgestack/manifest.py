@@ -101,6 +101,11 @@ class Variant(Block):
     prompt_op_types: dict[str, int] | None = Field(None, description="tune: the same for the prompt graph")
     target: str | None = Field(None, description='"cpu" or "gpu": where this variant is meant to run')
     val_accuracy: float | None = Field(None, description="int8: validation accuracy of the chosen recipe")
+    threads: int | None = Field(None, description="ORT intra-op threads the server uses for this variant when "
+                                                 "EDGESTACK_THREADS is unset: the fewest within 5% of the fastest "
+                                                 "batch-1 run at build time (export/threads.py)")
+    threads_batch1_ms: dict[str, float] | None = Field(None, description="batch-1 p50 in ms per thread count, at build time")
+    threads_isa: dict[str, Any] | None = Field(None, description="the CPU those figures come from (model, cores, int8 ISA)")
 
     @property
     def headline(self) -> tuple[str, float]:

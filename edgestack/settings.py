@@ -62,7 +62,9 @@ class Settings(BaseSettings):
         "auto", description="auto (TensorRT > CUDA > CPU), cpu, cuda or tensorrt")
     variant: str | None = Field(
         None, description="force a variant: fp32, int8, fp16", json_schema_extra=_shown("int8 on CPU, fp16 on GPU"))
-    threads: NonNegativeInt = Field(0, description="ONNX Runtime intra-op threads per model (0: all cores)")
+    threads: NonNegativeInt = Field(
+        0, description="ONNX Runtime intra-op threads per model (0: the count the build measured fastest for the "
+                       "served variant, stored in its manifest; all cores for artifacts without one)")
     lstm_threads: PositiveInt = Field(
         1, description="folk-lstm: ORT threads per session when EDGESTACK_THREADS is unset "
                        "(batch-1 stepping gains nothing from more)")

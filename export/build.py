@@ -77,6 +77,9 @@ def export(name: str, run_dir: Path, *, root: Path | None = None, progress: bool
     try:
         registry.load_object(spec.stages.export + ":export")(run_dir, staging, name=name, progress=progress,
                                                               **export_options)
+        from export.threads import record_thread_choice
+
+        record_thread_choice(staging, progress=progress)  # the server's ORT threads per variant
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)  # never leave a half-built version behind
         raise

@@ -62,8 +62,10 @@ class ModelRunner:
         self.artifact, self.options = art, options or RunnerOptions()
         providers = choose_providers(device=self.options.device)
         self.variant = choose_variant(list(art.meta.variants), providers, self.options.variant)
+        # EDGESTACK_THREADS wins; else the thread count the build measured fastest for this variant
+        threads = self.options.threads or art.meta.variants[self.variant].threads
         self.session = open_session(art.variant_path(self.variant), providers=providers,
-                                    threads=self.options.threads, spinning=self.options.spinning)
+                                    threads=threads, spinning=self.options.spinning)
         self.stats = ModelStats(art.name, art.version)
         self.batcher = MicroBatcher(self._run_rows, max_batch=self.options.max_batch,
                                     max_wait_ms=self.options.max_wait_ms, inline_ms=self.options.inline_ms,
