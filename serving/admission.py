@@ -5,6 +5,13 @@
 - `X-Request-Timeout-Ms: N` sets the request's deadline (serving/batching.py
   `request_deadline`): a request whose model cannot start it within N ms is refused at once
   with 503 + Retry-After instead of waiting (v2 requests may use `parameters.timeout` instead);
+- load shedding at the front door: the one event loop parses, routes and answers every request,
+  so under overload requests wait for it (and for the CPU) before any model sees them. Per
+  route, the time requests now wait is their recent time in the server less the time one
+  takes alone (`RouteLoad`, as CoDel judges a queue by its standing delay); while that is over
+  EDGESTACK_MAX_QUEUE_MS (or a request's own deadline), new requests to the route get 503 +
+  Retry-After at once, which costs far less than serving them. Each model's queue has its own
+  bound behind this one (serving/batching.py);
 - it counts the requests in flight, and while the server drains it refuses new ones with 503
   (Retry-After, `Connection: close`) and answers readiness probes (/readyz,
   /v2/health/ready) with 503, so a load balancer stops sending traffic at once.
@@ -32,8 +39,33 @@ from serving.batching import request_deadline
 log = logging.getLogger("edgestack.serving")
 
 READINESS = ("/readyz", "/v2/health/ready")
+# Probes and metrics are never shed: a load balancer must see the truth while the server is busy.
+UNMETERED = (*READINESS, "/livez", "/v2/health/live", "/metrics")
 TIMEOUT_HEADER = b"x-request-timeout-ms"
 LINGER_SECONDS = 0.5
+
+
+class RouteLoad:
+    """How long a route's requests stay in the server: `sojourn`, a running mean of the recent
+    ones, and `floor`, the time one takes without waiting (the lowest seen, drifting slowly
+    up so that a model that became slower is not counted as queueing forever). Their
+    difference is the queueing now, whatever its cause: a saturated event loop, a busy model,
+    other processes taking the CPU."""
+
+    __slots__ = ("in_flight", "sojourn", "floor")
+
+    def __init__(self) -> None:
+        self.in_flight, self.sojourn, self.floor = 0, 0.0, None
+
+    def queueing(self) -> float:
+        return 0.0 if self.floor is None else max(0.0, self.sojourn - self.floor)
+
+    def done(self, seconds: float) -> None:
+        if self.floor is None:
+            self.sojourn = self.floor = seconds
+            return
+        self.sojourn = 0.9 * self.sojourn + 0.1 * seconds
+        self.floor = min(seconds, self.floor + 0.001 * (seconds - self.floor))
 
 
 class DrainState:
@@ -43,6 +75,16 @@ class DrainState:
         self.accepted = 0    # requests let in since the start
         self.completed = 0   # of those, answered to the end
         self.refused = 0     # refused because the server was draining
+        self.shed = 0        # refused because the server was overloaded
+        self.routes: dict[str, RouteLoad] = {}
+
+    def route(self, path: str) -> RouteLoad:
+        load = self.routes.get(path)
+        if load is None:
+            if len(self.routes) > 1000:  # paths come from callers: keep the table bounded
+                self.routes.clear()
+            load = self.routes[path] = RouteLoad()
+        return load
 
     def install(self) -> None:
         """Take SIGTERM over (main thread only; uvicorn's handler runs after the drain)."""
@@ -114,7 +156,7 @@ class Admission:
         if state.draining:
             if scope.get("path") in READINESS:
                 return await _answer(send, 503, "the server is shutting down (draining)")
-            if scope.get("path") not in ("/livez", "/v2/health/live", "/metrics"):
+            if scope.get("path") not in UNMETERED:
                 state.refused += 1
                 return await _answer(send, 503, "the server is shutting down; send the request to another instance",
                                      [(b"retry-after", b"1"), (b"connection", b"close")])
@@ -122,13 +164,30 @@ class Admission:
             ms = timeout_ms(scope.get("headers"))
         except ValueError as exc:
             return await _answer(send, 400, str(exc))
+        path = scope.get("path", "")
+        load = None if path in UNMETERED else state.route(path)
+        if load is not None and load.in_flight > 1:
+            budget = get_settings().max_queue_ms / 1000 or float("inf")
+            limit, waiting = min(ms / 1000 if ms else budget, budget), load.queueing()
+            if waiting > limit:
+                state.shed += 1
+                why = "its deadline" if ms and ms / 1000 == limit else f"{budget * 1000:.0f} ms"
+                return await _answer(send, 503, f"the server is overloaded: {path} requests wait about "
+                                                f"{waiting * 1000:.0f} ms before they run ({load.in_flight} in flight), "
+                                                f"more than {why}", [(b"retry-after", b"1")])
         token = request_deadline.set(time.monotonic() + ms / 1000) if ms else None
+        arrived = time.monotonic()
         state.in_flight += 1
         state.accepted += 1
+        if load is not None:
+            load.in_flight += 1
         try:
             await self.app(scope, receive, send)
             state.completed += 1
         finally:
             state.in_flight -= 1
+            if load is not None:
+                load.in_flight -= 1
+                load.done(time.monotonic() - arrived)
             if token is not None:
                 request_deadline.reset(token)

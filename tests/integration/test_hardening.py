@@ -177,7 +177,8 @@ def add_version(root: Path, source: Path, version: str, *, tamper: bool = False)
 def versioned(digits_artifact, tmp_path_factory):
     root = tmp_path_factory.mktemp("versioned")
     add_version(root, digits_artifact.path, "1")
-    with serve(["digits-cnn"], {"EDGESTACK_ARTIFACTS": str(root), "EDGESTACK_SERVE_VERSIONS": "2"}) as (url, _):
+    env = {"EDGESTACK_ARTIFACTS": str(root), "EDGESTACK_SERVE_VERSIONS": "2", "EDGESTACK_MAX_QUEUE_MS": "0"}
+    with serve(["digits-cnn"], env) as (url, _):
         yield url, root, digits_artifact.path
 
 
@@ -264,7 +265,8 @@ def test_statistics_count_requests_in_tritons_shape_and_on_metrics(versioned):
 def test_sigterm_under_load_finishes_every_accepted_request_then_exits(digits_artifact):
     """Concurrency 32 on /classify (8 images each); SIGTERM after a second. Every request the
     server let in completes; the rest are refused with 503 (never cut off); readiness turns 503."""
-    with serve(["digits-cnn"], {"EDGESTACK_DRAIN_SECONDS": "20"}) as (url, proc):
+    # shedding off: this test is about the drain, and a slow shared CI box must not shed
+    with serve(["digits-cnn"], {"EDGESTACK_DRAIN_SECONDS": "20", "EDGESTACK_MAX_QUEUE_MS": "0"}) as (url, proc):
         body = {"pixels": np.zeros((8, 28, 28)).tolist(), "model": "digits-cnn"}
 
         async def load():
