@@ -22,6 +22,7 @@ import shutil
 import struct
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,9 +69,14 @@ def _data_bytes(text: str) -> int:
     return int(match.group(1)) if match else -1
 
 
-def run_block(target: Target, concurrency: int, count: int, workdir: Path) -> Block:
-    count = max(count, concurrency)
-    command = [h2load_path(), "-n", str(count), "-c", str(concurrency), "-m", "1", "-t", "1"]
+def h2load_command(target: Target, concurrency: int, workdir: Path, log: str, *, count: int | None = None,
+                   seconds: float | None = None, rps: float | None = None) -> list[str]:
+    """h2load for `target`: `count` requests, or for `seconds`; `rps`: each connection's request
+    rate (open loop, h2load --rps) instead of one request right after another."""
+    command = [h2load_path(), "-c", str(concurrency), "-m", "1", "-t", "1"]
+    command += ["-D", f"{seconds:g}"] if seconds else ["-n", str(count)]
+    if rps:
+        command.append(f"--rps={rps:g}")
     if not target.grpc:
         command.append("--h1")
     if target.body is not None:
@@ -80,16 +86,26 @@ def run_block(target: Target, concurrency: int, count: int, workdir: Path) -> Bl
         command += ["-d", str(body)]
     for name, value in target.headers.items():
         command += ["-H", f"{name}: {value}"]
+    return [*command, "--log-file", log, target.url]
+
+
+def read_log(text: str) -> tuple[np.ndarray, np.ndarray]:
+    """h2load's per-request log -> (HTTP statuses, latencies in seconds)."""
+    rows = [line.split("\t") for line in text.splitlines() if line.strip()]
+    return np.array([int(r[1]) for r in rows], dtype=int), np.array([int(r[2]) / 1e6 for r in rows])
+
+
+def run_block(target: Target, concurrency: int, count: int, workdir: Path) -> Block:
+    count = max(count, concurrency)
     with tempfile.NamedTemporaryFile("r", dir=workdir, suffix=".log") as log:
-        command += ["--log-file", log.name, target.url]
+        command = h2load_command(target, concurrency, workdir, log.name, count=count)
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         done = subprocess.run(command, capture_output=True, text=True, check=False)
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        rows = [line.split("\t") for line in log.read().splitlines() if line.strip()]
+        statuses, latencies = read_log(log.read())
     out = done.stdout
     succeeded = re.search(r"(\d+) succeeded", out)
-    statuses = [int(r[1]) for r in rows]
-    if done.returncode != 0 or not succeeded or int(succeeded.group(1)) != count or len(rows) != count \
+    if done.returncode != 0 or not succeeded or int(succeeded.group(1)) != count or len(statuses) != count \
             or any(not 200 <= s < 300 for s in statuses):
         raise RuntimeError(f"h2load against {target.url} (concurrency {concurrency}): not every request "
                            f"succeeded:\n{out[-1500:]}{done.stderr[-500:]}")
@@ -100,16 +116,56 @@ def run_block(target: Target, concurrency: int, count: int, workdir: Path) -> Bl
     wall = re.search(r"finished in ([\d.]+)(s|ms|us),", out)
     wall_s = float(wall.group(1)) / {"s": 1, "ms": 1e3, "us": 1e6}[wall.group(2)]
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return Block([int(r[2]) / 1e6 for r in rows], wall_s, cpu)
+    return Block(list(latencies), wall_s, cpu)
+
+
+class Stream:
+    """An h2load run in the background that may answer anything (overload: 503s are expected):
+    start several for a mixed load, then `finish` each for every request's status and latency."""
+
+    def __init__(self, target: Target, concurrency: int, workdir: Path, **amount):
+        self.log = tempfile.NamedTemporaryFile("r", dir=workdir, suffix=".log")
+        self.started = time.perf_counter()
+        self.proc = subprocess.Popen(h2load_command(target, concurrency, workdir, self.log.name, **amount),
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def finish(self) -> dict:
+        output, _ = self.proc.communicate()
+        wall = time.perf_counter() - self.started
+        with self.log:
+            statuses, latencies = read_log(self.log.read())
+        if self.proc.returncode != 0:
+            raise RuntimeError(f"h2load failed ({self.proc.returncode}): {output[-1500:]}")
+        return {"status": statuses, "latency_s": latencies, "wall_s": wall}
+
+
+def run_stream(target: Target, concurrency: int, workdir: Path, **amount) -> dict:
+    """One `Stream` to its end, with h2load's own CPU seconds."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result = Stream(target, concurrency, workdir, **amount).finish()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result["loadgen_cpu_s"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return result
 
 
 class ProcessTreeCPU:
-    """CPU seconds (user + system) of a server process and every process below it."""
+    """CPU seconds (user + system) and resident memory of a server process and every process below it."""
 
     def __init__(self, pid: int):
         import psutil
 
         self.root = psutil.Process(pid)
+
+    def rss_bytes(self) -> int:
+        import psutil
+
+        total = 0
+        for proc in [self.root, *self.root.children(recursive=True)]:
+            try:
+                total += proc.memory_info().rss
+            except psutil.NoSuchProcess:
+                continue
+        return total
 
     def seconds(self) -> float:
         import psutil

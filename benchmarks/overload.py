@@ -23,85 +23,18 @@ warm-up and at the end (growth must stay under 5%).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import io
-import os
-import resource
-import shutil
-import subprocess
+import json
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-import psutil
 
+from benchmarks.loadgen import ProcessTreeCPU, Stream, Target, run_stream
 from benchmarks.timing import machine, write_result
 from edgestack import artifact
 from edgestack.serverproc import running_server
-
-
-def start_h2load(url: str, body: bytes | None, headers: dict, *, concurrency: int, workdir: Path,
-                 count: int | None = None, seconds: float | None = None, rps: float | None = None) -> dict:
-    """Start one h2load run over HTTP/1.1 keep-alive, logging every request (`finish_h2load` waits)."""
-    exe = shutil.which("h2load")
-    if exe is None:
-        raise SystemExit("h2load is missing: `make data` installs Debian's nghttp2-client (as root), "
-                         "or apt-get install nghttp2-client")
-    stamp = time.time_ns()
-    log = workdir / f"h2load-{stamp}.log"
-    command = [exe, "--h1", "-c", str(concurrency), "-m", "1", "-t", "1", f"--log-file={log}"]
-    command += ["-D", f"{seconds:g}"] if seconds else ["-n", str(count)]
-    if rps:
-        command += [f"--rps={rps:g}"]
-    if body is not None:
-        path = workdir / f"body-{stamp}.bin"
-        path.write_bytes(body)
-        command += ["-d", str(path)]
-    for key, value in headers.items():
-        command += ["-H", f"{key}: {value}"]
-    return {"proc": subprocess.Popen([*command, url], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True),
-            "log": log, "started": time.perf_counter()}
-
-
-def finish_h2load(run: dict) -> dict:
-    """Wait for a run: every request's status and latency (h2load's log), wall time, h2load's CPU."""
-    output, _ = run["proc"].communicate()
-    wall = time.perf_counter() - run["started"]
-    if run["proc"].returncode != 0:
-        raise RuntimeError(f"h2load failed ({run['proc'].returncode}): {output[-1500:]}")
-    rows = [line.split("\t") for line in run["log"].read_text().splitlines() if line.strip()]
-    return {"status": np.array([int(r[1]) for r in rows]), "latency_s": np.array([int(r[2]) / 1e6 for r in rows]),
-            "wall_s": wall}
-
-
-def h2load(url: str, body: bytes | None, headers: dict, **kwargs) -> dict:
-    """One h2load run to its end, with h2load's own CPU seconds (getrusage of waited-for children)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    result = finish_h2load(start_h2load(url, body, headers, **kwargs))
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    result["loadgen_cpu_s"] = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
-    return result
-
-
-def tree_rss(pid: int) -> int:
-    """Resident memory of a process and all its children (bytes)."""
-    proc = psutil.Process(pid)
-    total = 0
-    for p in [proc, *proc.children(recursive=True)]:
-        with contextlib.suppress(psutil.Error):
-            total += p.memory_info().rss
-    return total
-
-
-def tree_cpu(pid: int) -> float:
-    proc = psutil.Process(pid)
-    total = 0.0
-    for p in [proc, *proc.children(recursive=True)]:
-        with contextlib.suppress(psutil.Error):
-            t = p.cpu_times()
-            total += t.user + t.system
-    return total
 
 
 def ms(values: np.ndarray, q: float) -> float | None:
@@ -119,11 +52,15 @@ def summary(run: dict, label: str, offered_rps: float | None) -> dict:
             "shed_p99_ms": ms(shed, 99), "loadgen_cpu_s": round(run["loadgen_cpu_s"], 2), "wall_s": round(run["wall_s"], 2)}
 
 
-def v2_body(art: artifact.Artifact) -> tuple[str, bytes, dict]:
-    from benchmarks.protocols import requests_for, test_pixels
+def v2_request(art: artifact.Artifact, url: str) -> Target:
+    """A v2 binary batch-1 request with one real held-out image."""
+    from benchmarks.protocols import test_pixels
+    from clients.v2 import infer_request, model_path
+    from edgestack.families.image import to_model_input
 
-    request = requests_for(art, test_pixels(art, 1))["v2-binary"]
-    return request["url"], request["content"], request["headers"]
+    x = to_model_input(test_pixels(art, 1), art.meta.preprocessing.to_dict())
+    body, headers = infer_request({art.meta.inputs[0].name: x}, binary=True)
+    return Target(url + model_path(art.name, suffix="/infer"), body, headers)
 
 
 def print_rows(rows: list[dict], title: str) -> None:
@@ -136,7 +73,6 @@ def print_rows(rows: list[dict], title: str) -> None:
 
 def overload(args, workdir: Path) -> dict:
     art = artifact.load_latest(args.model)
-    path, body, headers = v2_body(art)
     env = {"EDGESTACK_THREADS": str(args.threads)}
     rows, sustainable = [], None
     configs = [("shedding on (500 ms queue)", {}, {}),
@@ -144,17 +80,18 @@ def overload(args, workdir: Path) -> dict:
                ("shedding off (unbounded)", {"EDGESTACK_MAX_QUEUE_MS": "0"}, {})]
     for label, extra_env, extra_headers in configs:
         with running_server([args.model], env={**env, **extra_env}) as (url, proc):
-            h2load(url + path, body, headers, concurrency=16, workdir=workdir, count=400)  # warm-up
+            target, server = v2_request(art, url), ProcessTreeCPU(proc.pid)
+            run_stream(target, 16, workdir, count=400)  # warm-up
             if sustainable is None:
-                closed = h2load(url + path, body, headers, concurrency=16, workdir=workdir, seconds=5)
+                closed = run_stream(target, 16, workdir, seconds=5)
                 sustainable = float((closed["status"] == 200).sum() / closed["wall_s"])
                 rows.append(summary(closed, "closed loop c16 (sustainable)", None))
             offered = args.factor * sustainable
-            cpu = tree_cpu(proc.pid)
-            run = h2load(url + path, body, {**headers, **extra_headers}, concurrency=args.connections,
-                         workdir=workdir, seconds=args.seconds, rps=offered / args.connections)
+            cpu = server.seconds()
+            target.headers = {**target.headers, **extra_headers}
+            run = run_stream(target, args.connections, workdir, seconds=args.seconds, rps=offered / args.connections)
             row = summary(run, f"{args.factor:g}x: {label}", offered)
-            row["server_cpu_s"] = round(tree_cpu(proc.pid) - cpu, 2)
+            row["server_cpu_s"] = round(server.seconds() - cpu, 2)
             rows.append(row)
             print(f"  {row['run']}: {row['accepted_200']} accepted, {row['shed_503']} shed, {row['other']} other; "
                   f"accepted p99 {row['accepted_p99_ms']} ms", flush=True)
@@ -178,34 +115,33 @@ def soak(args, workdir: Path) -> dict:
     from benchmarks.protocols import test_pixels
 
     art = artifact.load_latest(args.model)
-    path, body, headers = v2_body(art)
     upload, upload_headers = png_upload(test_pixels(art, 1)[0])
-    streams = [("images (PNG upload)", "/classify_image", upload, upload_headers),
-               ("v2 binary", path, body, headers)]
     models = [args.model]
     text = next((m for m in ("sentiment-transformer", "topic-transformer")
                  if artifact.latest_version_dir(m) is not None), None)
     if text:
         models.append(text)
-        import json
-        streams.append(("texts", "/classify_text", json.dumps({"model": text, "texts": [
-            "a gripping, beautifully acted film", "dull, predictable and far too long"]}).encode(),
-            {"content-type": "application/json"}))
-    per_stream, concurrency = args.requests // len(streams), 64 // len(streams)
     with running_server(models, env={"EDGESTACK_THREADS": str(args.threads)}) as (url, proc):
-        for _, route, payload, hdrs in streams:  # warm-up: the first requests allocate pools and caches
-            h2load(url + route, payload, hdrs, concurrency=concurrency, workdir=workdir, count=300)
-        rss_start, cpu_start, started = tree_rss(proc.pid), tree_cpu(proc.pid), time.perf_counter()
-        runs = [start_h2load(url + route, payload, hdrs, concurrency=concurrency, workdir=workdir, count=per_stream)
-                for _, route, payload, hdrs in streams]  # the streams run at the same time: a mixed load
-        results = [finish_h2load(run) for run in runs]
+        streams = [("images (PNG upload)", Target(url + "/classify_image", upload, upload_headers)),
+                   ("v2 binary", v2_request(art, url))]
+        if text:
+            body = {"model": text, "texts": ["a gripping, beautifully acted film", "dull, predictable and far too long"]}
+            streams.append(("texts", Target(url + "/classify_text", json.dumps(body).encode(),
+                                            {"content-type": "application/json"})))
+        per_stream, concurrency = args.requests // len(streams), 64 // len(streams)
+        for _, target in streams:  # warm-up: the first requests allocate pools and caches
+            run_stream(target, concurrency, workdir, count=300)
+        server = ProcessTreeCPU(proc.pid)
+        rss_start, cpu_start, started = server.rss_bytes(), server.seconds(), time.perf_counter()
+        running = [Stream(target, concurrency, workdir, count=per_stream) for _, target in streams]  # at once: mixed
+        results = [stream.finish() for stream in running]
         wall = time.perf_counter() - started
-        rss_end, cpu = tree_rss(proc.pid), tree_cpu(proc.pid) - cpu_start
+        rss_end, cpu = server.rss_bytes(), server.seconds() - cpu_start
     rows = []
-    for (label, route, _, _), result in zip(streams, results):
+    for (label, target), result in zip(streams, results):
         status, latency = result["status"], result["latency_s"]
         ok = latency[status == 200]
-        rows.append({"stream": label, "route": route, "requests": len(status), "errors": int((status != 200).sum()),
+        rows.append({"stream": label, "route": target.url.removeprefix(url), "requests": len(status), "errors": int((status != 200).sum()),
                      "p50_ms": ms(ok, 50), "p99_ms": ms(ok, 99)})
     total = sum(r["requests"] for r in rows)
     errors = sum(r["errors"] for r in rows)
@@ -236,11 +172,9 @@ def main(argv: list[str] | None = None) -> int:
         result = soak(args, Path(tmp)) if args.soak else overload(args, Path(tmp))
     result = {"model": args.model, "kind": "soak" if args.soak else "overload",
               "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(args.threads), **result}
-    path = write_result(result, args.out, f"{args.model}-{result['kind']}")
-    print(f"JSON: {path}")
+    write_result(result, args.out, f"{args.model}-{result['kind']}")
     return 0
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("EDGESTACK_ARTIFACTS", str(artifact.default_root()))
     raise SystemExit(main())
