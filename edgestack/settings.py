@@ -149,7 +149,31 @@ class Settings(BaseSettings):
         None, description="the bearer token the client, `edgestack predict`, `v2-check` and the benchmarks send",
         json_schema_extra=_shown("none"))
 
-    @field_validator("models", "api_keys", "open_paths", "cors_origins", mode="before")
+    # -- Ray Serve engine (`edgestack serve --engine ray`, serving/ray_engine.py) ---------
+    ray_address: str | None = Field(
+        None, description="Ray Serve: a running Ray cluster to join (host:port of its GCS, or auto)",
+        json_schema_extra=_shown("start a local Ray"))
+    ray_replicas: Annotated[list[str], NoDecode] = Field(
+        ["1"], description="Ray Serve: replicas per model, N for every model and MODEL=N for one "
+                           "(comma-separated, e.g. 1,sentiment-transformer=2)", json_schema_extra=_shown("1"))
+    ray_autoscale: Annotated[list[str], NoDecode] = Field(
+        [], description="Ray Serve: autoscale instead of fixed replicas, MIN:MAX for every model and "
+                        "MODEL=MIN:MAX for one (comma-separated)", json_schema_extra=_shown("off"))
+    ray_num_cpus: Annotated[list[str], NoDecode] = Field(
+        ["1"], description="Ray Serve: logical CPUs each replica reserves (fractions allowed), X for every "
+                           "model and MODEL=X for one; also its ONNX Runtime threads (rounded up)",
+        json_schema_extra=_shown("1"))
+    ray_max_ongoing: PositiveInt = Field(
+        32, description="Ray Serve: most requests in flight at one model replica (its batcher's company); "
+                        "more wait in the caller's queue")
+    ray_max_queued: int = Field(
+        256, ge=-1, description="Ray Serve: most requests waiting per model at each caller; beyond it a "
+                                "request gets 503 (-1: no limit)")
+    ray_router_replicas: PositiveInt = Field(
+        1, description="Ray Serve: replicas of the router (HTTP endpoints, v2 protocol) in front of the models")
+
+    @field_validator("models", "api_keys", "open_paths", "cors_origins", "ray_replicas", "ray_autoscale",
+                     "ray_num_cpus", mode="before")
     @classmethod
     def _comma_separated(cls, value):
         if isinstance(value, str):

@@ -8,10 +8,12 @@ import numpy as np
 
 from edgestack.errors import InputError
 from edgestack.families import image as processing
-from serving.runner import ModelRunner
+from serving.runner import ModelRunner, ModelView
 
 
-class ImageClassifier(ModelRunner):
+class ImageRequests(ModelView):
+    """An image classifier's request side (manifest only): decoding uploads, checking pixel arrays."""
+
     @property
     def size(self) -> tuple[int, int]:
         pre = self.meta.preprocessing
@@ -31,6 +33,8 @@ class ImageClassifier(ModelRunner):
         """A nested list of pixel intensities 0..255: [H, W], [N, H, W] or [N, 1, H, W]."""
         return processing.check_pixels(values, *self.size)
 
+
+class ImageClassifier(ImageRequests, ModelRunner):
     async def classify(self, pixels: np.ndarray, top_k: int = 3) -> list[dict]:
         """pixels [N, H, W] 0..255 -> per image: top-k labels with probabilities."""
         labels = self.meta.labels

@@ -57,25 +57,16 @@ def variant_warnings(art: Artifact, chosen: str, requested: str | None) -> list[
     return [f"{art.name} v{art.version}: serving fp32 on CPU because the build withheld int8: {withheld}"]
 
 
-class ModelRunner:
-    def __init__(self, art: Artifact, options: RunnerOptions | None = None, on_batch=None):
-        self.artifact, self.options = art, options or RunnerOptions()
-        providers = choose_providers(device=self.options.device)
-        self.variant = choose_variant(list(art.meta.variants), providers, self.options.variant)
-        # EDGESTACK_THREADS wins; else the thread count the build measured fastest for this variant
-        threads = self.options.threads or art.meta.variants[self.variant].threads
-        self.session = open_session(art.variant_path(self.variant), providers=providers,
-                                    threads=threads, spinning=self.options.spinning)
-        self.stats = ModelStats(art.name, art.version)
-        self.batcher = MicroBatcher(self._run_rows, max_batch=self.options.max_batch,
-                                    max_wait_ms=self.options.max_wait_ms, inline_ms=self.options.inline_ms,
-                                    name=art.name, on_batch=on_batch, stats=self.stats,
-                                    max_queue_ms=self.options.max_queue_ms,
-                                    max_queue_rows=self.options.max_queue_rows)
-        log.info("%s v%s: variant %s on %s", art.name, art.version, self.variant, self.session.providers[0])
-        self.warnings = variant_warnings(art, self.variant, self.options.variant)
-        for warning in self.warnings:
-            log.warning("%s", warning)
+class ModelView:
+    """What a runner tells from its artifact alone, without a session: its name, manifest and
+    tensors, and (in family mixins such as serving.image.ImageRequests) the request checks
+    that need only the manifest. The Ray Serve router's proxies (serving/ray_engine.py) are
+    views too, so they check requests exactly as the runner would."""
+
+    artifact: Artifact
+
+    def init_requests(self) -> None:
+        """Read what the request checks need from the artifact (family mixins override)."""
 
     @property
     def name(self) -> str:
@@ -98,6 +89,28 @@ class ModelRunner:
     @property
     def output_names(self) -> list[str]:
         return [spec.name for spec in self.meta.outputs]
+
+
+class ModelRunner(ModelView):
+    def __init__(self, art: Artifact, options: RunnerOptions | None = None, on_batch=None):
+        self.artifact, self.options = art, options or RunnerOptions()
+        self.init_requests()
+        providers = choose_providers(device=self.options.device)
+        self.variant = choose_variant(list(art.meta.variants), providers, self.options.variant)
+        # EDGESTACK_THREADS wins; else the thread count the build measured fastest for this variant
+        threads = self.options.threads or art.meta.variants[self.variant].threads
+        self.session = open_session(art.variant_path(self.variant), providers=providers,
+                                    threads=threads, spinning=self.options.spinning)
+        self.stats = ModelStats(art.name, art.version)
+        self.batcher = MicroBatcher(self._run_rows, max_batch=self.options.max_batch,
+                                    max_wait_ms=self.options.max_wait_ms, inline_ms=self.options.inline_ms,
+                                    name=art.name, on_batch=on_batch, stats=self.stats,
+                                    max_queue_ms=self.options.max_queue_ms,
+                                    max_queue_rows=self.options.max_queue_rows)
+        log.info("%s v%s: variant %s on %s", art.name, art.version, self.variant, self.session.providers[0])
+        self.warnings = variant_warnings(art, self.variant, self.options.variant)
+        for warning in self.warnings:
+            log.warning("%s", warning)
 
     def describe(self) -> dict:
         return {"name": self.name, "version": self.artifact.version, "task": self.meta.task,

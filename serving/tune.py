@@ -25,10 +25,32 @@ from edgestack.families import tune as processing
 from edgestack.families.tune import SamplingParams, sample_index  # noqa: F401 (re-exported for callers)
 from edgestack.runtime import open_session
 from edgestack.settings import get_settings
-from serving.runner import ModelRunner, RunnerOptions
+from serving.runner import ModelRunner, ModelView, RunnerOptions
 
 
-class MusicGenerator(ModelRunner):
+class TuneRequests(ModelView):
+    """folk-lstm's request side (artifact only): checking sampling parameters, shaping the answer."""
+
+    def init_requests(self) -> None:
+        self.chars = json.loads(self.artifact.file(self.meta.vocabulary.file).read_text())
+        self.index = {ch: i for i, ch in enumerate(self.chars)}
+        self.default_prompt = self.meta.generation.default_prompt
+        limits = get_settings()  # shown by /models as they were named before the settings moved
+        self.limits = {"max_prompt_chars": limits.max_prompt_chars, "max_length": limits.max_new_chars}
+
+    def check(self, prompt=None, max_length=None, temperature=1.0, top_k=0, top_p=1.0, seed=None) -> SamplingParams:
+        """Every caller mistake becomes an InputError naming the parameter and the allowed range."""
+        return processing.check_sampling(prompt, max_length, temperature, top_k, top_p, seed,
+                                         vocabulary=self.index, default_prompt=self.default_prompt,
+                                         max_prompt_chars=self.limits["max_prompt_chars"],
+                                         max_new_chars=self.limits["max_length"])
+
+    def result(self, params: SamplingParams, generated: str) -> dict:
+        return {"model": self.name, "version": self.artifact.version, "variant": self.variant,
+                **processing.result(params, generated)}
+
+
+class MusicGenerator(TuneRequests, ModelRunner):
     """Serves a folk-lstm artifact: `generate` (whole tune), `stream` (pieces as they come), `infer` (raw step)."""
 
     def __init__(self, art: Artifact, options: RunnerOptions | None = None, on_batch=None):
@@ -41,21 +63,10 @@ class MusicGenerator(ModelRunner):
         self.prompt_session = open_session(art.file(art.meta.variants[self.variant].prompt_file),
                                            providers=self.session.providers,
                                            threads=self.options.threads, spinning=self.options.spinning)
-        chars = json.loads(art.file(art.meta.vocabulary.file).read_text())
         # The sampling loop is the tune family's (shared with batch jobs and devices) on our sessions.
-        self.generator = processing.Generator(self.session.session, self.prompt_session.session, chars,
+        self.generator = processing.Generator(self.session.session, self.prompt_session.session, self.chars,
                                               art.meta.generation.to_dict())
-        self.chars, self.index, self.hidden = chars, self.generator.index, self.generator.hidden
-        self.end_of_tune, self.default_prompt = self.generator.end_of_tune, self.generator.default_prompt
-        limits = get_settings()  # shown by /models as they were named before the settings moved
-        self.limits = {"max_prompt_chars": limits.max_prompt_chars, "max_length": limits.max_new_chars}
-
-    # -- checking requests --------------------------------------------------------------
-    def check(self, prompt=None, max_length=None, temperature=1.0, top_k=0, top_p=1.0, seed=None) -> SamplingParams:
-        """Every caller mistake becomes an InputError naming the parameter and the allowed range."""
-        return self.generator.check(prompt, max_length, temperature, top_k, top_p, seed,
-                                    max_prompt_chars=self.limits["max_prompt_chars"],
-                                    max_new_chars=self.limits["max_length"])
+        self.hidden, self.end_of_tune = self.generator.hidden, self.generator.end_of_tune
 
     # -- the model (the family's Generator on this runner's sessions) -------------------
     def zero_state(self, batch: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -68,10 +79,6 @@ class MusicGenerator(ModelRunner):
     def complete(self, params: SamplingParams) -> dict:
         """A whole tune (blocking)."""
         return self.result(params, "".join(self.pieces(params)))
-
-    def result(self, params: SamplingParams, generated: str) -> dict:
-        return {"model": self.name, "version": self.artifact.version, "variant": self.variant,
-                **processing.result(params, generated)}
 
     async def generate(self, params: SamplingParams) -> dict:
         return await self.stats.track(asyncio.to_thread(self.complete, params))

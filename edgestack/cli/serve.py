@@ -1,4 +1,5 @@
-"""`edgestack serve`: verify the artifacts, then become the BentoML server (serving/service.py)."""
+"""`edgestack serve`: verify the artifacts, then become the BentoML server (serving/service.py),
+or with `--engine ray` serve them on Ray Serve (serving/ray_engine.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,9 @@ from edgestack.settings import env_name, help_text
 # Each flag is the Settings field of the same name.
 SERVE_FLAGS = tuple((flag, env_name(flag)) for flag in
                     ("device", "variant", "threads", "max_body_bytes", "max_batch", "max_wait_ms", "grpc_port"))
+# --engine ray: flag -> Settings field (the repeatable ones are joined with commas)
+RAY_FLAGS = {"address": "ray_address", "replicas": "ray_replicas", "autoscale": "ray_autoscale",
+             "num_cpus": "ray_num_cpus", "max_ongoing": "ray_max_ongoing", "max_queued": "ray_max_queued"}
 
 
 def server_env(args: argparse.Namespace, environ) -> dict[str, str]:
@@ -25,6 +29,10 @@ def server_env(args: argparse.Namespace, environ) -> dict[str, str]:
     for flag, var in SERVE_FLAGS:
         if getattr(args, flag) is not None:
             env[var] = str(getattr(args, flag))
+    for flag, field in RAY_FLAGS.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            env[env_name(field)] = ",".join(value) if isinstance(value, list) else str(value)
     return env
 
 
@@ -39,6 +47,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         art = artifact.load_latest(name)
         print(f"[{name}] v{art.version} verified ({len(art.meta.files)} files)", flush=True)
     env = server_env(args, os.environ)
+    if args.engine == "ray":
+        from serving.ray_engine import serve_forever
+
+        os.environ.update(env)
+        return serve_forever(names, args.host, args.port)
     root = Path(__file__).resolve().parents[2]  # the repository: edgestack/cli/serve.py -> ../../..
     command = [sys.executable, "-m", "bentoml", "serve", "serving.service:EdgeStack",
                "--host", args.host, "--port", str(args.port), "--working-dir", str(root)]
@@ -65,4 +78,19 @@ def add_parsers(sub) -> None:
     s.add_argument("--grpc-port", type=int,
                    help="also serve the v2 protocol over gRPC (Triton's GRPCInferenceService, tritonclient.grpc) "
                         "on this port, same models and batcher (default 0: off)")
+    ray = s.add_argument_group(
+        "Ray Serve (--engine ray)", "each model a Ray Serve deployment; MODEL=VALUE sets one model, a bare VALUE "
+        "every model; repeat a flag for several")
+    ray.add_argument("--engine", choices=["bentoml", "ray"], default="bentoml",
+                     help="bentoml: one server process (default); ray: Ray Serve, on this box or a cluster")
+    ray.add_argument("--replicas", action="append", metavar="[MODEL=]N", help="replicas per model (default 1)")
+    ray.add_argument("--autoscale", action="append", metavar="[MODEL=]MIN:MAX",
+                     help="autoscale between MIN and MAX replicas instead of a fixed count")
+    ray.add_argument("--num-cpus", action="append", metavar="[MODEL=]X",
+                     help="logical CPUs per replica, also its ONNX Runtime threads (default 1)")
+    ray.add_argument("--address", help="join a running Ray cluster (its GCS host:port, or auto); "
+                                       "default: start a local Ray and stop it on exit")
+    ray.add_argument("--max-ongoing", type=int, help="most requests in flight at one replica (default 32)")
+    ray.add_argument("--max-queued", type=int,
+                     help="most requests waiting per model; beyond: 503 (default 256, -1: no limit)")
     s.set_defaults(func=cmd_serve)

@@ -58,6 +58,14 @@ DEFAULTS = {
     "EDGESTACK_ACCESS_LOG": False,          # off: half the per-request CPU went to it and tracing (issue 13)
     "EDGESTACK_TRACING": False,
     "EDGESTACK_GC_FREEZE": True,
+    # Ray Serve engine (new with it, so "before" is its first default)
+    "EDGESTACK_RAY_ADDRESS": None,          # None: start a local Ray
+    "EDGESTACK_RAY_REPLICAS": ["1"],
+    "EDGESTACK_RAY_AUTOSCALE": [],
+    "EDGESTACK_RAY_NUM_CPUS": ["1"],
+    "EDGESTACK_RAY_MAX_ONGOING": 32,
+    "EDGESTACK_RAY_MAX_QUEUED": 256,
+    "EDGESTACK_RAY_ROUTER_REPLICAS": 1,
 }
 
 

@@ -1,0 +1,475 @@
+"""`edgestack serve --engine ray`: the served models on Ray Serve, one deployment per model.
+
+    client --HTTP--> Ray Serve proxy --> router (1+ replicas) --handle--> <model> (N replicas or autoscaled)
+
+- Each model is a deployment (`ModelReplica`) whose replicas hold the same runner as the BentoML
+  server (serving/runner.py and its family subclass): the artifact verified on load, the same
+  variant choice, input checks and adaptive batcher (serving/batching.py; Ray Serve's own
+  `@serve.batch` is not used: ours already batches whatever arrives while a batch runs).
+- The router is the ingress deployment: the REST endpoints of serving/endpoints.py and the v2
+  app of serving/v2.py, behind the same error-shape and body-size middleware, over a mapping of
+  `RemoteRunner`s. A remote runner is a `ModelView` of the artifact (name, manifest, the family's
+  request checks, which need no session) whose inference methods call the model's deployment.
+  So requests, answers and errors are the BentoML server's, byte for byte where it matters.
+- Ray Serve's back-pressure (a model's queue at the router full: `max_queued_requests`), a
+  deployment without replicas and a replica that dies mid-request all become 503 `{"error"}`.
+- SIGHUP redeploys with each model's newest artifact version: Ray Serve replaces the replicas
+  one by one (rolling update), new ones start before old ones drain.
+
+Per-model settings (edgestack/settings.py, "Ray Serve engine"): replicas or autoscaling,
+logical CPUs per replica (also its ONNX Runtime threads), requests in flight per replica,
+queue length per caller. The artifacts folder must be readable at the same path on every
+node of a cluster (a shared filesystem); locally it simply is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import shutil
+import signal
+import tempfile
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import psutil
+from ray import serve
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from edgestack import artifact, registry
+from edgestack.errors import InputError, UsageError
+from edgestack.settings import PREFIX, Settings, get_settings
+from serving.endpoints import Endpoints
+from serving.error_shape import ErrorShape
+from serving.limits import BodySizeLimit
+from serving.runner import ModelRunner, ModelView, RunnerOptions
+from serving.v2 import V2App, http_error
+
+log = logging.getLogger("edgestack.ray")
+
+APP = "edgestack"
+
+
+class Unavailable(InputError):
+    """Not the caller's mistake, answered in the same shape: 503 {"error": ...}, worth a retry."""
+
+    def __init__(self, message: str):
+        super().__init__(message, 503)
+
+
+# ---------------------------------------------------------------------- the plan: what to deploy
+
+@dataclass(frozen=True)
+class ModelPlan:
+    name: str
+    version: str
+    path: str                            # the artifact's version folder (the same on every node)
+    replicas: int | None                 # fixed replica count, or None when autoscaled
+    autoscale: tuple[int, int] | None    # (min, max) replicas
+    num_cpus: float                      # Ray's logical CPUs per replica
+
+    @property
+    def most_replicas(self) -> int:
+        return self.autoscale[1] if self.autoscale else self.replicas
+
+
+def per_model(entries: list[str], name: str, parse, what: str):
+    """"X" for every model and "MODEL=X" for one (the later entry wins) -> this model's X, or None."""
+    value = None
+    for entry in entries:
+        model, _, text = entry.rpartition("=")
+        if model and model not in registry.MODELS:
+            raise UsageError(f"{what}: {entry!r} names no registered model ({', '.join(registry.MODELS)})")
+        if model in ("", name):
+            try:
+                value = parse(text)
+            except ValueError:
+                raise UsageError(f"{what}: {entry!r} is not valid ({parse.__doc__})") from None
+    return value
+
+
+def count(text: str) -> int:
+    """a whole number >= 1"""
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(text)
+    return int(text)
+
+
+def span(text: str) -> tuple[int, int]:
+    """MIN:MAX, 0 <= MIN <= MAX, MAX >= 1"""
+    low, sep, high = text.partition(":")
+    if not sep or not low.isdigit() or not high.isdigit() or not 0 <= int(low) <= int(high) or int(high) < 1:
+        raise ValueError(text)
+    return int(low), int(high)
+
+
+def cpus(text: str) -> float:
+    """a number > 0"""
+    value = float(text)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(text)
+    return value
+
+
+def plan(names: list[str], settings: Settings, root: Path) -> list[ModelPlan]:
+    """Each model's newest artifact (verified here, so a refused one stops the command) and its settings."""
+    plans = []
+    for name in names:
+        registry.get(name)
+        art = artifact.load_latest(name, root)
+        autoscale = per_model(settings.ray_autoscale, name, span, "EDGESTACK_RAY_AUTOSCALE / --autoscale")
+        replicas = per_model(settings.ray_replicas, name, count, "EDGESTACK_RAY_REPLICAS / --replicas") or 1
+        plans.append(ModelPlan(name, art.version, str(art.path), None if autoscale else replicas, autoscale,
+                               per_model(settings.ray_num_cpus, name, cpus, "EDGESTACK_RAY_NUM_CPUS / --num-cpus")
+                               or 1.0))
+    return plans
+
+
+# ---------------------------------------------------------------------- model replicas
+
+class ModelReplica:
+    """One replica of one model: the BentoML server's runner, called through a deployment handle."""
+
+    def __init__(self, name: str, path: str, options: RunnerOptions):
+        art = artifact.load(Path(path))  # verifies every checksum on this node too
+        runner_cls = registry.load_object(registry.get(name).stages.runner)
+        self.runner: ModelRunner = runner_cls(art, options)
+        self.runner.warm_up()
+        log.info("%s v%s ready (%s) in pid %d", name, art.version, self.runner.variant, os.getpid())
+
+    def describe(self) -> dict:
+        return self.runner.describe()
+
+    async def classify(self, *args, **kwargs):
+        return await self.runner.classify(*args, **kwargs)
+
+    async def infer(self, feeds):
+        return await self.runner.infer(feeds)
+
+    async def generate(self, params):
+        return await self.runner.generate(params)
+
+    async def stream(self, params):
+        async for piece in self.runner.stream(params):
+            yield piece
+
+
+def answer_of(exc: BaseException, model: str) -> BaseException:
+    """What a failed remote call becomes for the endpoints: the replica's InputError as it was raised,
+    Ray's back-pressure and lost replicas as 503; anything else as it is (a 500)."""
+    from ray.exceptions import (
+        ActorDiedError,
+        ActorUnavailableError,
+        RayActorError,
+        RayTaskError,
+    )
+    from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
+
+    if isinstance(exc, RayTaskError) and isinstance(exc.cause, InputError):
+        return exc.cause  # Ray's wrapper prints the remote traceback; the caller gets the message
+    if isinstance(exc, InputError):
+        return exc
+    if isinstance(exc, BackPressureError):
+        return Unavailable(f"{model} is at capacity (its queue of requests waiting for a replica is full, "
+                           "EDGESTACK_RAY_MAX_QUEUED); retry later")
+    if isinstance(exc, (ActorDiedError, ActorUnavailableError, RayActorError, DeploymentUnavailableError)):
+        return Unavailable(f"{model}: the replica serving this request was lost ({type(exc).__name__}); "
+                           "Ray Serve replaces it, retry")
+    return exc
+
+
+class RemoteRunner(ModelView):
+    """A runner as the endpoints see it, whose model runs in a Ray Serve deployment.
+
+    Everything the endpoints read from the artifact (name, manifest, tensors, the family's request
+    checks) is local; `describe`, `variant` and the provider are the replica's, asked once."""
+
+    def __init__(self, art: artifact.Artifact, description: dict, handle):
+        self.artifact, self.description, self.handle = art, description, handle
+        self.variant, self.warnings = description["variant"], description.get("warnings", [])
+        self.session = _Providers([description["provider"]])  # v2 metadata names the provider
+        self.init_requests()
+
+    def describe(self) -> dict:
+        return self.description
+
+    async def _call(self, method: str, *args, **kwargs):
+        try:
+            return await getattr(self.handle, method).remote(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 (sorted into caller / unavailable / bug by answer_of)
+            raise answer_of(exc, self.name) from None
+
+    async def classify(self, *args, **kwargs):
+        return await self._call("classify", *args, **kwargs)
+
+    async def infer(self, feeds):
+        return await self._call("infer", feeds)
+
+    async def generate(self, params):
+        return await self._call("generate", params)
+
+    async def stream(self, params):
+        try:
+            async for piece in self.handle.options(stream=True).stream.remote(params):
+                yield piece
+        except Exception as exc:  # noqa: BLE001 (as in _call)
+            raise answer_of(exc, self.name) from None
+
+
+@dataclass
+class _Providers:
+    providers: list[str]
+
+
+def remote_runner_class(runner_cls: type) -> type:
+    """RemoteRunner with the family's request-side mixins (e.g. ImageRequests) of `runner_cls`."""
+    mixins = tuple(c for c in runner_cls.__mro__
+                   if issubclass(c, ModelView) and not issubclass(c, ModelRunner) and c is not ModelView)
+    return type(f"Remote{runner_cls.__name__}", (*mixins, RemoteRunner), {})
+
+
+# ---------------------------------------------------------------------- the router (ingress)
+
+def rest_input_specs() -> dict:
+    """Each REST endpoint's input model (pydantic), as BentoML generates it from the service's
+    signatures: the Ray router validates request bodies with the very same models."""
+    from serving.service import EdgeStack
+
+    return {name: method.input_spec for name, method in EdgeStack.apis.items()}
+
+
+def form_value(value):
+    """A form field as BentoML reads it: JSON when it parses as JSON, else the text."""
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+async def read_fields(request: Request, name: str) -> dict:
+    """The request's fields: a JSON object (any content type but forms, like BentoML), or a form."""
+    from serving.inputs import check_uploads, media_type
+
+    kind = media_type(request)
+    if name == "classify_image":
+        from bentoml.exceptions import BentoMLException
+
+        try:
+            await check_uploads(request, ["images"])  # 415 unless multipart, 400 for a text `images`
+        except BentoMLException as exc:
+            raise InputError(exc.message, int(exc.error_code)) from None
+    if kind in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        try:
+            form = await request.form()
+        except HTTPException as exc:
+            raise InputError(f"cannot read the {kind} body: {exc.detail}", exc.status_code) from None
+        fields = {}
+        for key in form:
+            values = form.getlist(key)
+            if key == "images":
+                fields[key] = [await value.read() for value in values]
+            else:
+                fields[key] = form_value(values[0])
+        return fields
+    body = await request.body()
+    if not body:
+        return {}
+    try:
+        fields = json.loads(body)
+    except RecursionError:
+        raise InputError("Invalid JSON input: it nests too deeply (recursion limit)") from None
+    except ValueError as exc:
+        raise InputError(f"Invalid JSON input: {exc}") from None
+    if not isinstance(fields, dict):
+        raise InputError(f"the body must be a JSON object of the endpoint's fields, got {type(fields).__name__}")
+    return fields
+
+
+class Router:
+    """The ingress: the REST endpoints and the v2 protocol over the models' deployments."""
+
+    async def __init__(self, models: dict, max_items: int):
+        import asyncio
+
+        runners = {}
+        names = list(models)
+        descriptions = await asyncio.gather(*(models[n]["handle"].describe.remote() for n in names))
+        for name, description in zip(names, descriptions):
+            entry = models[name]
+            art = artifact.load(Path(entry["path"]))
+            runner_cls = registry.load_object(registry.get(name).stages.runner)
+            runners[name] = remote_runner_class(runner_cls)(art, description, entry["handle"])
+        self.runners: Mapping[str, RemoteRunner] = runners
+        self.endpoints = Endpoints(self.runners, max_items)
+        self.specs = rest_input_specs()
+
+    async def rest(self, request: Request) -> Response:
+        name = request.url.path.strip("/")
+        from pydantic import ValidationError
+
+        try:
+            fields = await read_fields(request, name)
+            images = fields.pop("images", None) if name == "classify_image" else None
+            try:
+                checked = dict(self.specs[name].model_validate({**fields, **({"images": []} if images is not None
+                                                                             or name == "classify_image" else {})}))
+            except ValidationError as exc:  # BentoML's answer; ErrorShape names the fields, as there
+                return JSONResponse({"error": str(exc).splitlines()[0], "detail": json.loads(exc.json(include_url=False))},
+                                    status_code=400)
+            if name == "classify_image":
+                checked["images"] = images or []
+            if name in ("models", "generate_stream"):
+                result = getattr(self.endpoints, name)(**checked)
+            else:
+                result = await getattr(self.endpoints, name)(**checked)
+        except InputError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=exc.status)
+        return result if isinstance(result, Response) else JSONResponse(result)
+
+    async def livez(self, request: Request) -> Response:
+        return Response("\n", media_type="text/plain")
+
+    async def readyz(self, request: Request) -> Response:
+        return Response("\n", media_type="text/plain") if self.runners else Response(status_code=503)
+
+    def __serve_build_asgi_app__(self):
+        routes = [Route(f"/{name}", self.rest, methods=["POST"]) for name in self.specs]
+        routes += [Route("/livez", self.livez, methods=["GET"]), Route("/readyz", self.readyz, methods=["GET"])]
+        routes += V2App(self.runners).routes()
+        app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
+        # Outermost first, as on the BentoML server: one error shape, then the body-size limit.
+        return ErrorShape(BodySizeLimit(app))
+
+
+# ---------------------------------------------------------------------- building and running
+
+def edgestack_env() -> dict[str, str]:
+    """Our settings travel to every replica (on any node) as its environment."""
+    return {k: v for k, v in os.environ.items() if k.upper().startswith(PREFIX)}
+
+
+def application(plans: list[ModelPlan], settings: Settings, options: RunnerOptions):
+    runtime_env = {"env_vars": edgestack_env()}
+    models = {}
+    for p in plans:
+        threads = options.threads or max(1, math.ceil(p.num_cpus))  # a replica's ORT uses its share
+        scaling = ({"autoscaling_config": {"min_replicas": p.autoscale[0], "max_replicas": p.autoscale[1],
+                                           "initial_replicas": max(1, p.autoscale[0])}}
+                   if p.autoscale else {"num_replicas": p.replicas})
+        deployment = serve.deployment(ModelReplica).options(
+            name=p.name, **scaling, max_ongoing_requests=settings.ray_max_ongoing,
+            max_queued_requests=settings.ray_max_queued,
+            ray_actor_options={"num_cpus": p.num_cpus, "runtime_env": runtime_env})
+        # A new artifact version changes these arguments: Ray Serve then replaces the replicas (rolling).
+        models[p.name] = {"path": p.path, "handle": deployment.bind(p.name, p.path, replace(options, threads=threads))}
+    router_cpus = per_model(settings.ray_num_cpus, "", cpus, "EDGESTACK_RAY_NUM_CPUS") or 1.0
+    router = serve.deployment(serve.ingress()(Router)).options(
+        name="router", num_replicas=settings.ray_router_replicas, max_ongoing_requests=1024,
+        ray_actor_options={"num_cpus": router_cpus, "runtime_env": runtime_env})
+    return router.bind(models, options.max_items)
+
+
+def logical_cpus(plans: list[ModelPlan], settings: Settings) -> float:
+    """What the replicas reserve at most (router included): a local Ray gets at least that many."""
+    router = per_model(settings.ray_num_cpus, "", cpus, "EDGESTACK_RAY_NUM_CPUS") or 1.0
+    return sum(p.most_replicas * p.num_cpus for p in plans) + settings.ray_router_replicas * router
+
+
+class Stop(Exception):
+    pass
+
+
+def reap(processes: list, grace: float = 5.0) -> None:
+    """The local Ray's processes that outlive ray.shutdown() (its dashboard and runtime-env agents
+    did, here): asked to stop, then killed, each by its pid."""
+    alive = [p for p in processes if p.is_running()]
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.terminate()
+    _, alive = psutil.wait_procs(alive, timeout=grace)
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    psutil.wait_procs(alive, timeout=grace)
+
+
+def serve_forever(names: list[str], host: str, port: int) -> int:
+    """Start (or join) Ray, deploy, serve until SIGTERM/SIGINT; SIGHUP = rolling update to the newest
+    artifacts. Everything started here is stopped here: Serve, the local Ray, its temp folder."""
+    import ray
+
+    settings = get_settings()
+    root = artifact.default_root().resolve()
+    plans = plan(names, settings, root)
+    options = RunnerOptions.from_env()
+    address = settings.ray_address
+    temp_dir = None if address else tempfile.mkdtemp(prefix="edgestack-ray-")
+    hangups = threading.Event()
+
+    def stop(signum, frame):
+        raise Stop(signal.Signals(signum).name)
+
+    started = time.perf_counter()
+    previous = {}
+    try:
+        if address:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                     logging_level=logging.WARNING)
+        else:
+            need = logical_cpus(plans, settings)
+            cores = os.cpu_count() or 1
+            ray.init(num_cpus=max(cores, math.ceil(need)), include_dashboard=False, log_to_driver=False,
+                     logging_level=logging.WARNING, _temp_dir=temp_dir)
+            if need > cores:
+                print(f"note: the replicas reserve {need:g} logical CPUs on {cores} cores; the local Ray "
+                      f"offers {math.ceil(need)} so that all of them start (they share the cores)", flush=True)
+        # After ray.init, whose own SIGTERM handler would end this process without any clean-up.
+        previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda *_: hangups.set())
+        ray_seconds = time.perf_counter() - started
+        serve.start(http_options={"host": host, "port": port})
+        serve.run(application(plans, settings, options), name=APP, route_prefix="/")
+        ready = time.perf_counter() - started
+        print(f"ray: {'joined ' + address if address else 'local Ray in ' + str(temp_dir)}; "
+              f"ray.init {ray_seconds:.1f} s, ready after {ready:.1f} s", flush=True)
+        for p in plans:
+            scale = f"autoscale {p.autoscale[0]}:{p.autoscale[1]}" if p.autoscale else f"{p.replicas} replica(s)"
+            print(f"[{p.name}] v{p.version}: {scale}, {p.num_cpus:g} CPU each", flush=True)
+        print(f"serving on http://{host}:{port} (Ray Serve)", flush=True)
+        while True:
+            if hangups.wait(1.0):
+                hangups.clear()
+                plans = plan(names, get_settings(), root)
+                print("SIGHUP: rolling update to " + ", ".join(f"{p.name} v{p.version}" for p in plans), flush=True)
+                began = time.perf_counter()
+                serve.run(application(plans, settings, options), name=APP, route_prefix="/")
+                print(f"rolling update done in {time.perf_counter() - began:.1f} s", flush=True)
+    except Stop as why:
+        print(f"{why}: stopping Ray Serve", flush=True)
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second TERM must not cut the clean-up short
+        started_here = [] if address else psutil.Process().children(recursive=True)
+        try:
+            if ray.is_initialized():
+                if address:
+                    serve.delete(APP)  # a joined cluster keeps its Serve and other apps
+                else:
+                    serve.shutdown()
+        finally:
+            ray.shutdown()
+            reap(started_here)
+            if temp_dir:
+                shutil.rmtree(temp_dir, ignore_errors=True)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+    return 0
