@@ -8,6 +8,11 @@ from edgestack import registry
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.engine == "ray":
+        from benchmarks.engines import run_engine_bench
+
+        run_engine_bench(args)
+        return 0
     if args.protocols:
         from benchmarks.protocols import run_protocol_bench
 
@@ -43,4 +48,8 @@ def add_parsers(sub) -> None:
     be.add_argument("--ab", metavar="VAR=VALUE[,...]",
                     help="with --protocols: a second server of ours with these settings joins the rotation "
                          "(contenders b:v2-binary, b:v2-grpc): an interleaved A/B of a setting in one run")
+    be.add_argument("--engine", choices=["bentoml", "ray"], default="bentoml",
+                    help="ray: the BentoML server against Ray Serve on the same artifact and REST request, "
+                         "interleaved, at concurrency 1/16/64 (--http-requests per engine and level)")
+    be.add_argument("--replicas", default="1,2", help="with --engine ray: Ray Serve replica counts to compare")
     be.set_defaults(func=cmd_bench)
