@@ -34,7 +34,6 @@ import signal
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -49,9 +48,11 @@ from starlette.routing import Route
 from edgestack import artifact, registry
 from edgestack.errors import InputError, UsageError
 from edgestack.settings import PREFIX, Settings, get_settings
+from serving.auth import Cors, TokenAuth
 from serving.endpoints import Endpoints
 from serving.error_shape import ErrorShape
 from serving.limits import BodySizeLimit
+from serving.repository import Models, StaticModels
 from serving.runner import ModelRunner, ModelView, RunnerOptions
 from serving.v2 import V2App, http_error
 
@@ -309,7 +310,7 @@ class Router:
             art = artifact.load(Path(entry["path"]))
             runner_cls = registry.load_object(registry.get(name).stages.runner)
             runners[name] = remote_runner_class(runner_cls)(art, description, entry["handle"])
-        self.runners: Mapping[str, RemoteRunner] = runners
+        self.runners: Models = StaticModels(runners)  # one version per model: a rolling update replaces it
         self.endpoints = Endpoints(self.runners, max_items)
         self.specs = rest_input_specs()
 
@@ -345,10 +346,12 @@ class Router:
     def __serve_build_asgi_app__(self):
         routes = [Route(f"/{name}", self.rest, methods=["POST"]) for name in self.specs]
         routes += [Route("/livez", self.livez, methods=["GET"]), Route("/readyz", self.readyz, methods=["GET"])]
-        routes += V2App(self.runners).routes()
+        # Triton's statistics extension counts in each replica's batcher; not gathered here (yet).
+        routes += [r for r in V2App(self.runners).routes() if not r.path.endswith("/stats")]
         app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
-        # Outermost first, as on the BentoML server: one error shape, then the body-size limit.
-        return ErrorShape(BodySizeLimit(app))
+        # Outermost first, as on the BentoML server: one error shape, CORS, bearer tokens, the
+        # body-size limit (its drain-on-SIGTERM admission is Ray Serve's graceful shutdown here).
+        return ErrorShape(Cors(TokenAuth(BodySizeLimit(app))))
 
 
 # ---------------------------------------------------------------------- building and running

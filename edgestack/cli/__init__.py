@@ -22,7 +22,7 @@ from edgestack.cli.serve import server_env  # noqa: F401 (how serve flags become
 from edgestack.errors import InputError, QualityGateError, UsageError
 
 # One module per command group, each adding its subcommands; the order is the order of `--help`.
-COMMAND_GROUPS = ("build", "triton", "serve", "predict", "bench", "abc_check", "batch", "bundle", "v2check")
+COMMAND_GROUPS = ("build", "triton", "kserve", "serve", "predict", "bench", "abc_check", "batch", "bundle", "v2check")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -38,8 +38,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:2] == ["export", "triton"]:  # `edgestack export triton ...` = `edgestack export-triton ...`
-        argv = ["export-triton", *argv[2:]]
+    if argv[:2] in (["export", "triton"], ["export", "kserve"]):  # `export triton` = `export-triton`, ...
+        argv = [f"export-{argv[1]}", *argv[2:]]
     try:
         args = parser().parse_args(argv)
     except UsageError as exc:  # a bad EDGESTACK_* variable behind a default (SettingsError)
