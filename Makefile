@@ -12,7 +12,8 @@ TRITON_HOME  := .triton
 PYTRITON     ?= 0.7.0
 TRITON_STAMP := $(TRITON_HOME)/.installed-pytriton-$(PYTRITON)
 TRITON_PORT  ?= 8000
-# KServe's own Python ModelServer, the benchmark's other peer: its own venv (kserve pins packages
+# KServe's own Python ModelServer, the benchmark's other peer, and the SDK models that check
+# `edgestack export kserve`: its own venv (kserve pins packages
 # that clash with ours: fastapi, protobuf, numpy ranges). PYTHON must be a CPython kserve supports.
 KSERVE_VENV  := .venv-kserve
 KSERVE       ?= 0.21.0
@@ -29,6 +30,7 @@ help:
 	@echo "make triton  fetch a real tritonserver (CPU, Python backend) into $(TRITON_HOME)/ (make test needs it)"
 	@echo "make bench-peers   fashion-cnn on our server (HTTP, gRPC) vs KServe's ModelServer and Triton, one run"
 	@echo "make triton-serve  serve the built models on that Triton (Python backend), port $(TRITON_PORT)"
+	@echo "make kserve-venv   the kserve SDK in $(KSERVE_VENV)/ (checks \`edgestack export kserve\`; make test needs it)"
 	@echo "make folk-lstm-large   rebuild folk-lstm at the lab's size (LSTM 1024; slow on 2 cores)"
 	@echo "make text-large        rebuild the text transformers on every training text (2 epochs; slow on 2 cores)"
 
@@ -82,6 +84,15 @@ $(TRITON_STAMP): | $(STAMP)
 	stub=$$($(TRITON_HOME)/stub-env/bin/python -c "$$purelib"); venv=$$($(BIN)/python -c "$$purelib"); \
 	$(BIN)/pip install --quiet --no-deps --target $$stub "numpy<2" && \
 	echo "import site; site.addsitedir('$$venv')" > $$stub/edgestack-venv.pth
+	touch $@
+
+kserve-venv: $(KSERVE_STAMP)
+
+$(KSERVE_STAMP):
+	rm -rf $(KSERVE_VENV)
+	$(PYTHON) -m venv $(KSERVE_VENV)
+	$(KSERVE_VENV)/bin/pip install --quiet --upgrade pip
+	$(KSERVE_VENV)/bin/pip install --quiet "kserve==$(KSERVE)" onnxruntime
 	touch $@
 
 # The built models on that Triton, each run by edgestack's own runner (Python backend); Ctrl-C stops it.
