@@ -12,9 +12,9 @@ TRITON_HOME  := .triton
 PYTRITON     ?= 0.7.0
 TRITON_STAMP := $(TRITON_HOME)/.installed-pytriton-$(PYTRITON)
 TRITON_PORT  ?= 8000
-# KServe's own Python ModelServer, the benchmark's other peer, and the SDK models that check
-# `edgestack export kserve`: its own venv (kserve pins packages
-# that clash with ours: fastapi, protobuf, numpy ranges). PYTHON must be a CPython kserve supports.
+# KServe's own Python ModelServer (the benchmark's other peer) and the SDK models that check
+# `edgestack export kserve`: its own venv (kserve pins packages that clash with ours: fastapi,
+# protobuf, numpy ranges). PYTHON must be a CPython kserve supports.
 KSERVE_VENV  := .venv-kserve
 KSERVE       ?= 0.21.0
 KSERVE_STAMP := $(KSERVE_VENV)/.installed-kserve-$(KSERVE)
@@ -84,15 +84,6 @@ $(TRITON_STAMP): | $(STAMP)
 	stub=$$($(TRITON_HOME)/stub-env/bin/python -c "$$purelib"); venv=$$($(BIN)/python -c "$$purelib"); \
 	$(BIN)/pip install --quiet --no-deps --target $$stub "numpy<2" && \
 	echo "import site; site.addsitedir('$$venv')" > $$stub/edgestack-venv.pth
-	touch $@
-
-kserve-venv: $(KSERVE_STAMP)
-
-$(KSERVE_STAMP):
-	rm -rf $(KSERVE_VENV)
-	$(PYTHON) -m venv $(KSERVE_VENV)
-	$(KSERVE_VENV)/bin/pip install --quiet --upgrade pip
-	$(KSERVE_VENV)/bin/pip install --quiet "kserve==$(KSERVE)" onnxruntime
 	touch $@
 
 # The built models on that Triton, each run by edgestack's own runner (Python backend); Ctrl-C stops it.

@@ -59,6 +59,9 @@ from serving.v2 import V2App, http_error
 log = logging.getLogger("edgestack.ray")
 
 APP = "edgestack"
+# Serve's access log (a line per request in every proxy and replica) and INFO logs: off, as
+# EDGESTACK_ACCESS_LOG is off on the BentoML server; warnings and errors still reach the log files.
+QUIET = {"log_level": "WARNING", "enable_access_log": False}
 
 
 class Unavailable(InputError):
@@ -440,8 +443,8 @@ def serve_forever(names: list[str], host: str, port: int) -> int:
         previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
         previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda *_: hangups.set())
         ray_seconds = time.perf_counter() - started
-        serve.start(http_options={"host": host, "port": port})
-        serve.run(application(plans, settings, options), name=APP, route_prefix="/")
+        serve.start(http_options={"host": host, "port": port}, logging_config=QUIET)
+        serve.run(application(plans, settings, options), name=APP, route_prefix="/", logging_config=QUIET)
         ready = time.perf_counter() - started
         print(f"ray: {'joined ' + address if address else 'local Ray in ' + str(temp_dir)}; "
               f"ray.init {ray_seconds:.1f} s, ready after {ready:.1f} s", flush=True)
@@ -455,7 +458,7 @@ def serve_forever(names: list[str], host: str, port: int) -> int:
                 plans = plan(names, get_settings(), root)
                 print("SIGHUP: rolling update to " + ", ".join(f"{p.name} v{p.version}" for p in plans), flush=True)
                 began = time.perf_counter()
-                serve.run(application(plans, settings, options), name=APP, route_prefix="/")
+                serve.run(application(plans, settings, options), name=APP, route_prefix="/", logging_config=QUIET)
                 print(f"rolling update done in {time.perf_counter() - began:.1f} s", flush=True)
     except Stop as why:
         print(f"{why}: stopping Ray Serve", flush=True)
