@@ -54,6 +54,15 @@ class Target:
     server: str = "ours"              # whose process tree's CPU a block of this target is charged to
     min_response_bytes: int = 0       # gRPC: a real answer carries at least this much data
 
+    def __post_init__(self) -> None:
+        # A server started with EDGESTACK_API_KEYS needs a token: EDGESTACK_TOKEN (an HTTP header,
+        # and over gRPC the same HTTP/2 header is the call's metadata).
+        from edgestack.settings import get_settings
+
+        token = get_settings().token
+        if token:
+            self.headers = {"authorization": f"Bearer {token}", **self.headers}
+
 
 @dataclass
 class Block:

@@ -185,7 +185,7 @@ class V2App:
         try:
             await check_repository_body(request)
             versions = await self.runners.load(name)
-        except InputError as exc:
+        except (InputError, v2.ProtocolError) as exc:
             return refusal(exc)
         return JSONResponse({"name": name, "versions": versions})
 
@@ -193,7 +193,7 @@ class V2App:
         try:
             await check_repository_body(request)
             self.runners.unload(request.path_params["model"])
-        except InputError as exc:
+        except (InputError, v2.ProtocolError) as exc:
             return refusal(exc)
         return JSONResponse({})
 

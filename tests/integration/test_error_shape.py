@@ -144,6 +144,23 @@ CORPUS = [
      "not valid gzip"),
     ("v2 unknown model", "GET", "/v2/models/nope", {}, 404, "unknown model 'nope'"),
     ("v2 GET infer", "GET", INFER, {}, 405, "Method Not Allowed"),
+    # parameters, deadlines and the repository and statistics extensions (docs/operating.md)
+    ("v2 parameters a list", "POST", INFER, {"json": {**v2_tensor(), "parameters": [1]}}, 400, "`parameters`"),
+    ("v2 timeout a string", "POST", INFER, {"json": {**v2_tensor(), "parameters": {"timeout": "soon"}}}, 400,
+     "parameters.timeout"),
+    ("v2 timeout 1e300", "POST", INFER, {"json": {**v2_tensor(), "parameters": {"timeout": 1e300}}}, 400,
+     "parameters.timeout"),
+    ("deadline header NaN", "POST", "/classify", {"json": {"pixels": DIGIT}, "headers": {
+        "x-request-timeout-ms": "nan"}}, 400, "X-Request-Timeout-Ms"),
+    ("load, body not JSON", "POST", "/v2/repository/models/digits-cnn/load", {"content": b"{{"}, 400, "must be JSON"),
+    ("load, body a list", "POST", "/v2/repository/models/digits-cnn/load", {"json": [1]}, 400, "JSON object"),
+    ("load, file override", "POST", "/v2/repository/models/digits-cnn/load", {"json": {"parameters": {
+        "file:1/model.onnx": "AAAA"}}}, 400, "not supported"),
+    ("load, unknown model", "POST", "/v2/repository/models/nope/load", {}, 404, "unknown model 'nope'"),
+    ("unload, not served", "POST", "/v2/repository/models/fashion-cnn/unload", {}, 404, "unknown model"),
+    ("stats, unknown model", "GET", "/v2/models/nope/stats", {}, 404, "unknown model 'nope'"),
+    ("stats, unknown version", "GET", "/v2/models/digits-cnn/versions/99/stats", {}, 404, "no version '99'"),
+    ("index, GET", "GET", "/v2/repository/index", {}, 405, "Method Not Allowed"),
 ]
 
 
