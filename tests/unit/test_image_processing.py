@@ -7,17 +7,12 @@ import struct
 import subprocess
 import sys
 import zlib
+
 import numpy as np
 import pytest
 from PIL import Image
+
 from edgestack.families import image as edge_image
-from training.data import images
-import io
-import subprocess
-import sys
-import numpy as np
-import pytest
-from PIL import Image
 from training.data import images
 
 
