@@ -25,6 +25,7 @@ node of a cluster (a shared filesystem); locally it simply is.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import logging
 import math
@@ -38,6 +39,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import psutil
+from pydantic import ValidationError
 from ray import serve
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -46,11 +48,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from edgestack import artifact, registry
-from edgestack.errors import InputError, UsageError
+from edgestack.errors import InputError, Overloaded, UsageError
 from edgestack.settings import PREFIX, Settings, get_settings
 from serving.auth import Cors, TokenAuth
 from serving.endpoints import Endpoints
-from serving.error_shape import ErrorShape
+from serving.error_shape import ErrorShape, refusal
 from serving.limits import BodySizeLimit
 from serving.repository import Models, StaticModels
 from serving.runner import ModelRunner, ModelView, RunnerOptions
@@ -62,13 +64,6 @@ APP = "edgestack"
 # Serve's access log (a line per request in every proxy and replica) and INFO logs: off, as
 # EDGESTACK_ACCESS_LOG is off on the BentoML server; warnings and errors still reach the log files.
 QUIET = {"log_level": "WARNING", "enable_access_log": False}
-
-
-class Unavailable(InputError):
-    """Not the caller's mistake, answered in the same shape: 503 {"error": ...}, worth a retry."""
-
-    def __init__(self, message: str):
-        super().__init__(message, 503)
 
 
 # ---------------------------------------------------------------------- the plan: what to deploy
@@ -184,10 +179,10 @@ def answer_of(exc: BaseException, model: str) -> BaseException:
     if isinstance(exc, InputError):
         return exc
     if isinstance(exc, BackPressureError):
-        return Unavailable(f"{model} is at capacity (its queue of requests waiting for a replica is full, "
+        return Overloaded(f"{model} is at capacity (its queue of requests waiting for a replica is full, "
                            "EDGESTACK_RAY_MAX_QUEUED); retry later")
     if isinstance(exc, (ActorDiedError, ActorUnavailableError, RayActorError, DeploymentUnavailableError)):
-        return Unavailable(f"{model}: the replica serving this request was lost ({type(exc).__name__}); "
+        return Overloaded(f"{model}: the replica serving this request was lost ({type(exc).__name__}); "
                            "Ray Serve replaces it, retry")
     return exc
 
@@ -319,25 +314,23 @@ class Router:
 
     async def rest(self, request: Request) -> Response:
         name = request.url.path.strip("/")
-        from pydantic import ValidationError
-
         try:
             fields = await read_fields(request, name)
-            images = fields.pop("images", None) if name == "classify_image" else None
+            # uploads arrive as bytes, not the temporary files BentoML's input model declares
+            images = fields.pop("images", []) if name == "classify_image" else None
             try:
-                checked = dict(self.specs[name].model_validate({**fields, **({"images": []} if images is not None
-                                                                             or name == "classify_image" else {})}))
+                checked = dict(self.specs[name].model_validate(fields if images is None else {**fields, "images": []}))
             except ValidationError as exc:  # BentoML's answer; ErrorShape names the fields, as there
                 return JSONResponse({"error": str(exc).splitlines()[0], "detail": json.loads(exc.json(include_url=False))},
                                     status_code=400)
-            if name == "classify_image":
-                checked["images"] = images or []
-            if name in ("models", "generate_stream"):
-                result = getattr(self.endpoints, name)(**checked)
-            else:
-                result = await getattr(self.endpoints, name)(**checked)
+            if images is not None:
+                checked["images"] = images
+            endpoint = getattr(self.endpoints, name)
+            result = endpoint(**checked)
+            if inspect.isawaitable(result):
+                result = await result
         except InputError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=exc.status)
+            return refusal(exc)  # the 4xx it names; 503 + Retry-After for back-pressure and lost replicas
         return result if isinstance(result, Response) else JSONResponse(result)
 
     async def livez(self, request: Request) -> Response:

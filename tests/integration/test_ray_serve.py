@@ -207,6 +207,28 @@ def test_bad_requests_get_the_same_error_shape(ray_server, path, kwargs, status,
 
 # ---------------------------------------------------------------------------- failures under load
 
+def test_back_pressure_is_a_503_in_the_error_shape(ray_server):
+    """folk-lstm has one replica holding 16 requests and a queue of 64 at the router: 160 long
+    tunes at once overflow it, and the overflow is refused at once with 503 + Retry-After."""
+    import asyncio
+
+    url, _, _ = ray_server
+
+    async def burst():
+        limits = httpx.Limits(max_connections=160)
+        async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+            return await asyncio.gather(*(client.post(url + "/generate", json={"seed": i, "max_length": 800})
+                                          for i in range(160)))
+
+    answers = asyncio.run(burst())
+    refused = [r for r in answers if r.status_code == 503]
+    FIGURES.update(burst_ok=sum(r.status_code == 200 for r in answers), burst_503=len(refused))
+    assert refused and all(r.status_code in (200, 503) for r in answers), {r.status_code for r in answers}
+    assert "at capacity" in refused[0].json()["error"] and refused[0].headers["retry-after"]
+    assert httpx.post(url + "/generate", json={"seed": 1, "max_length": 20}).status_code == 200  # still serving
+
+
+
 def test_sigkilled_replica_is_replaced_and_only_its_requests_fail(ray_server):
     url, _, _ = ray_server
     replicas = ray_processes("digits-cnn")
