@@ -154,7 +154,7 @@ class ImageBatch(BatchAdapter):
                 try:
                     pixels.append(image_processing.decode_image(item.payload, height, width,
                                                           dark_background=pre.dark_background,
-                                                          what="file"))
+                                                          what="file", layout=pre.drawn_layout))
                     good.append(item)
                 except (ValueError, OSError) as exc:
                     errors.append(error_row(item, str(exc)))

@@ -131,6 +131,8 @@ class Preprocessing(Block):
     mean: float | None = Field(None, description="image: subtracted after scaling")
     std: float | None = Field(None, description="image: divided by after the mean")
     dark_background: bool = Field(False, description="image: training images are light on dark: invert uploads that are not")
+    drawn_layout: str | None = Field(None, description='image: "mnist": uploaded files are laid out as MNIST was '
+                                     "made (crop to the ink, fit in 20x20, centre by mass) instead of resized whole")
     tokenizer: str | None = Field(None, description="text: tokenizer.json, a file of the artifact")
     max_length: int | None = Field(None, description="text: most tokens read per text ([CLS] and [SEP] included)")
     padding: str | None = Field(None, description="text: how a batch is padded (to its longest text)")

@@ -153,7 +153,7 @@ def export(run_dir: Path, staging: Path, *, name: str, max_int8_drop: float = MA
         **manifest_head(name, staging, "image", "image-classification"),
         "inputs": [{"name": INPUT, "dtype": "float32", "shape": [-1, 1, 28, 28]}],
         "outputs": [{"name": OUTPUT, "dtype": "float32", "shape": [-1, len(labels)]}],
-        "preprocessing": image_training.PREPROCESS,
+        "preprocessing": image_training.preprocess_for(config["dataset"]),
         "labels": labels,
         "variants": variants,
         "parity": parity,

@@ -25,24 +25,31 @@ class ImageRequests(ModelView):
         return self.meta.preprocessing.to_dict()
 
     def decode_image(self, data: bytes, what: str = "upload") -> np.ndarray:
-        """PNG/JPEG/... bytes -> uint8 [H, W] grey, light-on-dark like the training data."""
-        return processing.decode_image(data, *self.size, what=what,
+        """PNG/JPEG/... bytes -> uint8 [H, W] grey, light-on-dark like the training data, laid
+        out as the manifest's `drawn_layout` says (digits-cnn: as MNIST was made)."""
+        return processing.decode_image(data, *self.size, what=what, layout=self.meta.preprocessing.drawn_layout,
                                        dark_background=self.meta.preprocessing.dark_background)
 
-    def pixels_from_array(self, values) -> np.ndarray:
-        """A nested list of pixel intensities 0..255: [H, W], [N, H, W] or [N, 1, H, W]."""
-        return processing.check_pixels(values, *self.size)
+    def pixels_from_array(self, values, layout: str | None = None) -> np.ndarray:
+        """A nested list of pixel intensities 0..255: [H, W], [N, H, W] or [N, 1, H, W]; with a
+        `layout` ("mnist"), drawings of any size, laid out at the model's size."""
+        return processing.check_drawings(values, *self.size, layout)
 
 
 class ImageClassifier(ImageRequests, ModelRunner):
-    async def classify(self, pixels: np.ndarray, top_k: int = 3) -> list[dict]:
-        """pixels [N, H, W] 0..255 -> per image: top-k labels with probabilities."""
+    async def classify(self, pixels: np.ndarray, top_k: int = 3, return_input: bool = False) -> list[dict]:
+        """pixels [N, H, W] 0..255 -> per image: top-k labels with probabilities; with
+        `return_input`, also `input`: the image as the model saw it ([H][W] 0..255 integers)."""
         labels = self.meta.labels
         processing.check_top_k(top_k, labels)
         if len(pixels) > self.options.max_items:
             raise InputError(f"{len(pixels)} images in one request; the limit is {self.options.max_items}", 413)
         (logits,) = await self.batcher.submit(processing.to_model_input(pixels, self.preprocessing))
-        return processing.classify(processing.probabilities(logits), labels, top_k)
+        predictions = processing.classify(processing.probabilities(logits), labels, top_k)
+        if return_input:
+            for prediction, image in zip(predictions, pixels):
+                prediction["input"] = np.asarray(image).round().clip(0, 255).astype(np.uint8).tolist()
+        return predictions
 
     def warm_up(self) -> None:
         height, width = self.size

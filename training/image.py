@@ -26,6 +26,14 @@ from training.loop import KeepBest, save_classifier_run, set_training_threads
 # What the exported graph expects; serving repeats exactly this in numpy.
 PREPROCESS = {"layout": "NCHW", "height": 28, "width": 28, "channels": 1,
               "scale": 1 / 255.0, "mean": 0.0, "std": 1.0, "dark_background": True}
+# Digits: uploads are drawings or photos of one digit, laid out as MNIST was made (mnist_style);
+# clothing photos are resized whole, as Fashion-MNIST's were.
+DRAWN_LAYOUT = {"digits": "mnist", "fashion": None}
+
+
+def preprocess_for(dataset: str) -> dict:
+    """PREPROCESS plus the layout the server gives uploaded files of this dataset."""
+    return {**PREPROCESS, "drawn_layout": DRAWN_LAYOUT.get(dataset)}
 
 
 @dataclass
@@ -36,6 +44,9 @@ class Config:
     batch_size: int = 128
     lr: float = 1e-3
     augment: bool = True              # small random rotations and shifts
+    # Writers and pens the scans do not show (digits-cnn): stroke thickness, scale and aspect,
+    # slant, elastic distortion, then laid out again as mnist_style() lays out drawn input.
+    drawn: bool = False
     patience: int = 3                 # early stopping: epochs without a better validation accuracy
     seed: int = 0
     dropout: float = 0.25
@@ -77,6 +88,67 @@ def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
 
 
+def thicken_or_thin(x: torch.Tensor, generator: torch.Generator, low: float = -0.6, high: float = 2.0) -> torch.Tensor:
+    """Per image, strokes thinner or thicker by a random amount t in [low, high]: a grey-level
+    blend towards one step of erosion (t < 0) or one, then two steps of 3x3 dilation (t > 0),
+    so that a fraction of a step is a fraction of a pixel (MNIST's strokes are 2-3 px)."""
+    t = (low + (high - low) * torch.rand(x.shape[0], generator=generator))[:, None, None, None]
+    grown = F.max_pool2d(x, 3, 1, 1)
+    eroded = -F.max_pool2d(-x, 3, 1, 1)
+    thicker = torch.where(t <= 1, x + t.clamp(0, 1) * (grown - x),
+                          grown + (t - 1).clamp(0, 1) * (F.max_pool2d(grown, 3, 1, 1) - grown))
+    return torch.where(t < 0, x + (-t) * (eroded - x), thicker)
+
+
+def relayout(x: torch.Tensor, box: int = 20, ink: float = 0.1) -> torch.Tensor:
+    """mnist_style() (edgestack/families/image.py) for a batch, in torch: scale each image so its
+    ink's longer side is `box` px and move its centre of mass to the middle. Bilinear, not LANCZOS."""
+    n, _, height, width = x.shape
+    mask = x[:, 0] > ink * x.amax(dim=(1, 2, 3)).clamp_min(1e-6)[:, None, None]
+    rows, cols = mask.any(2), mask.any(1)
+    index_h, index_w = torch.arange(height), torch.arange(width)
+    extent_h = torch.where(rows, index_h, -1).amax(1) - torch.where(rows, index_h, height).amin(1) + 1
+    extent_w = torch.where(cols, index_w, -1).amax(1) - torch.where(cols, index_w, width).amin(1) + 1
+    scale = box / torch.maximum(extent_h, extent_w).clamp_min(1).float()
+    mass = x[:, 0].sum((1, 2)).clamp_min(1e-6)
+    cy = (x[:, 0] * index_h[None, :, None]).sum((1, 2)) / mass
+    cx = (x[:, 0] * index_w[None, None, :]).sum((1, 2)) / mass
+    # output pixel p samples the input at (p - 13.5) / scale + centre, in grid_sample's [-1, 1] units
+    zero = torch.zeros(n)
+    theta = torch.stack([torch.stack([1 / scale, zero, (2 * cx + 1) / width - 1], 1),
+                         torch.stack([zero, 1 / scale, (2 * cy + 1) / height - 1], 1)], 1)
+    grid = F.affine_grid(theta, [n, 1, height, width], align_corners=False)
+    return F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
+
+
+def drawn_augment(x: torch.Tensor, generator: torch.Generator, clean: float = 0.25) -> torch.Tensor:
+    """A batch as other writers and pens would have made it: stroke thickness (fractional
+    dilation/erosion), scale and aspect 0.8-1.2, slant (shear +-0.4), rotation +-12 degrees,
+    elastic distortion (a smooth random field, up to ~2 px), then relayout() as the server lays
+    out drawn input. Deterministic for the generator's state."""
+    n = x.shape[0]
+    fine = thicken_or_thin(x, generator)
+
+    def uniform(low, high, *shape):
+        return low + (high - low) * torch.rand(n, *shape, generator=generator)
+
+    angle, shear = uniform(-12, 12) * math.pi / 180, uniform(-0.4, 0.4)
+    scale_x, scale_y = uniform(0.8, 1.2), uniform(0.8, 1.2)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    zero = torch.zeros(n)
+    # output -> input: rotate, then shear (slant), then scale
+    theta = torch.stack([torch.stack([cos / scale_x, (-sin + shear * cos) / scale_x, zero], 1),
+                         torch.stack([sin / scale_y, (cos + shear * sin) / scale_y, zero], 1)], 1)
+    grid = F.affine_grid(theta, [n, 1, 28, 28], align_corners=False)
+    field = torch.rand(n, 2, 4, 4, generator=generator) * 2 - 1
+    strength = uniform(0, 2 * 2 / 28)[:, None, None, None]  # up to 2 px in [-1, 1] units
+    grid = grid + (F.interpolate(field, size=(28, 28), mode="bicubic", align_corners=False) * strength).permute(0, 2, 3, 1)
+    drawn = relayout(F.grid_sample(fine, grid, align_corners=False, padding_mode="zeros"))
+    # a share of each batch stays as scanned (small shifts and turns only): the scans are the test
+    keep = (torch.rand(n, generator=generator) < clean)[:, None, None, None]
+    return torch.where(keep, augment(x, generator), drawn)
+
+
 def load_dataset(cfg: Config) -> image_data.ImageDataset:
     loader = {"fashion": image_data.fashion_mnist, "digits": image_data.digits}[cfg.dataset]
     return loader(cfg.data_dir, seed=cfg.seed)
@@ -115,7 +187,9 @@ def train(cfg: Config, out_dir: Path, *, progress: bool = True) -> dict:
         for start in bar:
             idx = order[start:start + cfg.batch_size]
             xb, yb = x_train[idx], y_train[idx]
-            if cfg.augment:
+            if cfg.drawn:
+                xb = drawn_augment(xb, generator)
+            elif cfg.augment:
                 xb = augment(xb, generator)
             loss = F.cross_entropy(model(xb), yb)
             optimizer.zero_grad()

@@ -68,7 +68,8 @@ class Model:
         return self.classify(pixels, top_k=1)[0]
 
     def predict_files(self, paths: list[str], top_k: int = 3) -> list[dict]:
-        names, images, errors = read_inputs(paths, self.height, self.width, self.pre.get("dark_background", False))
+        names, images, errors = read_inputs(paths, self.height, self.width, self.pre.get("dark_background", False),
+                                            self.pre.get("drawn_layout"))
         good = [i for i, image in enumerate(images) if image is not None]
         answers = iter(self.classify(np.stack([images[i] for i in good]), top_k) if good else [])
         return [{"input": name, **(next(answers) if image is not None else {"error": errors[name]})}

@@ -177,11 +177,14 @@ def _pillow():
 
 
 def decode_image(data: bytes, height: int, width: int, *, dark_background: bool = True,
-                 what: str = "image") -> np.ndarray:
+                 what: str = "image", layout: str | None = None) -> np.ndarray:
     """Image file bytes -> uint8 [height, width] grey, light-on-dark like the training data.
 
     With Pillow: grey-scale, resize with LANCZOS. Without: the numpy PNG/PGM decoders, and
-    the image must already be height x width."""
+    the image must already be height x width. `layout` "mnist" (a model whose manifest says
+    `drawn_layout: mnist`): the image keeps its size and goes through lay_out() instead."""
+    check_layout(layout)
+    keep_size = layout == "mnist"
     if not data:
         raise InputError(f"{what} is empty (0 bytes)")
     Image = _pillow()
@@ -200,7 +203,7 @@ def decode_image(data: bytes, height: int, width: int, *, dark_background: bool 
             raise InputError(f"{what} has too many pixels (limit {MAX_IMAGE_PIXELS})", 413) from None
         except (OSError, ValueError, SyntaxError) as exc:
             raise InputError(f"{what} is a damaged or truncated image ({exc})") from None
-        if grey.size != (width, height):
+        if grey.size != (width, height) and not keep_size:
             grey = grey.resize((width, height), Image.Resampling.LANCZOS)
         pixels = np.asarray(grey, dtype=np.uint8)
     else:
@@ -215,22 +218,56 @@ def decode_image(data: bytes, height: int, width: int, *, dark_background: bool 
             raise
         except ValueError as exc:
             raise InputError(f"{what}: {exc}") from None
-        if pixels.shape != (height, width):
+        if pixels.shape != (height, width) and not keep_size:
             raise InputError(f"{what} is {pixels.shape[1]}x{pixels.shape[0]}; the model takes {width}x{height}: "
                              "resize it first, or install Pillow to resize as the server does")
     # The datasets are light objects on a dark background; a photo or scan of dark ink
     # on white paper is inverted so that it looks like them.
     if dark_background and pixels.mean() > 127:
         pixels = 255 - pixels
-    return pixels
+    return lay_out(pixels, layout, height, width)
 
 
 # ------------------------------------------------------------------- pre/post-processing
 
 
-def check_pixels(values, height: int, width: int, what: str = "`pixels`") -> np.ndarray:
+LAYOUTS = {
+    None: "the image as it is (pixels: already the model's size; files: resized whole)",
+    "mnist": "a drawing or photo of one digit, any size: cropped to its ink, longer side fitted "
+             "in 20/28 of the frame, centred by mass (mnist_style), as MNIST was made",
+}
+MAX_DRAWING_SIDE = 2048  # pixels sent as a drawing (layout "mnist") may be up to this many per side
+
+
+def check_layout(layout: str | None) -> str | None:
+    if layout not in LAYOUTS:
+        raise InputError(f"`layout` must be one of {[k for k in LAYOUTS if k]} or left out; got {layout!r}")
+    return layout
+
+
+def lay_out(pixels: np.ndarray, layout: str | None, height: int, width: int) -> np.ndarray:
+    """The one place a layout is applied: [H', W'] 0..255 -> uint8 [height, width].
+    "mnist" scales the ink's longer side to 20/28 of the frame, as MNIST's 20 of 28."""
+    if check_layout(layout) == "mnist":
+        if height != width:
+            raise InputError(f"layout 'mnist' needs a square model input; this model takes {width}x{height}")
+        return mnist_style(pixels, box=round(height * 20 / 28), size=height)
+    return np.asarray(pixels).clip(0, 255).astype(np.uint8)
+
+
+def check_drawings(values, height: int, width: int, layout: str | None, what: str = "`pixels`") -> np.ndarray:
+    """check_pixels(), except that with a layout the images may have any size (up to
+    MAX_DRAWING_SIDE per side) and come back laid out at the model's size: float32 [N, H, W]."""
+    if check_layout(layout) is None:
+        return check_pixels(values, height, width, what)
+    drawings = check_pixels(values, None, None, what)
+    return np.stack([lay_out(d, layout, height, width) for d in drawings]).astype(np.float32)
+
+
+def check_pixels(values, height: int | None, width: int | None, what: str = "`pixels`") -> np.ndarray:
     """Intensities 0..255 as [H, W], [N, H, W] or [N, 1, H, W] (nested lists or an array)
-    -> float32 [N, H, W]; InputError saying what is wrong otherwise."""
+    -> float32 [N, H, W]; InputError saying what is wrong otherwise. height and width None:
+    any size up to MAX_DRAWING_SIDE (drawings that a layout fits to the model)."""
     if values is None:
         raise InputError(f"no input: send {what} (0..255 intensities) or upload images")
     try:
@@ -242,11 +279,17 @@ def check_pixels(values, height: int, width: int, what: str = "`pixels`") -> np.
         array = array[None]
     elif array.ndim == 4 and array.shape[1] == 1:
         array = array[:, 0]
-    if array.ndim != 3 or array.shape[1:] != (height, width):
+    if height is None:  # a drawing: any size
+        if array.ndim != 3:
+            raise InputError(f"{what} must have shape [H, W] or [N, H, W]; got {list(np.shape(values))}")
+        if max(array.shape[1:]) > MAX_DRAWING_SIDE:
+            raise InputError(f"{what}: a drawing may have at most {MAX_DRAWING_SIDE} pixels per side; "
+                             f"got {list(array.shape[1:])}", 413)
+    elif array.ndim != 3 or array.shape[1:] != (height, width):
         raise InputError(f"{what} must have shape [{height}, {width}], [N, {height}, {width}] or "
                          f"[N, 1, {height}, {width}]; got {list(np.shape(values))}")
-    if array.shape[0] == 0:
-        raise InputError(f"{what} holds no images")
+    if array.size == 0:
+        raise InputError(f"{what} holds no images (or no pixels)")
     if not np.isfinite(array).all():
         raise InputError(f"{what} contains NaN or infinity")
     if array.min() < 0 or array.max() > 255:
@@ -305,8 +348,9 @@ def probabilities(logits: np.ndarray) -> np.ndarray:
     return softmax(np.asarray(logits, np.float64))
 
 
-def read_inputs(paths: list[str], height: int, width: int, dark_background: bool = True):
-    """Files -> (names, pixels [N, H, W] or None per failed file, errors {name: reason})."""
+def read_inputs(paths: list[str], height: int, width: int, dark_background: bool = True, layout: str | None = None):
+    """Files -> (names, pixels [N, H, W] or None per failed file, errors {name: reason}).
+    `layout` (the manifest's drawn_layout) applies to image files, not to arrays and IDX."""
     names, images, errors = [], [], {}
     for path in map(Path, paths):
         try:
@@ -320,7 +364,7 @@ def read_inputs(paths: list[str], height: int, width: int, dark_background: bool
                 images += list(array)
             else:
                 images.append(decode_image(path.read_bytes(), height, width, dark_background=dark_background,
-                                           what=str(path)).astype(np.float32))
+                                           what=str(path), layout=layout).astype(np.float32))
                 names.append(str(path))
         except (OSError, ValueError) as exc:
             names.append(str(path))

@@ -43,3 +43,48 @@ def test_font_digits_are_balanced_deterministic_idx(tmp_path, monkeypatch):
     assert font_digits.main() == 0
     images, labels = read_idx(tmp_path / "t10k-images-idx3-ubyte.gz"), read_idx(tmp_path / "t10k-labels-idx1-ubyte.gz")
     assert images.shape == (20, 28, 28) and labels.tolist() == [d for d in range(10) for _ in range(2)]
+
+
+def png_of(pixels: np.ndarray) -> bytes:
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, format="PNG")
+    return out.getvalue()
+
+
+def test_an_upload_with_the_mnist_layout_is_laid_out_not_squashed():
+    from edgestack.families.image import decode_image
+
+    page = np.full((300, 400), 255, np.uint8)  # a photo of dark ink on white paper, off-centre
+    page[30:130, 300:330] = 0
+    plain = decode_image(png_of(page), 28, 28)
+    laid_out = decode_image(png_of(page), 28, 28, layout="mnist")
+    assert plain.shape == laid_out.shape == (28, 28)
+    assert np.array_equal(laid_out, mnist_style(255 - page))  # inverted to light on dark, then laid out
+    cy, cx = centre_of_mass(laid_out.astype(np.float64))
+    assert abs(cy - 13.5) <= 1 and abs(cx - 13.5) <= 1
+    assert centre_of_mass(plain.astype(np.float64))[1] > 20  # resized whole, the stroke stays at the right
+
+
+def test_drawings_of_any_size_need_a_layout_and_are_checked():
+    from edgestack.errors import InputError
+    from edgestack.families.image import MAX_DRAWING_SIDE, check_drawings
+
+    drawing = np.zeros((90, 60))
+    drawing[10:80, 25:35] = 255
+    out = check_drawings(drawing.tolist(), 28, 28, "mnist")
+    assert out.shape == (1, 28, 28) and out.dtype == np.float32 and out.max() > 200
+    with pytest.raises(InputError, match=r"must have shape \[28, 28\]"):
+        check_drawings(drawing, 28, 28, None)  # without a layout, pixels are the model's size
+    with pytest.raises(InputError, match="layout"):
+        check_drawings(drawing, 28, 28, "squash")
+    with pytest.raises(InputError, match="at most") as too_big:
+        check_drawings(np.zeros((1, MAX_DRAWING_SIDE + 1, 2)), 28, 28, "mnist")
+    assert too_big.value.status == 413
+    with pytest.raises(InputError, match="no images"):
+        check_drawings(np.zeros((1, 0, 5)), 28, 28, "mnist")
+    with pytest.raises(InputError, match="0..255"):
+        check_drawings(drawing * 2, 28, 28, "mnist")
