@@ -18,8 +18,14 @@ TRITON_PORT  ?= 8000
 KSERVE_VENV  := .venv-kserve
 KSERVE       ?= 0.21.0
 KSERVE_STAMP := $(KSERVE_VENV)/.installed-kserve-$(KSERVE)
+# The playground's sheet music (serving/playground.py): abcjs from the npm registry, pinned, into a
+# gitignored folder the server serves from (with its licence). Needs node/npm; without them the
+# page still works and says that sheet music is missing.
+ABCJS        ?= 6.7.2
+ABCJS_DIR    := serving/playground/vendor
+ABCJS_STAMP  := $(ABCJS_DIR)/.installed-abcjs-$(ABCJS)
 
-.PHONY: serve test test-fast venv data models fresh-clone-check bench clean-models clean help folk-lstm-large text-large triton triton-serve kserve-venv bench-peers
+.PHONY: serve test test-fast venv data models playground browser fresh-clone-check bench clean-models clean help folk-lstm-large text-large triton triton-serve kserve-venv bench-peers
 
 help:
 	@echo "make serve   build what is missing (venv, data, default models) and serve on port $(PORT)"
@@ -27,6 +33,8 @@ help:
 	@echo "make test-fast  unit tests only: no built model, no server (about a minute)"
 	@echo "make models  build missing default models only"
 	@echo "make bench   benchmark fashion-cnn (table on screen, JSON under bench-results/)"
+	@echo "make playground  install abcjs (npm) for the playground's sheet music at http://localhost:$(PORT)/"
+	@echo "make browser  install Debian's chromium for the playground's browser tests (root)"
 	@echo "make triton  fetch a real tritonserver (CPU, Python backend) into $(TRITON_HOME)/ (make test needs it)"
 	@echo "make bench-peers   fashion-cnn on our server (HTTP, gRPC) vs KServe's ModelServer and Triton, one run"
 	@echo "make triton-serve  serve the built models on that Triton (Python backend), port $(TRITON_PORT)"
@@ -52,17 +60,27 @@ models: venv data
 
 # A model whose build fails (its summary line says why) does not keep the others from being
 # served: `edgestack build` exits 1 then, and serve goes on with every model that has a variant.
-serve: venv data
+serve: venv data playground
 	@$(BIN)/edgestack build || echo "!! not every model built (see the summary above); serving those that did"
 	$(BIN)/edgestack serve --port $(PORT)
 
 # Unit tests first (no built model, no server; a minute), then the integration tests (real models
 # built from data slices, real servers, a real Triton).
-test: venv data triton kserve-venv
+test: venv data triton kserve-venv playground browser
 	$(BIN)/python -m pytest -q tests/unit tests/integration
 
 test-fast: venv
 	$(BIN)/python -m pytest -q tests/unit
+
+playground: $(ABCJS_STAMP)
+
+$(ABCJS_STAMP):
+	@if command -v npm >/dev/null 2>&1; then \
+	  rm -rf $(ABCJS_DIR) && npm install --prefix $(ABCJS_DIR) --no-audit --no-fund --loglevel=error abcjs@$(ABCJS) && touch $@; \
+	else echo "!! npm is missing: the playground will show tunes without sheet music (install node/npm, then make playground)"; fi
+
+browser:
+	@bash scripts/install-browser.sh
 
 triton: $(TRITON_STAMP)
 
