@@ -47,11 +47,13 @@ class Endpoints:
         return {"model": runner.name, "version": runner.artifact.version, "variant": runner.variant,
                 "predictions": predictions}
 
-    async def classify(self, model: str | None, pixels: Any, top_k: int) -> dict:
+    async def classify(self, model: str | None, pixels: Any, top_k: int, layout: str | None = None,
+                       return_input: bool = False) -> dict:
         runner = self.runner(model, "image-classification")
-        return self.answer(runner, await runner.classify(runner.pixels_from_array(pixels), top_k))
+        return self.answer(runner, await runner.classify(runner.pixels_from_array(pixels, layout), top_k, return_input))
 
-    async def classify_image(self, images: Sequence[bytes | str | Path], model: str | None, top_k: int) -> dict:
+    async def classify_image(self, images: Sequence[bytes | str | Path], model: str | None, top_k: int,
+                             return_input: bool = False) -> dict:
         runner = self.runner(model, "image-classification")
         if not images:
             raise InputError("no image uploaded: send one or more files in the `images` field")
@@ -61,7 +63,7 @@ class Endpoints:
 
         pixels = np.stack([runner.decode_image(image_bytes(image), f"upload #{i + 1}")
                            for i, image in enumerate(images)])
-        return self.answer(runner, await runner.classify(pixels, top_k))
+        return self.answer(runner, await runner.classify(pixels, top_k, return_input))
 
     def sampling(self, model, prompt, max_length, temperature, top_k, top_p, seed):
         """folk-lstm: the runner and checked sampling parameters (4xx naming any bad one)."""

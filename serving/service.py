@@ -36,6 +36,7 @@ from serving.endpoints import Endpoints
 from serving.error_shape import ErrorShape, refusal
 from serving.inputs import api
 from serving.limits import BodySizeLimit
+from serving.playground import Playground
 from serving.repository import ModelRepository
 from serving.runner import ModelRunner, RunnerOptions
 
@@ -138,15 +139,20 @@ class EdgeStack:
 
     @api
     @caller_errors
-    async def classify(self, model: str | None = None, pixels: Any = None, top_k: int = 3) -> dict:
-        """Classify one image ([28, 28]) or many ([N, 28, 28]) given as pixel intensities 0..255."""
-        return await self.endpoints.classify(model, pixels, top_k)
+    async def classify(self, model: str | None = None, pixels: Any = None, top_k: int = 3,
+                       layout: str | None = None, return_input: bool = False) -> dict:
+        """Classify one image ([28, 28]) or many ([N, 28, 28]) given as pixel intensities 0..255.
+        layout "mnist": the pixels are a drawing of any size, laid out as MNIST was made first;
+        return_input: each prediction also holds the image as the model saw it."""
+        return await self.endpoints.classify(model, pixels, top_k, layout, return_input)
 
     @api
     @caller_errors
-    async def classify_image(self, images: list[Path], model: str | None = None, top_k: int = 3) -> dict:
-        """Classify uploaded image files (PNG, JPEG, ...); grey-scaled and resized to 28x28."""
-        return await self.endpoints.classify_image(images, model, top_k)
+    async def classify_image(self, images: list[Path], model: str | None = None, top_k: int = 3,
+                             return_input: bool = False) -> dict:
+        """Classify uploaded image files (PNG, JPEG, ...); grey-scaled, then resized to 28x28, or for
+        digits-cnn laid out as MNIST was made. return_input: also the image as the model saw it."""
+        return await self.endpoints.classify_image(images, model, top_k, return_input)
 
     @api
     @caller_errors
@@ -194,6 +200,7 @@ EdgeStack.add_asgi_middleware(Cors)
 EdgeStack.add_asgi_middleware(Admission)
 EdgeStack.add_asgi_middleware(TokenAuth)
 EdgeStack.add_asgi_middleware(BodySizeLimit)
+EdgeStack.add_asgi_middleware(Playground)  # GET / is the playground (serving/playground.py), /docs the API docs
 # The Open Inference Protocol (KServe/Triton v2 REST) on the same runners. Mounted at "/"
 # with absolute /v2/... routes: a mount at "/v2" would not match `GET /v2` itself.
 EdgeStack.mount_asgi_app(v2.build_app(RUNNERS), path="/", name="v2")

@@ -1,7 +1,7 @@
 """Text classifiers in batch jobs and edge bundles, against the server's own text runner.
 
 A tiny real sentiment-tiny (from-scratch 2-layer transformer, 1 epoch on 400 real movie-review
-snippets) in its own artifacts folder, so the text tests' own builds are not shadowed.
+snippets) in the session's artifacts folder (test_text.py's own builds live in a folder of their own).
 """
 
 from __future__ import annotations
@@ -26,12 +26,13 @@ TEXTS = ["A warm, funny and moving film.", "Dull, far too long and badly acted."
 
 
 @pytest.fixture(scope="module")
-def text_root(tmp_path_factory):
+def text_root(artifacts_root):
+    """Built once per session in the session's artifacts folder (the playground's browser test
+    serves the same one; test_text.py builds its own in a folder of its own)."""
     from export.build import build
 
-    root = tmp_path_factory.mktemp("text-artifacts")
-    art = build("sentiment-tiny", TINY_TEXT, root=root, progress=False)
-    return root, art
+    art = build("sentiment-tiny", TINY_TEXT, root=artifacts_root, progress=False)
+    return artifacts_root, art
 
 
 def served(art, texts: list[str]) -> np.ndarray:
