@@ -305,7 +305,10 @@ def run_protocol_bench(args) -> dict:
 
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         grpc_port = free_port()
-        env = {env_name("threads"): str(threads), env_name("variant"): variant, env_name("grpc_port"): str(grpc_port)}
+        # Load shedding off (EDGESTACK_MAX_QUEUE_MS=0): the peers queue without bound, and a 503 would
+        # end the run; the benchmark measures how fast requests are served, not how many are refused.
+        env = {env_name("threads"): str(threads), env_name("variant"): variant, env_name("grpc_port"): str(grpc_port),
+               env_name("max_queue_ms"): "0"}
         url, proc = stack.enter_context(running_server([args.model], port=args.port or free_port(), env=env,
                                                        log_path=Path(tmp) / "server.log"))
         servers = {"ours": {"url": url, "grpc": f"127.0.0.1:{grpc_port}"}}
