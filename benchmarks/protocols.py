@@ -286,7 +286,10 @@ def run_protocol_bench(args) -> dict:
     peers = requested_peers(args)
     threads = args.threads or os.cpu_count() or 1
     variant = choose_variant(list(art.meta.variants), ["CPUExecutionProvider"], get_settings().variant)
-    pixels = test_pixels(art, max(BATCHES))
+    batches = tuple(getattr(args, "batches", None) or BATCHES)
+    if any(b not in BATCHES for b in batches):
+        raise UsageError(f"--batches: each of {', '.join(map(str, BATCHES))}")
+    pixels = test_pixels(art, max(batches))
     print(f"protocol benchmark: {args.model} v{art.version}, variant {variant}, {threads} threads, "
           f"peers: {', '.join(peers) or 'none'}; {args.http_requests} requests per contender and case "
           "(h2load)", flush=True)
@@ -296,7 +299,7 @@ def run_protocol_bench(args) -> dict:
     session = open_session(art.variant_path(variant), device="cpu", threads=threads)
     name, pre = art.meta.inputs[0].name, art.meta.preprocessing.to_dict()
     in_process = []
-    for batch in BATCHES:
+    for batch in batches:
         feeds = {name: to_model_input(pixels[:batch], pre)}
         samples = interleaved({"ort": lambda feeds=feeds: session.run(feeds)}, args.iterations)["ort"]
         in_process.append({"case": f"ort-{variant} in-process batch={batch}", "batch": batch,
@@ -330,7 +333,7 @@ def run_protocol_bench(args) -> dict:
             cpu[peer] = ProcessTreeCPU(peer_proc.pid)
             fixed[fixed_name(peer)] = ready_target(peer_url, peer)
         check_answers(art, to_model_input(pixels[:2], pre), servers)
-        cases = {batch: targets_for(art, pixels[:batch], servers) for batch in BATCHES}
+        cases = {batch: targets_for(art, pixels[:batch], servers) for batch in batches}
         rows = measure(cases, args.http_requests, fixed, cpu, per_connection=args.per_connection)
 
     by_case = {r["case"]: r for r in rows}
@@ -340,9 +343,9 @@ def run_protocol_bench(args) -> dict:
     from serving.runner import RunnerOptions
 
     wait_ms = RunnerOptions.from_env().max_wait_ms  # the server reads the same setting
-    contenders = list(cases[BATCHES[0]])
+    contenders = list(cases[batches[0]])
     ratios, checks = {}, {}
-    for batch, ort_row in zip(BATCHES, in_process):
+    for batch, ort_row in zip(batches, in_process):
         binary = by_case[f"v2-binary batch={batch} conc=1"]["p50_ms"]
         for protocol in contenders:
             if protocol != "v2-binary":
@@ -365,7 +368,7 @@ def run_protocol_bench(args) -> dict:
         by = {(r["protocol"], r["batch"], r["concurrency"]): r for r in rows}
         comparison["ab"] = {
             f"{p} batch={b} c{c} B/A {metric}": by[("b:" + p, b, c)][metric] / by[(p, b, c)][metric]
-            for p in ("v2-binary", "v2-grpc") for b in BATCHES for c in CONCURRENCY[b]
+            for p in ("v2-binary", "v2-grpc") for b in batches for c in CONCURRENCY[b]
             for metric in ("p50_ms", "p99_ms", "requests_per_s", "server_cpu_ms_per_request")}
     result = {"model": args.model, "version": art.version, "variant": variant,
               "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(threads),

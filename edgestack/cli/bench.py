@@ -43,6 +43,8 @@ def add_parsers(sub) -> None:
                          "`make kserve-venv`), triton (the real Triton, Python backend, `make triton`); "
                          "e.g. --peers kserve,triton")
     be.add_argument("--triton", action="store_true", help="with --protocols: the same as --peers triton")
+    be.add_argument("--batches", type=lambda text: [int(b) for b in text.split(",")], metavar="1,32",
+                    help="with --protocols: which batch sizes (default both: 1,32)")
     be.add_argument("--per-connection", type=int, default=8,
                     help="with --protocols: at concurrency C each block sends at least C x this many requests")
     be.add_argument("--ab", metavar="VAR=VALUE[,...]",

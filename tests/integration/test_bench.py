@@ -83,7 +83,7 @@ def test_protocol_bench_with_a_real_triton_in_the_same_rotation(tmp_path):
 def test_protocol_bench_against_kserve_and_an_ab_server(tmp_path):
     """KServe's own ModelServer (its venv) on the same artifact, and a second server of ours
     with other settings, in the same rotation; the peer comparison names the issue's goals."""
-    result = run_bench(tmp_path, "--protocols", "--peers", "kserve", "--ab", "EDGESTACK_GC_FREEZE=1")
+    result = run_bench(tmp_path, "--protocols", "--peers", "kserve", "--ab", "EDGESTACK_GC_FREEZE=0", "--batches", "1")
     cases = {(r["protocol"], r["batch"], r["concurrency"]): r for r in result["http"]}
     for contender in (*PEERS["kserve"], "b:v2-binary", "b:v2-grpc"):
         for concurrency in CONCURRENCY[1]:
@@ -92,4 +92,5 @@ def test_protocol_bench_against_kserve_and_an_ab_server(tmp_path):
     assert comparison["ratios"]["v2-grpc/kserve-grpc c1 p50"] > 0
     assert any(key.startswith("v2-binary c16 req/s >= 1.5x best peer") for key in comparison["goals"])
     assert comparison["ab"]["v2-binary batch=1 c1 B/A p50_ms"] > 0
-    assert result["peers"] == ["kserve"] and result["ab"] == "EDGESTACK_GC_FREEZE=1"
+    assert result["peers"] == ["kserve"] and result["ab"] == "EDGESTACK_GC_FREEZE=0"
+    assert {r["batch"] for r in result["http"]} == {1}  # --batches 1
