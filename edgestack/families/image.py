@@ -297,35 +297,41 @@ def check_pixels(values, height: int | None, width: int | None, what: str = "`pi
     return array.astype(np.float32)
 
 
+def resample(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
+    """float [H, W] -> float [height, width] with a triangle (bilinear) filter widened by the
+    reduction factor, as Pillow's antialiased BILINEAR does. numpy only, so the server (with
+    Pillow) and an edge device (without) lay a drawing out to the same pixels."""
+    def weights(size_in: int, size_out: int) -> np.ndarray:
+        scale = size_in / size_out
+        support = max(scale, 1.0)
+        centres = (np.arange(size_out) + 0.5) * scale - 0.5
+        w = np.clip(1 - np.abs(np.arange(size_in)[None, :] - centres[:, None]) / support, 0, None)
+        return w / w.sum(axis=1, keepdims=True)
+
+    return weights(pixels.shape[0], height) @ pixels @ weights(pixels.shape[1], width).T
+
+
 def mnist_style(pixels: np.ndarray, *, box: int = 20, size: int = 28, ink: float = 0.1) -> np.ndarray:
     """A drawn or photographed digit (light ink on dark, uint8 [H, W]) laid out the way MNIST
-    was made: cropped to the ink, scaled so its longer side is `box` pixels (aspect kept),
-    then placed in a `size` x `size` frame with its centre of mass in the middle.
-    Pillow resizes when installed (LANCZOS, like uploads); otherwise nearest neighbour.
+    was made: cropped to the ink, scaled so its longer side is `box` pixels (aspect kept,
+    resample()), then placed in a `size` x `size` frame with its centre of mass in the middle.
     An image without ink comes back as an empty frame."""
-    grey = np.asarray(pixels, dtype=np.float32)
+    grey = np.asarray(pixels, dtype=np.float64)
     mask = grey > ink * max(float(grey.max()), 1.0)
-    frame = np.zeros((size, size), np.float32)
+    frame = np.zeros((size, size), np.float64)
     if not mask.any():
         return frame.astype(np.uint8)
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     crop = grey[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
     scale = box / max(crop.shape)
     height, width = max(1, round(crop.shape[0] * scale)), max(1, round(crop.shape[1] * scale))
-    Image = _pillow()
-    if Image is not None:
-        small = np.asarray(Image.fromarray(crop.clip(0, 255).astype(np.uint8)).resize(
-            (width, height), Image.Resampling.LANCZOS), dtype=np.float32)
-    else:
-        ys = (np.arange(height) / scale).astype(int).clip(0, crop.shape[0] - 1)
-        xs = (np.arange(width) / scale).astype(int).clip(0, crop.shape[1] - 1)
-        small = crop[np.ix_(ys, xs)]
+    small = resample(crop, height, width)
     total = small.sum()
     cy, cx = ((np.arange(height)[:, None] * small).sum() / total, (np.arange(width)[None, :] * small).sum() / total)
-    top = min(max(int(round(size / 2 - 0.5 - cy)), 0), size - height)
-    left = min(max(int(round(size / 2 - 0.5 - cx)), 0), size - width)
+    top = min(max(round(size / 2 - 0.5 - cy), 0), size - height)
+    left = min(max(round(size / 2 - 0.5 - cx), 0), size - width)
     frame[top:top + height, left:left + width] = small
-    return frame.clip(0, 255).astype(np.uint8)
+    return frame.round().clip(0, 255).astype(np.uint8)
 
 
 def to_model_input(pixels: np.ndarray, pre: dict) -> np.ndarray:

@@ -88,3 +88,37 @@ def test_drawings_of_any_size_need_a_layout_and_are_checked():
         check_drawings(np.zeros((1, 0, 5)), 28, 28, "mnist")
     with pytest.raises(InputError, match="0..255"):
         check_drawings(drawing * 2, 28, 28, "mnist")
+
+
+def test_writer_and_pen_augmentation_is_seeded_and_laid_out_like_drawn_input():
+    torch = pytest.importorskip("torch")
+    from training.image import drawn_augment, relayout, thicken_or_thin
+
+    bar = torch.zeros(8, 1, 28, 28)
+    bar[:, :, 2:12, 3:6] = 1.0  # a short stroke in the top-left corner
+    first = drawn_augment(bar, torch.Generator().manual_seed(3), clean=0.0)
+    again = drawn_augment(bar, torch.Generator().manual_seed(3), clean=0.0)
+    other = drawn_augment(bar, torch.Generator().manual_seed(4), clean=0.0)
+    assert torch.equal(first, again) and not torch.equal(first, other)
+    for image in first[:, 0].numpy():  # re-laid out: 20 px tall, centred by mass
+        rows = np.flatnonzero(image.max(1) > 0.1)
+        assert 18 <= rows[-1] - rows[0] + 1 <= 22
+        cy, cx = centre_of_mass(image)
+        assert abs(cy - 13.5) <= 1.5 and abs(cx - 13.5) <= 1.5
+    laid_out = relayout(bar)[0, 0].numpy()
+    assert abs(centre_of_mass(laid_out)[1] - 13.5) <= 1
+    thick = thicken_or_thin(bar, torch.Generator().manual_seed(0), low=1.5, high=2.0)
+    thin = thicken_or_thin(bar, torch.Generator().manual_seed(0), low=-1.0, high=-0.9)
+    assert thick.sum() > bar.sum() > thin.sum()
+
+
+def test_the_layout_is_the_same_with_and_without_pillow(monkeypatch):
+    from edgestack.families import image as processing
+
+    digit = np.zeros((28, 28), np.uint8)
+    digit[4:20, 9:14] = 255  # an MNIST-sized upload, not yet laid out
+    digit[6:9, 14:18] = 180
+    data = png_of(digit)
+    with_pillow = processing.decode_image(data, 28, 28, layout="mnist")
+    monkeypatch.setattr(processing, "_pillow", lambda: None)  # an edge device: numpy decoders only
+    assert np.array_equal(processing.decode_image(data, 28, 28, layout="mnist"), with_pillow)

@@ -8,7 +8,9 @@ drawn on a canvas is thicker, off-centre and differently sized than the 5,000 MN
 
 writes OUT_DIR/t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz (MNIST's IDX layout,
 light ink on dark, 28x28), which `edgestack batch digits-cnn OUT_DIR/t10k-images-idx3-ubyte.gz ...`
-and the IDX loaders read. Deterministic for a seed and a set of fonts.
+and the IDX loaders read. Deterministic for a seed and a set of fonts. `--score` then prints
+the accuracy of the built digits-cnn (every CPU variant, ONNX Runtime; EDGESTACK_ARTIFACTS
+picks the artifacts folder) on both layouts.
 """
 
 from __future__ import annotations
@@ -23,10 +25,27 @@ import numpy as np
 FONT_DIRS = (Path("/usr/share/fonts/truetype"), Path("/usr/share/fonts/opentype"))
 
 
-def fonts() -> list[Path]:
-    """Every TrueType/OpenType font file installed, except symbol and maths fonts."""
+# The evaluation set's faces. Training may render digits from every other installed font
+# (training_fonts()), so the evaluation stays on faces the model never saw.
+EVAL_FAMILY = "DejaVu"
+NOT_DIGITS = ("Math", "Symbol", "Emoji", "D050000L", "Dingbat")  # faces without plain digits
+
+
+def installed_fonts() -> list[Path]:
+    """Every TrueType/OpenType font file installed, except symbol, dingbat and maths fonts."""
     found = sorted(p for d in FONT_DIRS if d.is_dir() for p in d.rglob("*") if p.suffix.lower() in (".ttf", ".otf"))
-    return [p for p in found if not any(word in p.name for word in ("Math", "Symbol", "Emoji"))]
+    return [p for p in found if not any(word in p.name for word in NOT_DIGITS)]
+
+
+def fonts() -> list[Path]:
+    """The evaluation set's fonts: the DejaVu family (Debian's fonts-dejavu-core and -extra)."""
+    return [p for p in installed_fonts() if p.name.startswith(EVAL_FAMILY)]
+
+
+def training_fonts() -> list[Path]:
+    """Fonts other than the evaluation's (fonts-liberation2, fonts-freefont-ttf, fonts-urw-base35
+    here, installed by scripts/install-system-data.sh)."""
+    return [p for p in installed_fonts() if not p.name.startswith(EVAL_FAMILY)]
 
 
 def render(digit: int, font: Path, rng: np.random.Generator, canvas: int = 96) -> np.ndarray:
@@ -52,9 +71,10 @@ def plain_resize(pixels: np.ndarray, size: int = 28) -> np.ndarray:
     return np.asarray(Image.fromarray(pixels).resize((size, size), Image.Resampling.LANCZOS), dtype=np.uint8)
 
 
-def make(per_digit: int = 300, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(canvases uint8 [N, 96, 96], labels int64 [N]), every digit `per_digit` times over the fonts."""
-    files = fonts()
+def make(per_digit: int = 300, seed: int = 0, files: list[Path] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(canvases uint8 [N, 96, 96], labels int64 [N]), every digit `per_digit` times over the
+    fonts (default: the evaluation's)."""
+    files = fonts() if files is None else files
     if not files:
         raise FileNotFoundError("no fonts under /usr/share/fonts: apt-get install fonts-dejavu-core")
     rng = np.random.default_rng(seed)
@@ -72,11 +92,31 @@ def write_idx(path: Path, array: np.ndarray) -> None:
         fh.write(header + array.astype(np.uint8).tobytes())
 
 
+def score(images: np.ndarray, labels: np.ndarray, root: Path | None = None) -> dict[str, float]:
+    """Accuracy of the latest digits-cnn artifact's CPU variants on (images, labels)."""
+    from edgestack import artifact
+    from edgestack.families.image import to_model_input
+    from edgestack.runtime import open_session
+
+    art = artifact.load_latest("digits-cnn", root)
+    pre, input_name = art.manifest["preprocessing"], art.manifest["inputs"][0]["name"]
+    accuracy = {}
+    for variant, meta in art.manifest["variants"].items():
+        if meta.get("target") != "cpu":
+            continue
+        session = open_session(art.path / meta["file"], device="cpu")
+        logits = np.concatenate([session.run({input_name: to_model_input(images[i:i + 500].astype(np.float32), pre)})[0]
+                                 for i in range(0, len(images), 500)])
+        accuracy[variant] = float((logits.argmax(1) == labels).mean())
+    return accuracy
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out", type=Path)
     parser.add_argument("--per-digit", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--score", action="store_true", help="then score the built digits-cnn on the set")
     args = parser.parse_args()
     from edgestack.families.image import mnist_style
 
@@ -86,6 +126,12 @@ def main() -> int:
     write_idx(args.out / "t10k-labels-idx1-ubyte.gz", labels)
     write_idx(args.out / "plain-images-idx3-ubyte.gz", np.stack([plain_resize(c) for c in canvases]))
     print(f"{len(labels)} digits from {len(fonts())} fonts -> {args.out} (MNIST-style layout; plain-resized copy beside)")
+    if args.score:
+        from edgestack.families.image import read_idx
+
+        for layout, stem in (("mnist_style", "t10k"), ("plain resize", "plain")):
+            accuracy = score(read_idx(args.out / f"{stem}-images-idx3-ubyte.gz"), labels)
+            print(f"digits-cnn, {layout}: " + ", ".join(f"{v} {a:.2%}" for v, a in accuracy.items()))
     return 0
 
 
