@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from edgestack import artifact, registry
+from edgestack.errors import UsageError
 from edgestack.settings import env_name, help_text
 
 # Each flag is the Settings field of the same name.
@@ -37,6 +38,12 @@ def server_env(args: argparse.Namespace, environ) -> dict[str, str]:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    engine = getattr(args, "engine", "bentoml")
+    ray_only = [f"--{flag.replace('_', '-')}" for flag in RAY_FLAGS if getattr(args, flag, None) is not None]
+    if engine != "ray" and ray_only:
+        raise UsageError(f"{', '.join(ray_only)}: Ray Serve settings; add --engine ray")
+    if engine == "ray" and getattr(args, "grpc_port", None):
+        raise UsageError("--grpc-port: the v2 gRPC endpoint is on the BentoML server only, not on --engine ray")
     # Verify every artifact before starting BentoML: a refused artifact should stop the
     # command with its reason, not leave a server that never becomes ready.
     names = args.models or [n for n in registry.MODELS if artifact.latest_version_dir(n) is not None]
@@ -47,7 +54,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         art = artifact.load_latest(name)
         print(f"[{name}] v{art.version} verified ({len(art.meta.files)} files)", flush=True)
     env = server_env(args, os.environ)
-    if args.engine == "ray":
+    if engine == "ray":
         from serving.ray_engine import serve_forever
 
         os.environ.update(env)
