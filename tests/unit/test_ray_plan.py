@@ -49,3 +49,12 @@ def test_remote_runners_take_the_familys_request_side():
     assert issubclass(remote_runner_class(MusicGenerator), TuneRequests)
     assert remote_runner_class(TextClassifier).__mro__[1] is RemoteRunner  # nothing to check before the replica
 
+
+
+def test_ray_flags_need_the_ray_engine_and_grpc_is_bentomls(capsys):
+    from edgestack.cli import main
+
+    assert main(["serve", "digits-cnn", "--replicas", "2", "--autoscale", "1:3"]) == 2
+    assert "--replicas, --autoscale: Ray Serve settings; add --engine ray" in capsys.readouterr().err
+    assert main(["serve", "digits-cnn", "--engine", "ray", "--grpc-port", "9001"]) == 2
+    assert "not on --engine ray" in capsys.readouterr().err
