@@ -32,6 +32,9 @@ from edgestack.serverproc import free_port, running_process, running_server
 from edgestack.settings import env_name
 
 CONCURRENCY = (1, 16, 64)
+# Load shedding off on both engines: this measures throughput and latency under a queue, not
+# how early a server refuses (at concurrency 64 on 2 shared cores both would shed).
+UNSHED = {env_name("max_queue_ms"): "0"}
 ENGINE_BENCH_TIMEOUT = 240.0
 
 
@@ -54,7 +57,7 @@ def running_ray(model: str, replicas: int, threads: int, log_path: Path):
     command = [sys.executable, "-m", "edgestack.cli", "serve", model, "--engine", "ray", "--host", "127.0.0.1",
                "--port", str(port), "--replicas", str(replicas), "--num-cpus", f"{cpus:g}"]
     started = time.perf_counter()
-    with running_process(command, f"http://127.0.0.1:{port}/readyz", timeout=ENGINE_BENCH_TIMEOUT,
+    with running_process(command, f"http://127.0.0.1:{port}/readyz", env=UNSHED, timeout=ENGINE_BENCH_TIMEOUT,
                          log_path=log_path, what="Ray Serve") as proc:
         print(f"  Ray Serve, {replicas} replica(s) x {cpus:g} CPU: ready in {time.perf_counter() - started:.1f} s",
               flush=True)
@@ -96,7 +99,7 @@ def run_engine_bench(args) -> dict:
           f"engine and concurrency {CONCURRENCY}", flush=True)
     rows, pairings = [], []
     with tempfile.TemporaryDirectory() as tmp, running_server(
-            [args.model], env={env_name("threads"): str(threads)},
+            [args.model], env={env_name("threads"): str(threads), **UNSHED},
             log_path=Path(tmp) / "bentoml.log") as (bento, bento_proc):
         for replicas in replica_counts:
             label = f"ray-{replicas}r"
