@@ -208,17 +208,17 @@ def test_bad_requests_get_the_same_error_shape(ray_server, path, kwargs, status,
 # ---------------------------------------------------------------------------- failures under load
 
 def test_back_pressure_is_a_503_in_the_error_shape(ray_server):
-    """folk-lstm has one replica holding 16 requests and a queue of 64 at the router: 160 long
+    """folk-lstm has one replica holding 16 requests and a queue of 64 at the router: 200 long
     tunes at once overflow it, and the overflow is refused at once with 503 + Retry-After."""
     import asyncio
 
     url, _, _ = ray_server
 
     async def burst():
-        limits = httpx.Limits(max_connections=160)
+        limits = httpx.Limits(max_connections=200)
         async with httpx.AsyncClient(timeout=120, limits=limits) as client:
             return await asyncio.gather(*(client.post(url + "/generate", json={"seed": i, "max_length": 800})
-                                          for i in range(160)))
+                                          for i in range(200)))
 
     answers = asyncio.run(burst())
     refused = [r for r in answers if r.status_code == 503]
