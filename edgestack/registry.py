@@ -88,7 +88,10 @@ def register_model(spec: ModelSpec) -> ModelSpec:
 
 
 for _spec in (
-    ModelSpec("digits-cnn", "image", {"dataset": "digits", "epochs": 40, "augment": True, "patience": 8},
+    # drawn: writer/pen augmentation; printed_digits: 100 per class from fonts other than the
+    # evaluation's DejaVu (training/image.py; docs/models.md has what each gives)
+    ModelSpec("digits-cnn", "image", {"dataset": "digits", "epochs": 40, "augment": True, "patience": 8,
+                                      "drawn": True, "printed_digits": 100},
               "handwritten digit classifier (28x28 grey, 10 classes)"),
     ModelSpec("fashion-cnn", "image", {"dataset": "fashion", "epochs": 15, "augment": False, "patience": 3},
               "Fashion-MNIST clothing classifier (28x28 grey, 10 classes)"),

@@ -24,6 +24,21 @@ if ! command -v h2load >/dev/null 2>&1; then
     echo "!! h2load is missing: edgestack bench --protocols needs it (as root: apt-get install nghttp2-client)" >&2
   fi
 fi
+# Fonts: digits-cnn adds digits printed in Liberation, FreeFont and URW faces to its training
+# split, and its evaluation set of digits no scanner made (python -m training.data.font_digits)
+# is rendered from the DejaVu faces, which it never trains on (training/data/font_digits.py).
+FONT_PACKAGES="fonts-dejavu-core fonts-dejavu-extra fonts-liberation2 fonts-freefont-ttf fonts-urw-base35"
+missing_fonts=$(for p in $FONT_PACKAGES; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || echo "$p"; done)
+if [ -n "$missing_fonts" ]; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo ">> installing Debian font packages for digits-cnn's printed digits: $missing_fonts"
+    apt-get update -qq
+    # shellcheck disable=SC2086
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing_fonts
+  else
+    echo "!! missing font packages ($missing_fonts): digits-cnn then trains without printed digits (as root: apt-get install $missing_fonts)" >&2
+  fi
+fi
 FASHION_DIR=/usr/share/datasets/fashion-mnist
 if [ -f "$FASHION_DIR/train-images-idx3-ubyte.gz" ]; then
   exit 0
