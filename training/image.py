@@ -48,8 +48,9 @@ class Config:
     # slant, elastic distortion, then laid out again as mnist_style() lays out drawn input.
     drawn: bool = False
     drawn_share: float = 0.75         # of each batch; the rest gets only the small turns and shifts
-    # Printed digits added to the training split, per class: rendered from the installed fonts
-    # other than the evaluation set's DejaVu (training/data/font_digits.py), laid out MNIST-style.
+    # Printed digits added to the training split, per class (fewer in proportion under train_limit):
+    # rendered from the installed fonts other than the evaluation set's DejaVu
+    # (training/data/font_digits.py), laid out MNIST-style.
     printed_digits: int = 0
     patience: int = 3                 # early stopping: epochs without a better validation accuracy
     seed: int = 0
@@ -198,8 +199,8 @@ def train(cfg: Config, out_dir: Path, *, progress: bool = True) -> dict:
     data = load_dataset(cfg)
     train_split = data.train.head(cfg.train_limit)
     printed = ([], [], [])
-    if cfg.printed_digits:
-        printed = printed_digits(cfg.printed_digits, cfg.seed)
+    if cfg.printed_digits:  # in proportion to the scans used (train_limit: quick runs stay quick)
+        printed = printed_digits(max(1, round(cfg.printed_digits * len(train_split) / len(data.train))), cfg.seed)
         train_split = image_data.Split(np.concatenate([train_split.images, printed[0]]),
                                        np.concatenate([train_split.labels, printed[1]]))
     x_train, y_train = to_tensor(train_split.images), torch.from_numpy(train_split.labels)
