@@ -148,6 +148,7 @@ def timeout_ms(headers) -> float | None:
 class Admission:
     def __init__(self, app, state: DrainState | None = None):
         self.app, self.state = app, state or DRAIN
+        self.budget = get_settings().max_queue_ms / 1000 or float("inf")  # read once, not per request
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -167,7 +168,7 @@ class Admission:
         path = scope.get("path", "")
         load = None if path in UNMETERED else state.route(path)
         if load is not None and load.in_flight > 1:
-            budget = get_settings().max_queue_ms / 1000 or float("inf")
+            budget = self.budget
             limit, waiting = min(ms / 1000 if ms else budget, budget), load.queueing()
             if waiting > limit:
                 state.shed += 1

@@ -17,31 +17,29 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from pathlib import Path
 
 from starlette.middleware.cors import CORSMiddleware
 
 from edgestack.settings import get_settings
 
-_file_cache: dict[tuple[str, float], list[str]] = {}
+class KeyRing:
+    """The accepted keys: EDGESTACK_API_KEYS, plus the key file's (one per line, blank lines and
+    # comments skipped), read again when the file changes, so keys rotate without a restart.
+    Built once per server: the settings are read at start, not on every request."""
 
+    def __init__(self, settings=None):
+        settings = settings or get_settings()
+        self.fixed, self.path = list(settings.api_keys), settings.api_keys_file
+        self._stamp, self._from_file = None, []
 
-def keys_from_file(path: Path) -> list[str]:
-    """Keys in a file, one per line (blank lines and # comments skipped); read again when it changes."""
-    stamp = (str(path), path.stat().st_mtime)
-    if stamp not in _file_cache:
-        _file_cache.clear()
-        lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
-        _file_cache[stamp] = [line for line in lines if line]
-    return _file_cache[stamp]
-
-
-def api_keys() -> list[str]:
-    settings = get_settings()
-    keys = list(settings.api_keys)
-    if settings.api_keys_file is not None:
-        keys += keys_from_file(settings.api_keys_file)
-    return keys
+    def keys(self) -> list[str]:
+        if self.path is None:
+            return self.fixed
+        stamp = self.path.stat().st_mtime_ns
+        if stamp != self._stamp:
+            lines = (line.split("#", 1)[0].strip() for line in self.path.read_text().splitlines())
+            self._stamp, self._from_file = stamp, [line for line in lines if line]
+        return self.fixed + self._from_file
 
 
 def digest(text: str) -> bytes:
@@ -69,13 +67,13 @@ def bearer(headers) -> str | None:
 
 class TokenAuth:
     def __init__(self, app):
-        self.app = app
+        self.app, self.ring, self.open_paths = app, KeyRing(), get_settings().open_paths
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope.get("method") == "OPTIONS":
             return await self.app(scope, receive, send)
-        keys = api_keys()
-        if not keys or is_open(scope.get("path", ""), get_settings().open_paths):
+        keys = self.ring.keys()
+        if not keys or is_open(scope.get("path", ""), self.open_paths):
             return await self.app(scope, receive, send)
         token = bearer(scope.get("headers"))
         if token is not None and token_ok(token, keys):
@@ -112,10 +110,12 @@ def grpc_interceptor():
     metadata `Bearer <key>`; otherwise UNAUTHENTICATED with the same message."""
     import grpc
 
+    ring = KeyRing()
+
     class BearerTokens(grpc.aio.ServerInterceptor):
         async def intercept_service(self, continuation, details):
             handler = await continuation(details)
-            keys = api_keys()
+            keys = ring.keys()
             if handler is None or not keys or details.method.rsplit("/", 1)[-1] in GRPC_OPEN_METHODS:
                 return handler
             metadata = [(k.encode(), v.encode() if isinstance(v, str) else v)
