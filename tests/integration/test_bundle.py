@@ -99,10 +99,13 @@ def test_clean_venv_runner_matches_the_server(digits_bundle, edge_python, server
             out[score["index"]] = score["probability"]
         return out
 
+    # image files (the PGM frame too) through the upload endpoint: digits-cnn lays them out as MNIST
+    # was made there and in the runner alike; the IDX rows are pixel arrays, as /classify takes them
     upload = [("images", (p.name, p.read_bytes(), "image/png")) for p in files + [tmp_path / "scan-rgb.png"]]
+    upload.append(("images", ("frame.pgm", (tmp_path / "frame.pgm").read_bytes(), "image/x-portable-graymap")))
     served = httpx.post(server + "/classify_image", files=upload, data={"model": "digits-cnn", "top_k": "10"},
                         timeout=30).json()["predictions"]
-    served += httpx.post(server + "/classify", json={"model": "digits-cnn", "pixels": pixels[[1, *range(6, 14)]].tolist(),
+    served += httpx.post(server + "/classify", json={"model": "digits-cnn", "pixels": pixels[6:14].tolist(),
                                                       "top_k": 10}, timeout=30).json()["predictions"]
     assert len(served) == 16
     for mine, theirs in zip(answers[:16], served):
@@ -118,7 +121,10 @@ def test_clean_venv_runner_matches_the_server(digits_bundle, edge_python, server
     api = subprocess.run([str(edge_python), "-c", script, str(digits_bundle.path), str(tmp_path / "pixels.npy")],
                          capture_output=True, text=True, env=clean_env(), cwd=tmp_path)
     assert api.returncode == 0, api.stderr
-    np.testing.assert_allclose(json.loads(api.stdout), [probabilities(a) for a in answers[:6]], atol=1e-5)
+    # pixel arrays are taken as they are (no layout), as the server's /classify takes them
+    as_pixels = httpx.post(server + "/classify", json={"model": "digits-cnn", "pixels": pixels[:6].tolist(), "top_k": 10},
+                           timeout=30).json()["predictions"]
+    np.testing.assert_allclose(json.loads(api.stdout), [probabilities(a) for a in as_pixels], atol=1e-5)
 
     # run as a path from anywhere, as the README says
     by_path = subprocess.run([str(edge_python), str(digits_bundle.path / "edge_runner"), str(files[0]), "--top-k", "1"],
