@@ -127,6 +127,9 @@ class Settings(BaseSettings):
                            "requests beyond it get 503 + Retry-After at once (0: unbounded)")
     max_queue_rows: NonNegativeInt = Field(
         0, description="load shedding: a fixed queue bound in rows per model instead (0: from EDGESTACK_MAX_QUEUE_MS)")
+    max_in_flight: PositiveInt = Field(
+        512, description="most requests inside the server at once; more get 503 + Retry-After (a memory bound: "
+                         "each may hold a body of EDGESTACK_MAX_BODY_BYTES)")
     drain_seconds: NonNegativeFloat = Field(
         30.0, description="on SIGTERM: longest wait for accepted requests and open streams to finish before exit")
     api_keys: Annotated[list[str], NoDecode] = Field(

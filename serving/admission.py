@@ -11,7 +11,8 @@
   takes alone (`RouteLoad`, as CoDel judges a queue by its standing delay); while that is over
   EDGESTACK_MAX_QUEUE_MS (or a request's own deadline), new requests to the route get 503 +
   Retry-After at once, which costs far less than serving them. Each model's queue has its own
-  bound behind this one (serving/batching.py);
+  bound behind this one (serving/batching.py), and the server as a whole takes at most
+  EDGESTACK_MAX_IN_FLIGHT requests at once;
 - it counts the requests in flight, and while the server drains it refuses new ones with 503
   (Retry-After, `Connection: close`) and answers readiness probes (/readyz,
   /v2/health/ready) with 503, so a load balancer stops sending traffic at once.
@@ -148,7 +149,8 @@ def timeout_ms(headers) -> float | None:
 class Admission:
     def __init__(self, app, state: DrainState | None = None):
         self.app, self.state = app, state or DRAIN
-        self.budget = get_settings().max_queue_ms / 1000 or float("inf")  # read once, not per request
+        settings = get_settings()  # read once, not per request
+        self.budget, self.max_in_flight = settings.max_queue_ms / 1000 or float("inf"), settings.max_in_flight
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -167,6 +169,10 @@ class Admission:
             return await _answer(send, 400, str(exc))
         path = scope.get("path", "")
         load = None if path in UNMETERED else state.route(path)
+        if load is not None and state.in_flight >= self.max_in_flight:
+            state.shed += 1
+            return await _answer(send, 503, f"the server is overloaded: {state.in_flight} requests in flight, its "
+                                            "limit (EDGESTACK_MAX_IN_FLIGHT)", [(b"retry-after", b"1")])
         if load is not None and load.in_flight > 1:
             budget = self.budget
             limit, waiting = min(ms / 1000 if ms else budget, budget), load.queueing()

@@ -101,7 +101,9 @@ SETTINGS = get_settings()
 # Per-request work BentoML does around every route (issue 13 measures each): the access log
 # line and the OpenTelemetry middleware follow EDGESTACK_ACCESS_LOG / EDGESTACK_TRACING; the
 # tracing middleware is skipped by excluding every URL from it.
-@bentoml.service(name="edgestack", workers=1, traffic={"timeout": 60, "max_concurrency": 512},
+# No BentoML max_concurrency: its refusal is a 429 without Retry-After; serving/admission.py bounds
+# the requests in flight instead (EDGESTACK_MAX_IN_FLIGHT) with our 503.
+@bentoml.service(name="edgestack", workers=1, traffic={"timeout": 60},
                  metrics={"enabled": True}, logging={"access": {"enabled": SETTINGS.access_log}},
                  **({} if SETTINGS.tracing else {"tracing": {"excluded_urls": [".*"]}}))
 class EdgeStack:

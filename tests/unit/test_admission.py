@@ -91,3 +91,14 @@ def test_while_draining_new_work_and_readiness_get_503_and_liveness_stays():
     (work, ready, v2_ready, live), state = asyncio.run(run())
     assert work[0] == ready[0] == v2_ready[0] == 503 and work[1][b"connection"] == b"close"
     assert live[0] == 200 and state.refused == 1
+
+
+def test_more_requests_in_flight_than_the_limit_get_503(monkeypatch):
+    monkeypatch.setenv("EDGESTACK_MAX_IN_FLIGHT", "4")
+
+    async def run():
+        admission = Admission(single_worker_app(0.05), DrainState())
+        return await asyncio.gather(*(call(admission, f"/route-{i}") for i in range(6)))
+
+    statuses = sorted(status for status, _, _ in asyncio.run(run()))
+    assert statuses == [200] * 4 + [503] * 2

@@ -48,6 +48,7 @@ DEFAULTS = {
     "EDGESTACK_GRPC_PORT": 0,               # 0: no gRPC endpoint (v2 gRPC, issue 13)
     "EDGESTACK_MAX_QUEUE_MS": 500.0,
     "EDGESTACK_MAX_QUEUE_ROWS": 0,          # 0: from EDGESTACK_MAX_QUEUE_MS
+    "EDGESTACK_MAX_IN_FLIGHT": 512,
     "EDGESTACK_DRAIN_SECONDS": 30.0,
     "EDGESTACK_API_KEYS": [],               # []: no auth
     "EDGESTACK_API_KEYS_FILE": None,
