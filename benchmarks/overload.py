@@ -100,6 +100,11 @@ def overload(args, workdir: Path) -> dict:
     return {"sustainable_rps": round(sustainable, 1), "factor": args.factor, "rows": rows}
 
 
+def split(total: int, parts: int) -> list[int]:
+    """`total` in `parts` whole shares that add up to it: split(64, 3) == [22, 21, 21]."""
+    return [total // parts + (i < total % parts) for i in range(parts)]
+
+
 def png_upload(pixels: np.ndarray) -> tuple[bytes, dict]:
     from PIL import Image
 
@@ -128,12 +133,13 @@ def soak(args, workdir: Path) -> dict:
             body = {"model": text, "texts": ["a gripping, beautifully acted film", "dull, predictable and far too long"]}
             streams.append(("texts", Target(url + "/classify_text", json.dumps(body).encode(),
                                             {"content-type": "application/json"})))
-        per_stream, concurrency = args.requests // len(streams), 64 // len(streams)
-        for _, target in streams:  # warm-up: the first requests allocate pools and caches
+        counts, connections = split(args.requests, len(streams)), split(64, len(streams))
+        for (_, target), concurrency in zip(streams, connections):  # warm-up: pools and caches fill
             run_stream(target, concurrency, workdir, count=300)
         server = ProcessTreeCPU(proc.pid)
         rss_start, cpu_start, started = server.rss_bytes(), server.seconds(), time.perf_counter()
-        running = [Stream(target, concurrency, workdir, count=per_stream) for _, target in streams]  # at once: mixed
+        running = [Stream(target, concurrency, workdir, count=count)  # all at once: a mixed load
+                   for (_, target), concurrency, count in zip(streams, connections, counts)]
         results = [stream.finish() for stream in running]
         wall = time.perf_counter() - started
         rss_end, cpu = server.rss_bytes(), server.seconds() - cpu_start
@@ -146,7 +152,7 @@ def soak(args, workdir: Path) -> dict:
     total = sum(r["requests"] for r in rows)
     errors = sum(r["errors"] for r in rows)
     growth = (rss_end - rss_start) / rss_start * 100
-    print_rows(rows, f"soak: {total} mixed requests at concurrency {concurrency * len(streams)} in {wall:.1f} s")
+    print_rows(rows, f"soak: {total} mixed requests at concurrency {sum(connections)} in {wall:.1f} s")
     print(f"errors: {errors}; server RSS (process tree) after warm-up {rss_start / 2**20:.1f} MiB, at the end "
           f"{rss_end / 2**20:.1f} MiB ({growth:+.2f}%); server CPU {cpu:.1f} s")
     return {"rows": rows, "requests": total, "errors": errors, "wall_s": round(wall, 2),
