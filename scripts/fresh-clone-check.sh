@@ -3,7 +3,7 @@
 # (`make serve`) there on a free port, wait for /readyz, run `edgestack v2-check` against it, print
 # the wall time and each model's variant, then stop the server (its whole process group) and
 # remove the clone. Exit 0 only if the server became ready, every default model serves int8,
-# and the v2-check matrix passed.
+# the v2-check matrix passed and the playground page, the API docs and abcjs are served.
 #
 #   bash scripts/fresh-clone-check.sh          (LIMIT_S=2400 by default; KEEP=1 keeps the clone)
 set -uo pipefail
@@ -61,5 +61,9 @@ for name in DEFAULT_MODELS:
     print(f"   {name:24s} v{version} {variant} on {provider}{warnings}")
 sys.exit(0 if all(models.get(n, {}).get("variant") == "int8" for n in DEFAULT_MODELS) else 1)
 ' || status=1
-echo ">> first make serve to ready: ${ready}s; v2-check and int8 everywhere: $([ $status = 0 ] && echo pass || echo FAIL)"
+for page in "/ edgestack playground" "/docs edgestack API" "/playground/abcjs-LICENSE.md MIT"; do
+  set -- $page
+  if curl -sf "$url$1" | grep -q "$2"; then echo ">> GET $1: served"; else echo "!! GET $1: not served"; status=1; fi
+done
+echo ">> first make serve to ready: ${ready}s; v2-check, int8 everywhere and the playground: $([ $status = 0 ] && echo pass || echo FAIL)"
 exit $status
