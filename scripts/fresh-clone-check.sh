@@ -61,7 +61,7 @@ for name in DEFAULT_MODELS:
     print(f"   {name:24s} v{version} {variant} on {provider}{warnings}")
 sys.exit(0 if all(models.get(n, {}).get("variant") == "int8" for n in DEFAULT_MODELS) else 1)
 ' || status=1
-for page in "/ edgestack playground" "/docs edgestack API" "/playground/abcjs-LICENSE.md MIT"; do
+for page in "/ edgestack playground" "/docs edgestack API" "/playground/abcjs-LICENSE.md Permission"; do
   set -- $page
   if curl -sf "$url$1" | grep -q "$2"; then echo ">> GET $1: served"; else echo "!! GET $1: not served"; status=1; fi
 done
