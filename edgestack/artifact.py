@@ -128,14 +128,19 @@ def load(directory: Path, *, check: bool = True) -> Artifact:
     return Artifact(directory, manifest, meta)
 
 
-def latest_version_dir(name: str, root: Path | None = None) -> Path | None:
-    """The highest numbered version folder of a served name that has a manifest."""
+def version_dirs(name: str, root: Path | None = None) -> list[Path]:
+    """A served name's numbered version folders that have a manifest, oldest first."""
     base = (root or default_root()) / name
     if not base.is_dir():
-        return None
-    versions = [p for p in base.iterdir() if p.is_dir() and (p / MANIFEST).is_file()]
-    versions = [p for p in versions if p.name.isdigit()]
-    return max(versions, key=lambda p: int(p.name)) if versions else None
+        return []
+    versions = [p for p in base.iterdir() if p.is_dir() and p.name.isdigit() and (p / MANIFEST).is_file()]
+    return sorted(versions, key=lambda p: int(p.name))
+
+
+def latest_version_dir(name: str, root: Path | None = None) -> Path | None:
+    """The highest numbered version folder of a served name that has a manifest."""
+    versions = version_dirs(name, root)
+    return versions[-1] if versions else None
 
 
 def load_latest(name: str, root: Path | None = None, *, check: bool = True) -> Artifact:

@@ -28,7 +28,6 @@ SIGTERM on to this worker.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import signal
 import threading
@@ -36,6 +35,7 @@ import time
 
 from edgestack.settings import get_settings
 from serving.batching import request_deadline
+from serving.error_shape import send_error
 
 log = logging.getLogger("edgestack.serving")
 
@@ -124,14 +124,6 @@ class DrainState:
 DRAIN = DrainState()
 
 
-async def _answer(send, status: int, message: str, extra: list | None = None) -> None:
-    body = json.dumps({"error": message}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            *(extra or [])]})
-    await send({"type": "http.response.body", "body": body})
-
-
 def timeout_ms(headers) -> float | None:
     """The X-Request-Timeout-Ms header, or None; ValueError with a message if it is not a number."""
     raw = dict(headers or []).get(TIMEOUT_HEADER)
@@ -158,20 +150,20 @@ class Admission:
         state = self.state
         if state.draining:
             if scope.get("path") in READINESS:
-                return await _answer(send, 503, "the server is shutting down (draining)")
+                return await send_error(send, 503, "the server is shutting down (draining)")
             if scope.get("path") not in UNMETERED:
                 state.refused += 1
-                return await _answer(send, 503, "the server is shutting down; send the request to another instance",
+                return await send_error(send, 503, "the server is shutting down; send the request to another instance",
                                      [(b"retry-after", b"1"), (b"connection", b"close")])
         try:
             ms = timeout_ms(scope.get("headers"))
         except ValueError as exc:
-            return await _answer(send, 400, str(exc))
+            return await send_error(send, 400, str(exc))
         path = scope.get("path", "")
         load = None if path in UNMETERED else state.route(path)
         if load is not None and state.in_flight >= self.max_in_flight:
             state.shed += 1
-            return await _answer(send, 503, f"the server is overloaded: {state.in_flight} requests in flight, its "
+            return await send_error(send, 503, f"the server is overloaded: {state.in_flight} requests in flight, its "
                                             "limit (EDGESTACK_MAX_IN_FLIGHT)", [(b"retry-after", b"1")])
         if load is not None and load.in_flight > 1:
             budget = self.budget
@@ -179,7 +171,7 @@ class Admission:
             if waiting > limit:
                 state.shed += 1
                 why = "its deadline" if ms and ms / 1000 == limit else f"{budget * 1000:.0f} ms"
-                return await _answer(send, 503, f"the server is overloaded: {path} requests wait about "
+                return await send_error(send, 503, f"the server is overloaded: {path} requests wait about "
                                                 f"{waiting * 1000:.0f} ms before they run ({load.in_flight} in flight), "
                                                 f"more than {why}", [(b"retry-after", b"1")])
         token = request_deadline.set(time.monotonic() + ms / 1000) if ms else None

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 
 from starlette.middleware.cors import CORSMiddleware
 
 from edgestack.settings import get_settings
+from serving.error_shape import send_error
 
 class KeyRing:
     """The accepted keys: EDGESTACK_API_KEYS, plus the key file's (one per line, blank lines and
@@ -29,27 +29,29 @@ class KeyRing:
 
     def __init__(self, settings=None):
         settings = settings or get_settings()
-        self.fixed, self.path = list(settings.api_keys), settings.api_keys_file
-        self._stamp, self._from_file = None, []
+        self._fixed_digests, self.path = [digest(key) for key in settings.api_keys], settings.api_keys_file
+        self._stamp, self._digests = None, self._fixed_digests
 
-    def keys(self) -> list[str]:
+    def keys(self) -> list[bytes]:
+        """Every key's SHA-256 digest (what `token_ok` compares), computed when the keys are read."""
         if self.path is None:
-            return self.fixed
+            return self._fixed_digests
         stamp = self.path.stat().st_mtime_ns
         if stamp != self._stamp:
             lines = (line.split("#", 1)[0].strip() for line in self.path.read_text().splitlines())
-            self._stamp, self._from_file = stamp, [line for line in lines if line]
-        return self.fixed + self._from_file
+            self._stamp = stamp
+            self._digests = self._fixed_digests + [digest(line) for line in lines if line]
+        return self._digests
 
 
 def digest(text: str) -> bytes:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
 
 
-def token_ok(token: str, keys: list[str]) -> bool:
+def token_ok(token: str, key_digests: list[bytes]) -> bool:
     given, ok = digest(token), False
-    for key in keys:  # no early exit: every key is compared
-        ok |= hmac.compare_digest(given, digest(key))
+    for key in key_digests:  # no early exit: every key is compared
+        ok |= hmac.compare_digest(given, key)
     return ok
 
 
@@ -79,13 +81,9 @@ class TokenAuth:
         if token is not None and token_ok(token, keys):
             return await self.app(scope, receive, send)
         why = "a bearer token is required" if token is None else "the bearer token is not valid"
-        body = json.dumps({"error": f"{why}: send `Authorization: Bearer <key>` with a key from "
-                                    "EDGESTACK_API_KEYS"}).encode()
         challenge = b'Bearer realm="edgestack"' + (b', error="invalid_token"' if token is not None else b"")
-        await send({"type": "http.response.start", "status": 401,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                                (b"www-authenticate", challenge)]})
-        await send({"type": "http.response.body", "body": body})
+        await send_error(send, 401, f"{why}: send `Authorization: Bearer <key>` with a key from EDGESTACK_API_KEYS",
+                         [(b"www-authenticate", challenge)])
 
 
 class Cors:

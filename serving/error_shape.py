@@ -88,6 +88,13 @@ def start_message(status: int, headers: list, body: bytes) -> dict:
             "headers": [*kept, (b"content-type", JSON), (b"content-length", str(len(body)).encode())]}
 
 
+async def send_error(send, status: int, message: str, headers: list | None = None) -> None:
+    """Answer `{"error": message}` straight from a middleware (raw ASGI), before any app runs."""
+    body = json.dumps({"error": message}).encode()
+    await send(start_message(status, headers or [], body))
+    await send({"type": "http.response.body", "body": body})
+
+
 class ErrorShape:
     def __init__(self, app):
         self.app = app
@@ -124,6 +131,4 @@ class ErrorShape:
             if answered:
                 raise
             log.exception("unhandled error in %s %s", scope.get("method"), scope.get("path"))
-            body = json.dumps({"error": "internal server error; the server log has the details"}).encode()
-            await send(start_message(500, [], body))
-            await send({"type": "http.response.body", "body": body})
+            await send_error(send, 500, "internal server error; the server log has the details")

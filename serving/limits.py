@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import json
-
 from edgestack.settings import get_settings
+from serving.error_shape import send_error
 
 
 def max_body_bytes() -> int:
@@ -19,11 +18,8 @@ class BodySizeLimit:
         self.app, self.max_bytes = app, max_bytes or max_body_bytes()
 
     async def _refuse(self, send, size: str) -> None:
-        body = json.dumps({"error": f"request body {size} exceeds the limit of {self.max_bytes} bytes "
-                                    "(set EDGESTACK_MAX_BODY_BYTES to change it)"}).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+        await send_error(send, 413, f"request body {size} exceeds the limit of {self.max_bytes} bytes "
+                                    "(set EDGESTACK_MAX_BODY_BYTES to change it)")
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":

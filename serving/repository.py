@@ -81,18 +81,12 @@ class ModelRepository(Models):
         self._reasons: dict[str, str] = {}  # why a model on disk is not served
         self._locks: dict[str, asyncio.Lock] = {}
 
-    def _version_dirs(self, name: str) -> list[Path]:
-        base = (self.root or artifact.default_root()) / name
-        dirs = [p for p in base.iterdir() if p.is_dir() and p.name.isdigit()
-                and (p / artifact.MANIFEST).is_file()] if base.is_dir() else []
-        return sorted(dirs, key=lambda p: int(p.name))[-self.keep:]
-
     def _prepare(self, name: str) -> dict:
         """The runners `name` should serve now: those already serving are kept, new versions are
         loaded (verified, warmed up). Blocking: runs on a worker thread after startup."""
         if name not in registry.MODELS:
             raise UnknownModel(name, list(registry.MODELS))
-        dirs = self._version_dirs(name)
+        dirs = artifact.version_dirs(name, self.root)[-self.keep:]
         if not dirs:
             raise InputError(f"no artifact for {name!r} under {self.root or artifact.default_root()}: "
                              f"build it with `edgestack build {name}`", 404)

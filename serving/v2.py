@@ -87,14 +87,14 @@ class V2App:
         try:
             runner = self.runner(request)
         except InputError as exc:
-            return error(str(exc), exc.status)
+            return refusal(exc)
         return JSONResponse(model_metadata(self.runners, runner))
 
     async def model_ready(self, request: Request) -> Response:
         try:
             runner = self.runner(request)
         except InputError as exc:
-            return error(str(exc), exc.status)
+            return refusal(exc)
         return JSONResponse({"name": runner.name, "ready": True})
 
     async def infer(self, request: Request) -> Response:
