@@ -54,7 +54,6 @@ PROTOCOLS = ("v2-binary", "v2-json", "rest-classify", "v2-grpc")  # ours, on one
 FIXED = "fixed-cost"  # GET /v2/health/ready: the server's per-request cost without a model
 # Each peer's contenders (v2 binary REST, v2 gRPC) and its fixed cost, in the same rotation.
 PEERS = {"triton": ("triton-v2-binary", "triton-grpc"), "kserve": ("kserve-v2-binary", "kserve-grpc")}
-TRITON, TRITON_FIXED = "triton-v2-binary", "triton-fixed-cost"
 BATCHES = (1, 32)
 CONCURRENCY = {1: (1, 16, 64), 32: (1, 16)}
 GRPC_INFER = "/inference.GRPCInferenceService/ModelInfer"
@@ -62,6 +61,9 @@ GRPC_INFER = "/inference.GRPCInferenceService/ModelInfer"
 
 def fixed_name(peer: str | None) -> str:
     return FIXED if peer is None else f"{peer}-{FIXED}"
+
+
+TRITON, TRITON_FIXED = PEERS["triton"][0], fixed_name("triton")  # what the Triton tests look up
 
 
 def ready_target(base: str, server: str) -> Target:

@@ -37,14 +37,16 @@ def default_root() -> Path:
     return get_settings().artifacts.resolve()
 
 
-def write_manifest(directory: Path, manifest: dict[str, Any]) -> Path:
+def write_manifest(directory: Path, manifest: dict[str, Any], files: dict | None = None) -> Path:
     """Checksum every file in `directory` (except the manifest) and write the manifest.
+    `files`: checksums already taken of these same files (a manifest rewritten with new
+    fields only), so they are not hashed again.
 
     External ONNX weight files (`*.onnx.data`) are ordinary files here, so they are
     covered by the checksums like the graphs that reference them.
     """
     directory = Path(directory)
-    files = {
+    files = files if files is not None else {
         str(p.relative_to(directory)): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
         for p in sorted(directory.rglob("*"))
         if p.is_file() and p.name != MANIFEST
@@ -141,6 +143,13 @@ def latest_version_dir(name: str, root: Path | None = None) -> Path | None:
     """The highest numbered version folder of a served name that has a manifest."""
     versions = version_dirs(name, root)
     return versions[-1] if versions else None
+
+
+def built_models(root: Path | None = None) -> list[str]:
+    """The registered served names that have a built version under `root`, in registry order."""
+    from edgestack import registry
+
+    return [name for name in registry.MODELS if latest_version_dir(name, root) is not None]
 
 
 def load_latest(name: str, root: Path | None = None, *, check: bool = True) -> Artifact:

@@ -22,8 +22,9 @@ import json
 import subprocess
 from pathlib import Path
 
+from edgestack.serverproc import KSERVE_VENV
+
 API_VERSION = "serving.kserve.io/v1beta1"
-KSERVE_VENV = Path(__file__).resolve().parents[1] / ".venv-kserve"
 VALIDATOR = Path(__file__).resolve().parents[1] / "scripts" / "kserve_validate.py"
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from edgestack.artifact import MANIFEST, write_manifest
+from edgestack.runtime import ORT_TO_NUMPY
 
 SEQUENCE = 128          # symbolic sequence/time dimensions: the issue's text benchmark length
 WITHIN = 1.05           # the fewest threads within 5% of the fastest
@@ -39,12 +40,10 @@ def example_feeds(session, batch: int = 1) -> dict[str, np.ndarray]:
     """Inputs from the graph's own input metadata (an edgestack Session or a bare ORT one):
     symbolic dims are `batch` for the batch axis, SEQUENCE for a sequence or time axis; integer
     inputs are ones (a valid token id and mask), floats small normal values."""
-    dtypes = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
-              "tensor(int32)": np.int32, "tensor(double)": np.float64}
     feeds = {}
     for spec in getattr(session, "session", session).get_inputs():
         shape = [d if isinstance(d, int) else (batch if "batch" in str(d).lower() else SEQUENCE) for d in spec.shape]
-        dtype = dtypes[spec.type]
+        dtype = ORT_TO_NUMPY[spec.type]
         feeds[spec.name] = (np.ones(shape, dtype) if np.issubdtype(dtype, np.integer)
                             else np.random.default_rng(0).standard_normal(shape).astype(dtype) * 0.1)
     return feeds
@@ -79,7 +78,7 @@ def record_thread_choice(staging: Path, progress: bool = True) -> dict[str, int]
     from edgestack.cpu import cpu_info
 
     manifest = json.loads((staging / MANIFEST).read_text())
-    manifest.pop("files", None)
+    files = manifest.pop("files")  # only fields change below: the files' checksums stand
     manifest.pop("schema_version", None)
     isa = cpu_info()
     chosen = {}
@@ -94,5 +93,5 @@ def record_thread_choice(staging: Path, progress: bool = True) -> dict[str, int]
         if progress:
             shown = ", ".join(f"{t}: {ms:.3f} ms" for t, ms in figures.items())
             print(f"  {name}: batch-1 p50 by ORT threads {shown} -> {chosen[name]}", flush=True)
-    write_manifest(staging, manifest)
+    write_manifest(staging, manifest, files=files)
     return chosen

@@ -55,7 +55,7 @@ from serving.endpoints import Endpoints
 from serving.error_shape import ErrorShape, refusal
 from serving.limits import BodySizeLimit
 from serving.repository import Models, StaticModels
-from serving.runner import ModelRunner, ModelView, RunnerOptions
+from serving.runner import ModelRunner, ModelView, RunnerOptions, make_runner
 from serving.v2 import V2App, http_error
 
 log = logging.getLogger("edgestack.ray")
@@ -120,12 +120,13 @@ def cpus(text: str) -> float:
     return value
 
 
-def plan(names: list[str], settings: Settings, root: Path) -> list[ModelPlan]:
-    """Each model's newest artifact (verified here, so a refused one stops the command) and its settings."""
+def plan(names: list[str], settings: Settings, root: Path, *, check: bool = True) -> list[ModelPlan]:
+    """Each model's newest artifact (verified here unless the caller just did, so a refused one
+    stops the command) and its settings."""
     plans = []
     for name in names:
         registry.get(name)
-        art = artifact.load_latest(name, root)
+        art = artifact.load_latest(name, root, check=check)
         autoscale = per_model(settings.ray_autoscale, name, span, "EDGESTACK_RAY_AUTOSCALE / --autoscale")
         replicas = per_model(settings.ray_replicas, name, count, "EDGESTACK_RAY_REPLICAS / --replicas") or 1
         plans.append(ModelPlan(name, art.version, str(art.path), None if autoscale else replicas, autoscale,
@@ -141,9 +142,7 @@ class ModelReplica:
 
     def __init__(self, name: str, path: str, options: RunnerOptions):
         art = artifact.load(Path(path))  # verifies every checksum on this node too
-        runner_cls = registry.load_object(registry.get(name).stages.runner)
-        self.runner: ModelRunner = runner_cls(art, options)
-        self.runner.warm_up()
+        self.runner: ModelRunner = make_runner(art, options)
         log.info("%s v%s ready (%s) in pid %d", name, art.version, self.runner.variant, os.getpid())
 
     def describe(self) -> dict:
@@ -305,7 +304,7 @@ class Router:
         descriptions = await asyncio.gather(*(models[n]["handle"].describe.remote() for n in names))
         for name, description in zip(names, descriptions):
             entry = models[name]
-            art = artifact.load(Path(entry["path"]))
+            art = artifact.load(Path(entry["path"]), check=False)  # its replicas verified it: they answered
             runner_cls = registry.load_object(registry.get(name).stages.runner)
             runners[name] = remote_runner_class(runner_cls)(art, description, entry["handle"])
         self.runners: Models = StaticModels(runners)  # one version per model: a rolling update replaces it
@@ -371,17 +370,20 @@ def application(plans: list[ModelPlan], settings: Settings, options: RunnerOptio
             ray_actor_options={"num_cpus": p.num_cpus, "runtime_env": runtime_env})
         # A new artifact version changes these arguments: Ray Serve then replaces the replicas (rolling).
         models[p.name] = {"path": p.path, "handle": deployment.bind(p.name, p.path, replace(options, threads=threads))}
-    router_cpus = per_model(settings.ray_num_cpus, "", cpus, "EDGESTACK_RAY_NUM_CPUS") or 1.0
     router = serve.deployment(serve.ingress()(Router)).options(
         name="router", num_replicas=settings.ray_router_replicas, max_ongoing_requests=1024,
-        ray_actor_options={"num_cpus": router_cpus, "runtime_env": runtime_env})
+        ray_actor_options={"num_cpus": router_cpus(settings), "runtime_env": runtime_env})
     return router.bind(models, options.max_items)
+
+
+def router_cpus(settings: Settings) -> float:
+    """Logical CPUs each router replica reserves: EDGESTACK_RAY_NUM_CPUS's value for every model."""
+    return per_model(settings.ray_num_cpus, "", cpus, "EDGESTACK_RAY_NUM_CPUS") or 1.0
 
 
 def logical_cpus(plans: list[ModelPlan], settings: Settings) -> float:
     """What the replicas reserve at most (router included): a local Ray gets at least that many."""
-    router = per_model(settings.ray_num_cpus, "", cpus, "EDGESTACK_RAY_NUM_CPUS") or 1.0
-    return sum(p.most_replicas * p.num_cpus for p in plans) + settings.ray_router_replicas * router
+    return sum(p.most_replicas * p.num_cpus for p in plans) + settings.ray_router_replicas * router_cpus(settings)
 
 
 class Stop(Exception):
@@ -409,7 +411,7 @@ def serve_forever(names: list[str], host: str, port: int) -> int:
 
     settings = get_settings()
     root = artifact.default_root().resolve()
-    plans = plan(names, settings, root)
+    plans = plan(names, settings, root, check=False)  # `edgestack serve` verified every artifact just now
     options = RunnerOptions.from_env()
     address = settings.ray_address
     temp_dir = None if address else tempfile.mkdtemp(prefix="edgestack-ray-")
@@ -448,7 +450,7 @@ def serve_forever(names: list[str], host: str, port: int) -> int:
         while True:
             if hangups.wait(1.0):
                 hangups.clear()
-                plans = plan(names, get_settings(), root)
+                plans = plan(names, settings, root)
                 print("SIGHUP: rolling update to " + ", ".join(f"{p.name} v{p.version}" for p in plans), flush=True)
                 began = time.perf_counter()
                 serve.run(application(plans, settings, options), name=APP, route_prefix="/", logging_config=QUIET)

@@ -137,7 +137,7 @@ class ModelRepository(Models):
     def index(self) -> list[dict]:
         """Triton's repository index: every served or built model, with its state."""
         root = self.root or artifact.default_root()
-        on_disk = [n for n in registry.MODELS if artifact.latest_version_dir(n, root) is not None]
+        on_disk = artifact.built_models(root)
         entries = []
         for name in dict.fromkeys([*self._served, *on_disk]):
             if name in self._served:

@@ -91,6 +91,16 @@ class ModelView:
         return [spec.name for spec in self.meta.outputs]
 
 
+def make_runner(art: Artifact, options: RunnerOptions, on_batch=None) -> "ModelRunner":
+    """The artifact's family runner (the registry's `runner` stage), warmed up: what the BentoML
+    service's model repository and each Ray Serve replica load."""
+    from edgestack import registry
+
+    runner = registry.load_object(registry.get(art.name).stages.runner)(art, options, on_batch=on_batch)
+    runner.warm_up()
+    return runner
+
+
 class ModelRunner(ModelView):
     def __init__(self, art: Artifact, options: RunnerOptions | None = None, on_batch=None):
         self.artifact, self.options = art, options or RunnerOptions()

@@ -26,7 +26,7 @@ from typing import Any
 
 import bentoml
 
-from edgestack import artifact, registry
+from edgestack import artifact
 from edgestack.errors import InputError
 from edgestack.settings import get_settings
 from serving import v2
@@ -38,7 +38,7 @@ from serving.inputs import api
 from serving.limits import BodySizeLimit
 from serving.playground import Playground
 from serving.repository import ModelRepository
-from serving.runner import ModelRunner, RunnerOptions
+from serving.runner import ModelRunner, RunnerOptions, make_runner
 
 log = logging.getLogger("edgestack.serving")
 
@@ -56,17 +56,14 @@ def requested_models() -> list[str]:
     wanted = get_settings().models
     if wanted:
         return wanted
-    return [name for name in registry.MODELS if artifact.latest_version_dir(name) is not None]
+    return artifact.built_models()
 
 
 def runner_factory(options: RunnerOptions):
     """Artifact -> its family's runner, warmed up (ModelRepository calls it for each version it loads)."""
-    def make_runner(art: artifact.Artifact) -> ModelRunner:
-        runner_cls = registry.load_object(registry.get(art.name).stages.runner)
-        runner = runner_cls(art, options, on_batch=BATCH_SIZE.labels(model=art.name).observe)
-        runner.warm_up()
-        return runner
-    return make_runner
+    def make(art: artifact.Artifact) -> ModelRunner:
+        return make_runner(art, options, on_batch=BATCH_SIZE.labels(model=art.name).observe)
+    return make
 
 
 def load_models(names: list[str], options: RunnerOptions) -> ModelRepository:

@@ -11,7 +11,7 @@ from edgestack import artifact, registry
 def cmd_export_kserve(args: argparse.Namespace) -> int:
     from export import kserve
 
-    names = args.models or [n for n in registry.MODELS if artifact.latest_version_dir(n) is not None]
+    names = args.models or artifact.built_models()
     if not names:
         raise artifact.ArtifactError(f"no built model under {artifact.default_root()}: run `edgestack build` first")
     for name in names:

@@ -46,7 +46,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UsageError("--grpc-port: the v2 gRPC endpoint is on the BentoML server only, not on --engine ray")
     # Verify every artifact before starting BentoML: a refused artifact should stop the
     # command with its reason, not leave a server that never becomes ready.
-    names = args.models or [n for n in registry.MODELS if artifact.latest_version_dir(n) is not None]
+    names = args.models or artifact.built_models()
     if not names:
         raise artifact.ArtifactError(f"nothing to serve under {artifact.default_root()}: run `edgestack build` first")
     for name in names:

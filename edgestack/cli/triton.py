@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from edgestack import artifact, registry
+from edgestack import artifact
 from export.triton import BACKENDS, TARGETS, export_repository, serve_repository
 
 
 def cmd_export_triton(args: argparse.Namespace) -> int:
-    names = args.models or [n for n in registry.MODELS if artifact.latest_version_dir(n) is not None]
+    names = args.models or artifact.built_models()
     if not names:
         raise artifact.ArtifactError(f"no built model under {artifact.default_root()}: run `edgestack build` first")
     repo = Path(args.repo)
