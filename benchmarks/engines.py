@@ -54,7 +54,7 @@ def running_ray(model: str, replicas: int, threads: int, log_path: Path):
     """`edgestack serve MODEL --engine ray --replicas N` (a local Ray); yields (URL, process). Stopped by pid."""
     port = free_port()
     cpus = max(threads / replicas, 0.25)
-    command = [sys.executable, "-m", "edgestack.cli", "serve", model, "--engine", "ray", "--host", "127.0.0.1",
+    command = [sys.executable, "-m", "cli", "serve", model, "--engine", "ray", "--host", "127.0.0.1",
                "--port", str(port), "--replicas", str(replicas), "--num-cpus", f"{cpus:g}"]
     started = time.perf_counter()
     with running_process(command, f"http://127.0.0.1:{port}/readyz", env=UNSHED, timeout=ENGINE_BENCH_TIMEOUT,

@@ -41,15 +41,15 @@ def register_family(family: Family) -> Family:
 register_family(Family(
     "image", "image-classification", "edgestack.families.image", "training.image", "export.image",
     "serving.image:ImageClassifier", batch="batch.image:ImageBatch", edge="bundle.edge_runner.image",
-    bench="benchmarks.image:bench_image", predict="edgestack.cli.predict:predict_images"))
+    bench="benchmarks.image:bench_image", predict="cli.predict:predict_images"))
 register_family(Family(
     "tune", "text-generation", "edgestack.families.tune", "training.tune", "export.tune",
     "serving.tune:MusicGenerator", batch="batch.tune:MusicBatch", edge="bundle.edge_runner.tune",
-    bench="benchmarks.tune:bench_tune", predict="edgestack.cli.predict:predict_tune"))
+    bench="benchmarks.tune:bench_tune", predict="cli.predict:predict_tune"))
 register_family(Family(
     "text", "text-classification", "edgestack.families.text", "training.text", "export.text",
     "serving.text:TextClassifier", batch="batch.text:TextBatch", edge="bundle.edge_runner.text",
-    bench="benchmarks.text:bench_text", predict="edgestack.cli.predict:predict_texts"))
+    bench="benchmarks.text:bench_text", predict="cli.predict:predict_texts"))
 
 
 def family(name: str) -> Family:

@@ -75,7 +75,7 @@ def running_server(models: list[str], *, port: int | None = None, env: dict | No
     # BentoML keeps Prometheus' multiprocess files in $BENTOML_HOME and wipes them when a
     # server starts: servers sharing a home erase each other's metrics. One home each.
     home = tempfile.mkdtemp(prefix="edgestack-bentoml-home-")
-    command = [sys.executable, "-m", "edgestack.cli", "serve", *models, "--port", str(port), "--host", "127.0.0.1"]
+    command = [sys.executable, "-m", "cli", "serve", *models, "--port", str(port), "--host", "127.0.0.1"]
     try:
         with running_process(command, url + "/readyz", env={"BENTOML_HOME": home, **(env or {})},
                              timeout=timeout, log_path=log_path) as proc:

@@ -39,7 +39,7 @@ def digits():
 
 
 def run_cli(*args, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "edgestack.cli", *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "cli", *map(str, args)], capture_output=True, text=True,
                           **kwargs)
 
 
@@ -119,7 +119,7 @@ def test_sigkill_mid_job_then_same_command_resumes_exactly_once(digits_artifact,
     pixels, _ = digits
     idx = write_idx(tmp_path / "all-images-idx3-ubyte", pixels)  # 5,000 real digits
     out = tmp_path / "preds.parquet"
-    command = [sys.executable, "-m", "edgestack.cli", "batch", "digits-cnn", str(idx), str(out),
+    command = [sys.executable, "-m", "cli", "batch", "digits-cnn", str(idx), str(out),
                "--workers", "2", "--shard-size", "40", "--batch-size", "8"]
     parts = output_paths(out)["parts"]
     job = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)

@@ -55,7 +55,7 @@ def test_text_batch_from_csv_and_jsonl_with_bad_rows(text_root, tmp_path):
         writer.writerows(rows)
     env = {**os.environ, "EDGESTACK_ARTIFACTS": str(root)}
     out = tmp_path / "reviews.parquet"
-    result = subprocess.run([sys.executable, "-m", "edgestack.cli", "batch", "sentiment-tiny", str(tmp_path / "reviews.csv"),
+    result = subprocess.run([sys.executable, "-m", "cli", "batch", "sentiment-tiny", str(tmp_path / "reviews.csv"),
                              str(out), "--key-column", "id", "--batch-size", "8"], capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr
     import pyarrow.parquet as pq
@@ -70,7 +70,7 @@ def test_text_batch_from_csv_and_jsonl_with_bad_rows(text_root, tmp_path):
 
     (tmp_path / "mixed.jsonl").write_text("\n".join(json.dumps(r) for r in
                                                     [{"text": TEXTS[0]}, {"text": 3.5}, {"body": "no text column"}]))
-    result = subprocess.run([sys.executable, "-m", "edgestack.cli", "batch", "sentiment-tiny",
+    result = subprocess.run([sys.executable, "-m", "cli", "batch", "sentiment-tiny",
                              str(tmp_path / "mixed.jsonl"), str(tmp_path / "mixed.jsonl.out.jsonl"), "--format", "jsonl"],
                             capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr

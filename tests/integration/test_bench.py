@@ -22,7 +22,7 @@ from edgestack.serverproc import kserve_missing, triton_missing
 
 
 def run_bench(tmp_path, *flags) -> dict:
-    done = subprocess.run([sys.executable, "-m", "edgestack.cli", "bench", "digits-cnn", "--threads", "1",
+    done = subprocess.run([sys.executable, "-m", "cli", "bench", "digits-cnn", "--threads", "1",
                            "--iterations", "5", "--http-requests", "16", "--per-connection", "1", "--out", str(tmp_path),
                            *flags],
                           capture_output=True, text=True, timeout=600, check=False)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from clients import AsyncClient, ClassifyResult, Client, RequestError, ServerError, Unavailable
-from edgestack.cli import main
+from cli import main
 from tests.conftest import free_port
 from training.data import images
 

@@ -305,7 +305,7 @@ def test_client_leaving_a_stream_early_closes_it_and_bad_sampling_is_a_request_e
 
 
 def test_predict_command_streams_a_tune(folk_server, capsys):
-    from edgestack.cli import main
+    from cli import main
 
     assert main(["predict", "folk-lstm", "X:1\\nT:", "--url", folk_server, "--seed", "4", "--max-length", "150"]) == 0
     printed = capsys.readouterr().out

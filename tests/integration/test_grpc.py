@@ -20,7 +20,7 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 from tritonclient.utils import InferenceServerException
 
-from edgestack.cli.v2check import triton_grpc_inputs, triton_inputs
+from cli.v2check import triton_grpc_inputs, triton_inputs
 from edgestack.serverproc import free_port
 from tests.conftest import serve
 from tests.integration.test_v2 import (  # noqa: F401 (v2_artifacts: the same session fixture)
@@ -49,7 +49,7 @@ def stub(urls):
 
 
 def test_v2_check_matrix_over_grpc_passes_for_every_model(urls, v2_artifacts, tmp_path, capsys):  # noqa: F811
-    from edgestack.cli import main
+    from cli import main
 
     path = tmp_path / "matrix.json"
     assert main(["v2-check", "--protocol", "grpc", "--url", urls[1], "--artifacts", str(v2_artifacts[0]),

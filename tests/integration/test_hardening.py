@@ -23,7 +23,7 @@ from tritonclient.utils import InferenceServerException
 
 from clients import Client
 from clients.client import ServerError
-from edgestack.cli import v2check
+from cli import v2check
 from edgestack.serverproc import free_port
 from tests.conftest import serve
 

@@ -12,7 +12,7 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from edgestack import cli
+import cli
 from export.build import build, reusable_run, runs_root
 from tests.conftest import serve
 

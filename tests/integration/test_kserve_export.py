@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import yaml
 
-from edgestack.cli import main
+from cli import main
 from export import kserve
 
 

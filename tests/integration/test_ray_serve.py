@@ -54,7 +54,7 @@ def ray_server(ray_root, tmp_path_factory):
     """(url, process, log path): Ray Serve on a free port, ready."""
     port = free_port()
     log = tmp_path_factory.mktemp("ray-serve") / "serve.log"
-    command = [sys.executable, "-m", "edgestack.cli", "serve", *MODELS, "--engine", "ray", "--host", "127.0.0.1",
+    command = [sys.executable, "-m", "cli", "serve", *MODELS, "--engine", "ray", "--host", "127.0.0.1",
                "--port", str(port), "--replicas", "1", "--replicas", "digits-cnn=2", "--num-cpus", "0.5",
                "--max-ongoing", "16", "--max-queued", "64"]
     env = {"EDGESTACK_ARTIFACTS": str(ray_root), "EDGESTACK_THREADS": "1", "EDGESTACK_MAX_ITEMS": "16",
@@ -128,7 +128,7 @@ def png(pixels: np.ndarray) -> bytes:
 # ---------------------------------------------------------------------------- same protocol, same answers
 
 def test_v2_check_matrix_passes_against_ray_serve(ray_server, ray_root, tmp_path, capsys):
-    from edgestack.cli import main
+    from cli import main
 
     url, _, _ = ray_server
     path = tmp_path / "matrix.json"
@@ -139,7 +139,7 @@ def test_v2_check_matrix_passes_against_ray_serve(ray_server, ray_root, tmp_path
 
 
 def test_rest_endpoints_answer_as_the_runner_does(ray_server, ray_root, tmp_path, capsys):
-    from edgestack.cli import main
+    from cli import main
     from serving.runner import RunnerOptions
     from serving.tune import MusicGenerator
 

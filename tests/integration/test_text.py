@@ -317,7 +317,7 @@ def test_client_classify_text_typed_results_and_errors(text_server, sentiment):
 def test_predict_command_on_texts_and_stdin(text_server, capsys, monkeypatch):
     import io
 
-    from edgestack.cli import main
+    from cli import main
 
     assert main(["predict", NAME, "a wonderful, moving film", "dull and lifeless", "--url", text_server]) == 0
     lines = capsys.readouterr().out.splitlines()

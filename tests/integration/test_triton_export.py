@@ -12,7 +12,7 @@ from tritonclient.grpc import model_config_pb2
 
 from edgestack import artifact
 from edgestack import v2protocol as v2
-from edgestack.cli import main
+from cli import main
 from export import triton
 from tests.integration.test_v2 import MODELS, v2_artifacts  # noqa: F401  (a session fixture)
 from tests.unit.test_triton_config import assert_config_matches_graph, config_dtype

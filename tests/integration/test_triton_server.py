@@ -20,7 +20,7 @@ import pytest
 import tritonclient.http as tc
 
 from edgestack import serverproc
-from edgestack.cli import v2check
+from cli import v2check
 from export import triton
 from tests.integration.test_v2 import MODELS, v2_artifacts  # noqa: F401  (a session fixture)
 

@@ -23,8 +23,8 @@ from tritonclient.utils import InferenceServerException
 
 from edgestack import artifact, registry
 from edgestack import v2protocol as v2
-from edgestack.cli import v2check
-from edgestack.cli.v2check import reference, triton_inputs
+from cli import v2check
+from cli.v2check import reference, triton_inputs
 from serving.v2 import tensor_specs
 from tests import conftest
 from tests.conftest import serve
@@ -342,7 +342,7 @@ def test_client_v2_calls_sync_and_async(v2_url, built, digit_pixels):
 def test_predict_command_v2_agrees_with_the_rest_path(v2_url, digit_pixels, tmp_path, capsys):
     from PIL import Image
 
-    from edgestack.cli import main
+    from cli import main
 
     paths = []
     for i in range(4):
@@ -365,7 +365,7 @@ def test_predict_command_v2_agrees_with_the_rest_path(v2_url, digit_pixels, tmp_
 # ------------------------------------------------------------------------ edgestack v2-check
 
 def test_v2_check_command_passes_every_cell_and_names_failures(v2_url, v2_artifacts, tmp_path, capsys):
-    from edgestack.cli import main
+    from cli import main
 
     path = tmp_path / "matrix.json"
     assert main(["v2-check", "--url", v2_url, "--artifacts", str(v2_artifacts[0]), "--json", str(path)]) == 0

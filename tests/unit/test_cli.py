@@ -1,11 +1,11 @@
 import subprocess
 import sys
 
-from edgestack.cli import main
+from cli import main
 
 
 def test_help_lists_every_subcommand():
-    out = subprocess.run([sys.executable, "-m", "edgestack.cli", "--help"], capture_output=True, text=True).stdout
+    out = subprocess.run([sys.executable, "-m", "cli", "--help"], capture_output=True, text=True).stdout
     for command in ("build", "train", "export", "serve", "predict", "bench", "models"):
         assert command in out
 
@@ -16,8 +16,8 @@ def test_unknown_model_is_a_clear_error(capsys):
 
 
 def test_serve_flags_become_the_settings_the_service_reads(monkeypatch):
-    from edgestack.cli import parser
-    from edgestack.cli.serve import server_env
+    from cli import parser
+    from cli.serve import server_env
     from serving.runner import RunnerOptions
 
     args = parser().parse_args(["serve", "digits-cnn", "--max-wait-ms", "2.5", "--max-batch", "8", "--threads", "1",

@@ -65,14 +65,14 @@ def test_numpy_png_and_pgm_decoders_match_pillow(digit_pixels):
 
 
 def test_bundle_help_explains_the_options():
-    result = subprocess.run([sys.executable, "-m", "edgestack.cli", "bundle", "--help"], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "cli", "bundle", "--help"], capture_output=True, text=True)
     assert result.returncode == 0
     for text in ("--target-platform", "--variant", "model.ort", "required_operators", "onnxruntime and numpy"):
         assert text in result.stdout
 
 
 def run_cli(*args, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "edgestack.cli", *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "cli", *map(str, args)], capture_output=True, text=True,
                           **kwargs)
 
 

@@ -52,7 +52,7 @@ def test_remote_runners_take_the_familys_request_side():
 
 
 def test_ray_flags_need_the_ray_engine_and_grpc_is_bentomls(capsys):
-    from edgestack.cli import main
+    from cli import main
 
     assert main(["serve", "digits-cnn", "--replicas", "2", "--autoscale", "1:3"]) == 2
     assert "--replicas, --autoscale: Ray Serve settings; add --engine ray" in capsys.readouterr().err

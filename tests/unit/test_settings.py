@@ -153,7 +153,7 @@ def test_a_bad_value_is_one_line_naming_the_variable(clean_env, name, value):
 
 
 def test_a_bad_value_stops_the_command_line_with_one_line(clean_env, capsys):
-    from edgestack.cli import main
+    from cli import main
 
     clean_env.setenv("EDGESTACK_THREADS", "abc")
     assert main(["models"]) == 2
@@ -162,7 +162,7 @@ def test_a_bad_value_stops_the_command_line_with_one_line(clean_env, capsys):
 
 
 def test_serve_help_lists_every_setting(capsys):
-    from edgestack.cli import main
+    from cli import main
 
     with pytest.raises(SystemExit):
         main(["serve", "--help"])
@@ -172,7 +172,7 @@ def test_serve_help_lists_every_setting(capsys):
 
 
 def test_serve_flags_are_settings_fields():
-    from edgestack.cli.serve import SERVE_FLAGS
+    from cli.serve import SERVE_FLAGS
 
     assert all(var == env_name(flag) for flag, var in SERVE_FLAGS)
     with pytest.raises(KeyError):
@@ -187,7 +187,7 @@ def test_docs_table_is_the_settings():
 # -- the walk: no EDGESTACK_* name outside settings.py that is not a field -------------------
 
 NAME = re.compile(r"\bEDGESTACK_[A-Z][A-Z0-9_]*")
-PACKAGES = ("edgestack", "training", "export", "serving", "batch", "bundle", "clients", "benchmarks")
+PACKAGES = ("edgestack", "training", "export", "serving", "batch", "bundle", "clients", "benchmarks", "cli")
 SKIP_DIRS = {"__pycache__", "node_modules", "artifacts", "runs", "bundles", "build", "dist", "triton-repo"}
 
 
@@ -212,7 +212,7 @@ def environ_reads(text: str) -> list[str]:
 
 def test_the_walk_sees_the_tree():
     files = {path.relative_to(ROOT).as_posix() for path in source_files()}
-    assert {"edgestack/settings.py", "serving/runner.py", "edgestack/cli/serve.py", "Makefile"} <= files
+    assert {"edgestack/settings.py", "serving/runner.py", "cli/serve.py", "Makefile"} <= files
 
 
 def test_every_edgestack_name_in_the_source_is_a_setting():

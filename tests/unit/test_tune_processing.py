@@ -70,6 +70,6 @@ def test_music_serving_never_imports_torch():
 
 
 def test_cli_help_explains_abc_check():
-    out = subprocess.run([sys.executable, "-m", "edgestack.cli", "abc-check", "--help"],
+    out = subprocess.run([sys.executable, "-m", "cli", "abc-check", "--help"],
                          capture_output=True, text=True).stdout
     assert "--temperature" in out and "abc2midi" in out

@@ -59,7 +59,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         os.environ.update(env)
         return serve_forever(names, args.host, args.port)
-    root = Path(__file__).resolve().parents[2]  # the repository: edgestack/cli/serve.py -> ../../..
+    root = Path(__file__).resolve().parents[1]  # the repository: cli/serve.py -> ..
     command = [sys.executable, "-m", "bentoml", "serve", "serving.service:EdgeStack",
                "--host", args.host, "--port", str(args.port), "--working-dir", str(root)]
     print("serving:", " ".join(command[2:]), flush=True)

@@ -1,4 +1,4 @@
-"""`edgestack batch` and `edgestack bench-batch`: their argument parsers (added by edgestack.cli)."""
+"""`edgestack batch` and `edgestack bench-batch`: their argument parsers (added by cli)."""
 
 from __future__ import annotations
 

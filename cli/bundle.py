@@ -1,4 +1,4 @@
-"""`edgestack bundle` and `edgestack bench-bundle`: their argument parsers (added by edgestack.cli)."""
+"""`edgestack bundle` and `edgestack bench-bundle`: their argument parsers (added by cli)."""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ import argparse
 import sys
 
 from edgestack import artifact
-from edgestack.cli.serve import server_env  # noqa: F401 (how serve flags become settings; tests use it)
+from cli.serve import server_env  # noqa: F401 (how serve flags become settings; tests use it)
 from edgestack.errors import InputError, QualityGateError, UsageError
 
 # One module per command group, each adding its subcommands; the order is the order of `--help`.
@@ -32,7 +32,7 @@ def parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for group in COMMAND_GROUPS:
-        importlib.import_module(f"edgestack.cli.{group}").add_parsers(sub)
+        importlib.import_module(f"cli.{group}").add_parsers(sub)
     return p
 
 

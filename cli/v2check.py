@@ -401,7 +401,7 @@ def run(args) -> int:
 
 
 def cmd_v2_check(args: argparse.Namespace) -> int:
-    from edgestack.cli.v2check import run
+    from cli.v2check import run
 
     return run(args)
 
@@ -411,7 +411,7 @@ def add_parsers(sub) -> None:
                         description="Every tritonclient.http (or, --protocol grpc, tritonclient.grpc) call (sync and async, binary and JSON tensors) "
                                     "against each model of a running Open Inference Protocol (v2) server: ours, "
                                     "Triton or KServe. Prints one pass/FAIL cell per call and model; exit 1 if "
-                                    "any cell failed. See edgestack/cli/v2check.py.")
+                                    "any cell failed. See cli/v2check.py.")
     vc.add_argument("models", nargs="*", help="model names (default: what our server lists at POST /models)")
     vc.add_argument("--url", default=get_settings().url,
                     help="the server: http://host:port, or host:port of its gRPC endpoint with --protocol grpc")
