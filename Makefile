@@ -25,11 +25,12 @@ ABCJS        ?= 6.7.2
 ABCJS_DIR    := serving/playground/vendor
 ABCJS_STAMP  := $(ABCJS_DIR)/.installed-abcjs-$(ABCJS)
 
-.PHONY: serve test test-fast venv data models playground browser fresh-clone-check bench clean-models clean help folk-lstm-large text-large triton triton-serve kserve-venv bench-peers
+.PHONY: serve test test-fast venv wheelhouse data models playground browser fresh-clone-check bench clean-models clean help folk-lstm-large text-large triton triton-serve kserve-venv bench-peers
 
 help:
 	@echo "make serve   build what is missing (venv, data, default models) and serve on port $(PORT)"
 	@echo "make test    run the test suite (builds small models from slices of real data)"
+	@echo "make wheelhouse  wheels for the tests' clean venvs in .wheelhouse/ (make test needs it; no download during tests)"
 	@echo "make test-fast  unit tests only: no built model, no server (about a minute)"
 	@echo "make models  build missing default models only"
 	@echo "make bench   benchmark fashion-cnn (table on screen, JSON under bench-results/)"
@@ -66,8 +67,13 @@ serve: venv data playground
 
 # Unit tests first (no built model, no server; a minute), then the integration tests (real models
 # built from data slices, real servers, a real Triton).
-test: venv data triton kserve-venv playground browser
+test: venv wheelhouse data triton kserve-venv playground browser
 	$(BIN)/python -m pytest -q tests/unit tests/integration
+
+# Wheels for the tests' clean venvs (edge bundles run with onnxruntime + numpy only): downloaded here,
+# once, at this venv's versions, so no test installs from the network (tests/clean_venv.py).
+wheelhouse: venv
+	$(BIN)/python -m tests.clean_venv fill
 
 test-fast: venv
 	$(BIN)/python -m pytest -q tests/unit
@@ -143,4 +149,4 @@ clean-models:
 	rm -rf artifacts
 
 clean: clean-models
-	rm -rf $(VENV) $(TRITON_HOME) $(KSERVE_VENV)
+	rm -rf $(VENV) $(TRITON_HOME) $(KSERVE_VENV) .wheelhouse

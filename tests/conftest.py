@@ -25,6 +25,24 @@ def artifacts_root(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def clean_venv(tmp_path_factory):
+    """clean_venv("onnxruntime", "numpy") -> the python of a fresh venv holding just those packages
+    (and their dependencies), installed from the local wheelhouse (tests/clean_venv.py); one venv
+    per package set per session."""
+    from tests.clean_venv import clean_python
+
+    made: dict[tuple[str, ...], Path] = {}
+
+    def make(*packages: str) -> Path:
+        key = tuple(sorted(packages))
+        if key not in made:
+            made[key] = clean_python(tmp_path_factory.mktemp("clean-venv"), key)
+        return made[key]
+
+    return make
+
+
+@pytest.fixture(scope="session")
 def digits_artifact(artifacts_root) -> artifact.Artifact:
     """digits-cnn trained for 3 epochs on the real 5k digits, exported with every variant."""
     from export.build import build

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from edgestack import registry
+from tests.clean_venv import clean_env
 
 pytestmark = pytest.mark.skipif("sentiment-tiny" not in registry.MODELS,
                                 reason="the text classifiers are not in this tree's registry")
@@ -78,22 +79,14 @@ def test_text_batch_from_csv_and_jsonl_with_bad_rows(text_root, tmp_path):
     assert "must be a string, got float" in reasons[0] and "no 'text' value" in reasons[1]
 
 
-def test_text_bundle_runs_with_onnxruntime_numpy_and_tokenizers_only(text_root, tmp_path):
+def test_text_bundle_runs_with_onnxruntime_numpy_and_tokenizers_only(text_root, clean_venv, tmp_path):
     from bundle.make import make_bundle
-    from tests.integration.test_bundle import clean_env
 
     root, art = text_root
     built = make_bundle("sentiment-tiny", tmp_path / "bundles", root=root, progress=False)
     assert built.manifest["runner"]["requires"] == ["onnxruntime", "numpy", "tokenizers"]
     assert (built.path / "tokenizer.json").is_file() and (built.path / "labels.txt").is_file()
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    python = venv / "bin" / "python"
-    import importlib.metadata
-
-    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--disable-pip-version-check",
-                    f"onnxruntime=={importlib.metadata.version('onnxruntime')}", "numpy", "tokenizers"],
-                   check=True, capture_output=True)
+    python = clean_venv(*built.manifest["runner"]["requires"])
     probe = subprocess.run([str(python), "-c", "import importlib.util as u; print([m for m in "
                             "('PIL', 'torch', 'transformers', 'edgestack', 'serving') if u.find_spec(m)])"],
                            capture_output=True, text=True, env=clean_env(), cwd=tmp_path)

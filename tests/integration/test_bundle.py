@@ -3,9 +3,7 @@ only onnxruntime and numpy, answers compared with the real server's."""
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -18,6 +16,7 @@ import onnxruntime as ort
 import pytest
 
 from bundle.make import make_bundle
+from tests.clean_venv import clean_env
 from tests.unit.test_image_processing import digit_pixels, png  # noqa: F401 (digit_pixels: a fixture)
 
 
@@ -27,20 +26,9 @@ def digits_bundle(digits_artifact, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def edge_python(tmp_path_factory) -> Path:
-    """A fresh virtualenv with `pip install onnxruntime numpy` and nothing else."""
-    venv = tmp_path_factory.mktemp("edge-venv")
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    python = venv / "bin" / "python"
-    version = importlib.metadata.version("onnxruntime")
-    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q",
-                    "--disable-pip-version-check", f"onnxruntime=={version}", "numpy"],
-                   check=True, capture_output=True)
-    return python
-
-
-def clean_env() -> dict:
-    return {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "EDGESTACK", "VIRTUAL_ENV"))}
+def edge_python(clean_venv) -> Path:
+    """A fresh virtualenv with onnxruntime and numpy (from the local wheelhouse) and nothing else."""
+    return clean_venv("onnxruntime", "numpy")
 
 
 def test_bundle_has_every_file_with_checksums_and_a_matching_archive(digits_bundle):
