@@ -7,7 +7,9 @@ gRPC (the body is then a gRPC frame; `grpc_frame`). Per-request latencies come f
 h2load's own per-request log (`--log-file`: microseconds from send to the end of the
 response), so every percentile is exact; the wall time is h2load's "finished in"; h2load's
 own CPU seconds come from the kernel (getrusage of waited-for children), and the server's
-CPU seconds from its process tree (`ProcessTreeCPU`), both per block.
+CPU seconds from its process tree (`ProcessTreeCPU`: nanosecond per-process clocks, exited
+workers included, never negative), both per block; a total of zero is reported as below
+resolution (None), never divided by.
 
 A block fails loudly when any answer is not a 2xx, or (gRPC, where errors arrive as 200
 with a grpc-status trailer) when the data received is smaller than `min_response_bytes`
@@ -16,11 +18,13 @@ per request: an error carries no message body.
 
 from __future__ import annotations
 
+import os
 import re
 import resource
 import shutil
 import struct
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -157,36 +161,75 @@ def run_stream(target: Target, concurrency: int, workdir: Path, **amount) -> dic
     return result
 
 
+CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """One process's CPU seconds (user + system), None once it is gone: its own from the kernel's
+    per-process CPU clock (nanoseconds, every thread, those that ended included: Linux
+    clock_getcpuclockid, the clock id written out as the kernel encodes it), plus its children
+    that ended and were waited for (cutime + cstime in /proc/PID/stat, clock ticks). Elsewhere
+    psutil's cpu_times (clock ticks)."""
+    import psutil
+
+    try:
+        if sys.platform == "linux":
+            own = time.clock_gettime_ns(((~pid) << 3) | 2) / 1e9  # CPUCLOCK_SCHED of the whole process
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+            return own + (int(fields[13]) + int(fields[14])) / CLK_TCK  # fields 16, 17: cutime, cstime
+        times = psutil.Process(pid).cpu_times()
+        return times.user + times.system + times.children_user + times.children_system
+    except (OSError, ValueError, IndexError, psutil.Error):
+        return None
+
+
 class ProcessTreeCPU:
-    """CPU seconds (user + system) and resident memory of a server process and every process below it."""
+    """CPU seconds (user + system) and resident memory of a server process and every process below it.
+
+    `seconds()` never goes down: it sums, over the root and every live descendant, each one's own
+    CPU (nanosecond clock) and that of its children that ended (a worker that exits and is
+    waited for by its parent stays counted, in the parent's cutime); the rare moment a process
+    ends between two readings (its time not yet moved to its parent's) is covered by keeping
+    the highest total seen, so a block's reading is >= 0 by construction. A block too short
+    for any CPU to be seen reads 0, which `summary` reports as below resolution."""
 
     def __init__(self, pid: int):
         import psutil
 
         self.root = psutil.Process(pid)
+        self._highest = 0.0
+
+    def processes(self) -> list:
+        import psutil
+
+        try:
+            return [self.root, *self.root.children(recursive=True)]
+        except psutil.Error:  # the root has exited: nothing left to read
+            return []
 
     def rss_bytes(self) -> int:
         import psutil
 
         total = 0
-        for proc in [self.root, *self.root.children(recursive=True)]:
+        for proc in self.processes():
             try:
                 total += proc.memory_info().rss
-            except psutil.NoSuchProcess:
+            except psutil.Error:
                 continue
         return total
 
     def seconds(self) -> float:
-        import psutil
+        total = sum(filter(None, (process_cpu_seconds(proc.pid) for proc in self.processes())))
+        self._highest = max(self._highest, total)
+        return self._highest
 
-        total = 0.0
-        for proc in [self.root, *self.root.children(recursive=True)]:
-            try:
-                times = proc.cpu_times()
-            except psutil.NoSuchProcess:
-                continue
-            total += times.user + times.system
-        return total
+
+def per_request_ms(seconds: float, requests: int) -> float | None:
+    """CPU milliseconds per request, or None when nothing was measured (below the clock's resolution,
+    or no request): such a reading is reported as such, never divided by."""
+    if requests <= 0 or not seconds or seconds <= 0:
+        return None
+    return 1000 * seconds / requests
 
 
 def summary(blocks: list[Block], items_per_request: int) -> dict:
@@ -198,6 +241,7 @@ def summary(blocks: list[Block], items_per_request: int) -> dict:
             "p99_ms": float(np.percentile(latencies, 99)), "max_ms": float(latencies.max()),
             "mean_ms": float(latencies.mean()), "n": requests, "requests_per_s": requests / wall,
             "items_per_s": requests * items_per_request / wall,
-            "server_cpu_ms_per_request": 1000 * sum(b.server_cpu_s for b in blocks) / requests,
-            "loadgen_cpu_ms_per_request": 1000 * sum(b.loadgen_cpu_s for b in blocks) / requests,
+            # None: below the clock's resolution (reported as such, never divided by)
+            "server_cpu_ms_per_request": per_request_ms(sum(b.server_cpu_s for b in blocks), requests),
+            "loadgen_cpu_ms_per_request": per_request_ms(sum(b.loadgen_cpu_s for b in blocks), requests),
             "loadgen_cpu_share": sum(b.loadgen_cpu_s for b in blocks) / wall}

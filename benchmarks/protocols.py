@@ -43,6 +43,8 @@ from benchmarks.timing import (
     machine,
     percentiles,
     print_table,
+    ratio,
+    shown,
     write_result,
 )
 from edgestack import artifact
@@ -241,7 +243,9 @@ GOAL_LIMITS = {"<= 0.8x": (0.8, "max"), "<= 1.5x": (1.5, "max"), ">= 1.5x": (1.5
                "<= that peer's": (1.0, "max"), "<= 1 ms": (1.0, "max")}
 
 
-def goal_met(name: str, value: float) -> bool:
+def goal_met(name: str, value: float | None) -> bool:
+    if value is None:  # not measured (below resolution): not met
+        return False
     for marker, (limit, kind) in GOAL_LIMITS.items():
         if marker in name:
             return value <= limit if kind == "max" else value >= limit
@@ -256,7 +260,7 @@ def print_load_table(rows: list[dict], title: str) -> None:
     print("-" * len(header))
     for r in rows:
         print(f"{r['case']:40s} {r['p50_ms']:8.3f} {r['p95_ms']:8.3f} {r['p99_ms']:8.3f} {r['requests_per_s']:8.1f} "
-              f"{r['server_cpu_ms_per_request']:14.3f} {100 * r['loadgen_cpu_share']:9.1f}%")
+              f"{shown(r['server_cpu_ms_per_request'], 14)} {100 * r['loadgen_cpu_share']:9.1f}%")
 
 
 def ab_settings(text: str) -> dict[str, str]:
@@ -369,7 +373,7 @@ def run_protocol_bench(args) -> dict:
     if args.ab:  # B over A, per contender and concurrency: p50, p99, req/s, server CPU per request
         by = {(r["protocol"], r["batch"], r["concurrency"]): r for r in rows}
         comparison["ab"] = {
-            f"{p} batch={b} c{c} B/A {metric}": by[("b:" + p, b, c)][metric] / by[(p, b, c)][metric]
+            f"{p} batch={b} c{c} B/A {metric}": ratio(by[("b:" + p, b, c)][metric], by[(p, b, c)][metric])
             for p in ("v2-binary", "v2-grpc") for b in batches for c in CONCURRENCY[b]
             for metric in ("p50_ms", "p99_ms", "requests_per_s", "server_cpu_ms_per_request")}
     result = {"model": args.model, "version": art.version, "variant": variant,
@@ -394,11 +398,11 @@ def run_protocol_bench(args) -> dict:
             print(f"  {key:46s} {value:6.2f}")
         print("\nthe issue's goals against the best peer:")
         for key, value in comparison["goals"].items():
-            print(f"  {key:58s} {value:7.2f}  {'met' if goal_met(key, value) else 'NOT met'}")
+            print(f"  {key:58s} {shown(value, 10, 2)}  {'met' if goal_met(key, value) else 'NOT met'}")
     if args.ab:
         print(f"\nA/B: B = our server with {args.ab} (ratios B/A; < 1 is better for ms, > 1 for req/s):")
         for key, value in comparison["ab"].items():
-            print(f"  {key:58s} {value:6.3f}")
+            print(f"  {key:58s} {shown(value, 6)}")
     print("\nv2 binary at concurrency 1 vs 1.5 x (in-process ORT p50 + fixed cost):")
     for key, c in checks.items():
         print(f"  {key}: {c['v2_binary_p50_ms']:.3f} ms vs budget {c['budget_ms']:.3f} ms "

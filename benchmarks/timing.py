@@ -36,6 +36,19 @@ def percentiles(samples_s: list[float], items_per_call: int) -> dict:
             "items_per_s": float(items_per_call / (ms.mean() / 1000))}
 
 
+def ratio(a: float | None, b: float | None) -> float | None:
+    """a / b, or None when either was not measured (None) or b is not positive: the one place a
+    benchmark divides one measurement by another."""
+    if a is None or b is None or b <= 0:
+        return None
+    return a / b
+
+
+def shown(value: float | None, width: int, digits: int = 3) -> str:
+    """A figure for a table: `below res.` for a measurement that fell under its clock's resolution."""
+    return f"{'below res.' if value is None else f'{value:.{digits}f}':>{width}s}"
+
+
 def interleaved(candidates: dict[str, Callable[[], object]], iterations: int, warmup: int = 20) -> dict[str, list[float]]:
     """Time each candidate once per round, rounds in sequence: A B C A B C ..."""
     for fn in candidates.values():

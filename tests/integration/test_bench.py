@@ -41,8 +41,10 @@ def test_protocol_bench_measures_every_protocol_batch_and_concurrency(tmp_path):
             for concurrency in CONCURRENCY[batch]:
                 row = cases[(protocol, batch, concurrency)]
                 assert row["n"] >= 16 and 0 < row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"]
-                # the server's CPU and the load generator's own, per request (h2load, a C program)
-                assert row["server_cpu_ms_per_request"] >= 0 and row["loadgen_cpu_ms_per_request"] >= 0
+                # the server's CPU and the load generator's own, per request (h2load, a C program):
+                # a positive figure, or None when a short run stays below the clock's resolution
+                for cpu in (row["server_cpu_ms_per_request"], row["loadgen_cpu_ms_per_request"]):
+                    assert cpu is None or cpu > 0
                 assert row["requests_per_s"] > 0
     for batch in BATCHES:
         check = result["checks"][f"batch{batch}"]
