@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args) or 0
     except (artifact.ArtifactError, UsageError, QualityGateError, InputError, FileNotFoundError) as exc:
         print(f"edgestack {args.command}: {exc}", file=sys.stderr)
-        return 2
+        return getattr(exc, "exit_status", 2)  # 1: bad input (a spec, a data folder); 2: the command's use
     except KeyboardInterrupt:
         return 130
 

@@ -7,12 +7,12 @@ import json
 import sys
 from pathlib import Path
 
-from edgestack import artifact, registry
+from edgestack import artifact, registry, specs
 from edgestack.errors import UsageError
 
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("training options (defaults come from the model's registry entry)")
+    g = p.add_argument_group("training options (defaults come from the model's spec, models/NAME.toml)")
     g.add_argument("--epochs", type=int, help="most epochs (early stopping may end sooner)")
     g.add_argument("--batch-size", type=int, help="mini-batch size")
     g.add_argument("--lr", type=float, help="learning rate (Adam)")
@@ -47,7 +47,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     """Every model in turn, a summary table at the end; exit 1 only when a model has nothing to serve."""
     from export.build import build_many, summary_table
 
-    names = args.models or registry.DEFAULT_MODELS
+    names = args.models or list(registry.DEFAULT_MODELS)
     for name in names:
         registry.get(name)
     outcomes = build_many(names, _train_overrides(args), force=args.force, retrain=args.retrain)
@@ -78,16 +78,50 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_models(args: argparse.Namespace) -> int:
+def model_rows(root: Path | None = None) -> list[dict]:
+    """One row per spec (and per spec file that did not load): name, family, where its spec is,
+    built versions and the latest one's variants with their test figures and macro-F1."""
+    rows = []
     for name, spec in registry.MODELS.items():
-        try:
-            art = artifact.load_latest(name)
-            figures = {v: m.headline for v, m in art.meta.variants.items()}
-            state = f"v{art.version} " + " ".join(f"{v}={x:.4f}" + ("" if kind == "accuracy" else "bpc")
-                                                  for v, (kind, x) in figures.items())
-        except artifact.ArtifactError as exc:
-            state = f"not built ({exc})" if artifact.latest_version_dir(name) else "not built"
-        print(f"{name:24s} {spec.family:6s} {state}")
+        row = {"name": name, "family": spec.family, "spec": str(spec.path) if spec.path else "(in code)",
+               "default": spec.default, "imported": spec.imported is not None,
+               "versions": [d.name for d in artifact.version_dirs(name, root)], "variants": {}, "state": "not built"}
+        if row["versions"]:
+            try:
+                art = artifact.load_latest(name, root)
+            except artifact.ArtifactError as exc:
+                row["state"] = f"v{row['versions'][-1]} unusable ({exc})"
+            else:
+                report = art.manifest.get("quality_report") or {}
+                row["state"] = f"v{art.version}"
+                for variant, meta in art.meta.variants.items():
+                    kind, figure = meta.headline
+                    entry = {kind: figure}
+                    if (report.get(variant) or {}).get("macro_f1") is not None:
+                        entry["macro_f1"] = report[variant]["macro_f1"]
+                    row["variants"][variant] = entry
+        rows.append(row)
+    for name, error in registry.spec_errors().items():
+        rows.append({"name": name, "family": "?", "spec": "", "default": False, "imported": False,
+                     "versions": [], "variants": {}, "state": f"spec refused: {error}"})
+    return rows
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    rows = model_rows()
+    if getattr(args, "json", False):
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:
+        figures = " ".join(
+            f"{variant}=" + " ".join(f"{v:.4f}" + (" bits/char" if k == "bits/char" else " macro-F1" if k == "macro_f1"
+                                                   else "") for k, v in entry.items())
+            for variant, entry in row["variants"].items())
+        versions = f" (versions {', '.join(row['versions'])})" if len(row["versions"]) > 1 else ""
+        mark = "*" if row["default"] else ("i" if row["imported"] else " ")
+        print(f"{mark} {row['name']:24s} {row['family']:7s} {row['state']}{versions} {figures}".rstrip())
+    print("\n* built by a plain `edgestack build`; i imported. Specs: " +
+          ", ".join(str(d) for d in specs.search_dirs()))
     return 0
 
 
@@ -113,5 +147,9 @@ def add_parsers(sub) -> None:
     e.add_argument("--run-dir", help="training run folder (default: runs/MODEL)")
     e.set_defaults(func=cmd_export)
 
-    m = sub.add_parser("models", help="list models and their artifacts")
+    m = sub.add_parser("models", help="list model specs, built versions, variants and their test figures",
+                       description="Every model spec (models/ and EDGESTACK_MODELS_DIR), its built versions under "
+                                   "$EDGESTACK_ARTIFACTS and the latest version's variants with test accuracy "
+                                   "(or bits/char) and macro-F1; spec files that did not load, with why.")
+    m.add_argument("--json", action="store_true", help="print the rows as JSON")
     m.set_defaults(func=cmd_models)

@@ -10,6 +10,7 @@ from edgestack.families.common import InputError
 
 __all__ = [
     "ArtifactError",
+    "DataError",
     "DataMissing",
     "InputError",
     "Overloaded",
@@ -40,6 +41,13 @@ class Overloaded(InputError):
 class UsageError(ValueError):
     """A command was asked for something that cannot be done (an unknown option, a variant the
     artifact lacks, ...); the message says what and what can be. The CLI prints it as one line."""
+
+
+class DataError(UsageError):
+    """Training data that cannot be used as it is (one class, an empty class, no readable file,
+    a missing column); the message says what and where. The CLI prints it and exits 1."""
+
+    exit_status = 1
 
 
 class UnknownName(UsageError, KeyError):

@@ -1,18 +1,26 @@
-"""Model families and served models, registered once.
+"""Model families, registered once in code, and served models, declared in spec files.
 
 A *family* says where each stage of one kind of model lives (module paths, imported on
 demand, so the server never imports torch and the edge runner never imports bentoml).
-A *served model* is a name plus its family and training defaults. Adding a family is one
-module per stage that needs it plus one `Family(...)` line; adding a served model of an
-existing family is one `ModelSpec(...)` line (docs/adding-a-family.md).
+A *served model* is a name plus its family and training defaults: a `models/NAME.toml` spec
+(edgestack/specs.py; the repository's models/ and EDGESTACK_MODELS_DIR), read when first
+needed and again whenever a spec folder changes. Adding a family is one module per stage
+that needs it plus one `Family(...)` line (docs/adding-a-family.md); adding a served model
+is one spec file (docs/your-own-model.md), no code.
+
+`MODELS` (name -> ModelSpec), `DEFAULT_MODELS` (the specs with `default = true`) and `get`
+read the specs; `register_model` adds a model in code (over the files, for this process).
 """
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from edgestack import specs
 from edgestack.errors import UnknownName, UsageError
 
 
@@ -28,6 +36,9 @@ class Family:
     edge: str | None = None     # edge runner module copied into bundles (bundle/edge_runner/)
     bench: str | None = None    # "module:function(art, args) -> dict": `edgestack bench`
     predict: str | None = None  # "module:function(args, client) -> int": `edgestack predict`
+    config: str | None = None   # "module:Class": the training Config, torch-free (specs are checked against it);
+                                # None: the train module's Config
+    budget: str = "max_int8_drop"  # the export keyword that takes the spec's quality.max_int8_drop
 
 
 FAMILIES: dict[str, Family] = {}
@@ -41,15 +52,18 @@ def register_family(family: Family) -> Family:
 register_family(Family(
     "image", "image-classification", "edgestack.families.image", "training.image", "export.image",
     "serving.image:ImageClassifier", batch="batch.image:ImageBatch", edge="bundle.edge_runner.image",
-    bench="benchmarks.image:bench_image", predict="cli.predict:predict_images"))
+    bench="benchmarks.image:bench_image", predict="cli.predict:predict_images",
+    config="training.configs:ImageConfig"))
 register_family(Family(
     "tune", "text-generation", "edgestack.families.tune", "training.tune", "export.tune",
     "serving.tune:MusicGenerator", batch="batch.tune:MusicBatch", edge="bundle.edge_runner.tune",
-    bench="benchmarks.tune:bench_tune", predict="cli.predict:predict_tune"))
+    bench="benchmarks.tune:bench_tune", predict="cli.predict:predict_tune",
+    config="training.configs:TuneConfig", budget="max_int8_bpc_increase"))
 register_family(Family(
     "text", "text-classification", "edgestack.families.text", "training.text", "export.text",
     "serving.text:TextClassifier", batch="batch.text:TextBatch", edge="bundle.edge_runner.text",
-    bench="benchmarks.text:bench_text", predict="cli.predict:predict_texts"))
+    bench="benchmarks.text:bench_text", predict="cli.predict:predict_texts",
+    config="training.configs:TextConfig"))
 
 
 def family(name: str) -> Family:
@@ -64,10 +78,17 @@ def family(name: str) -> Family:
 
 @dataclass(frozen=True)
 class ModelSpec:
+    """A served model as the registry knows it: from a spec file (edgestack/specs.py), or
+    registered in code (`register_model`, tests and experiments)."""
+
     name: str
     family: str
-    defaults: dict[str, Any] = field(default_factory=dict)  # Config overrides for the default build
+    defaults: dict[str, Any] = field(default_factory=dict)  # training Config values of the default build
     description: str = ""
+    default: bool = False                  # built by a plain `edgestack build`
+    quality: dict[str, Any] = field(default_factory=dict)   # the spec's [quality] budgets that are set
+    path: Path | None = None               # the spec file (None: registered in code)
+    imported: dict[str, Any] | None = None  # set for `edgestack import`ed models: not trained
 
     @property
     def stages(self) -> Family:
@@ -78,7 +99,94 @@ class ModelSpec:
         return self.stages.task
 
 
-MODELS: dict[str, ModelSpec] = {}
+def config_class(family_name: str):
+    """The training Config dataclass of a family (imported lazily; None for a family that does
+    not train)."""
+    fam = family(family_name)
+    if fam.config:
+        return load_object(fam.config)
+    return load_object(fam.train + ":Config") if fam.train else None
+
+
+def _from_spec(loaded: specs.LoadedSpec) -> ModelSpec:
+    spec = loaded.spec
+    return ModelSpec(spec.name, spec.family, dict(loaded.config), spec.description, spec.default,
+                     spec.quality.model_dump(exclude_none=True), loaded.path,
+                     spec.imported.model_dump() if spec.imported else None)
+
+
+class _Catalogue:
+    """The spec files as read, kept until a spec folder (or EDGESTACK_MODELS_DIR) changes."""
+
+    def __init__(self):
+        self._key: tuple | None = None
+        self.models: dict[str, ModelSpec] = {}
+        self.errors: dict[str, specs.SpecError] = {}
+
+    def _stamp(self) -> tuple:
+        dirs = specs.search_dirs()
+        stamp = []
+        for directory in dirs:
+            try:
+                stamp.append((str(directory), directory.stat().st_mtime_ns))
+            except OSError:
+                stamp.append((str(directory), None))
+        return tuple(stamp)
+
+    def current(self) -> _Catalogue:
+        key = self._stamp()
+        if key != self._key:
+            self.reload(key)
+        return self
+
+    def reload(self, key: tuple | None = None) -> None:
+        loaded, bad = specs.load_all(config_class)
+        self.models = {name: _from_spec(s) for name, s in loaded.items()}
+        self.errors = bad
+        self._key = key if key is not None else self._stamp()
+
+
+_CATALOGUE = _Catalogue()
+_REGISTERED: dict[str, ModelSpec] = {}   # register_model(): in code, over the spec files
+_REMOVED: set[str] = set()               # MODELS.pop() of a spec's model (tests)
+
+
+class _Models(MutableMapping):
+    """Served name -> ModelSpec: the spec files (read again when a spec folder changes) plus the
+    models registered in code. Defaults first, then the rest, by name."""
+
+    def _all(self) -> dict[str, ModelSpec]:
+        models = {k: v for k, v in _CATALOGUE.current().models.items() if k not in _REMOVED}
+        models.update(_REGISTERED)
+        return models
+
+    def __getitem__(self, name: str) -> ModelSpec:
+        return self._all()[name]
+
+    def __iter__(self):
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+    def __contains__(self, name) -> bool:
+        return name in self._all()
+
+    def __setitem__(self, name: str, spec: ModelSpec) -> None:
+        _REGISTERED[name] = spec
+        _REMOVED.discard(name)
+
+    def __delitem__(self, name: str) -> None:
+        if name not in self._all():
+            raise KeyError(name)
+        _REGISTERED.pop(name, None)
+        _REMOVED.add(name)
+
+    def __repr__(self) -> str:
+        return f"MODELS({', '.join(self._all())})"
+
+
+MODELS: MutableMapping[str, ModelSpec] = _Models()
 
 
 def register_model(spec: ModelSpec) -> ModelSpec:
@@ -87,41 +195,46 @@ def register_model(spec: ModelSpec) -> ModelSpec:
     return spec
 
 
-for _spec in (
-    # drawn: writer/pen augmentation; printed_digits: 100 per class from fonts other than the
-    # evaluation's DejaVu (training/image.py; docs/models.md has what each gives)
-    ModelSpec("digits-cnn", "image", {"dataset": "digits", "epochs": 40, "augment": True, "patience": 8,
-                                      "drawn": True, "printed_digits": 100},
-              "handwritten digit classifier (28x28 grey, 10 classes)"),
-    ModelSpec("fashion-cnn", "image", {"dataset": "fashion", "epochs": 15, "augment": False, "patience": 3},
-              "Fashion-MNIST clothing classifier (28x28 grey, 10 classes)"),
-    ModelSpec("folk-lstm", "tune", {"corpus": "irish", "hidden_size": 384, "epochs": 15, "patience": 4, "threads": 1},
-              "character LSTM writing Irish folk tunes in ABC notation"),
-    # Text classifiers (training/text.py): the defaults are the 2-core profile; `make text-large`
-    # (every training text, 2 epochs, max length 128) is the larger one.
-    ModelSpec("sentiment-transformer", "text",
-              {"dataset": "sentiment", "arch": "minilm", "epochs": 1, "batch_size": 16, "train_limit": 4000,
-               "lr": 1e-4, "head_lr": 1e-3, "freeze_layers": 3},
-              "movie-review sentiment, fresh/rotten (MiniLM-L6 fine-tuned)"),
-    ModelSpec("topic-transformer", "text",
-              {"dataset": "topic", "arch": "minilm", "epochs": 2, "batch_size": 16, "train_limit": 600,
-               "lr": 1e-4, "head_lr": 1e-3, "freeze_layers": 3, "train_max_length": 64},
-              "BBC News topic, 5 classes (MiniLM-L6 fine-tuned)"),
-    ModelSpec("sentiment-tiny", "text", {"dataset": "sentiment", "arch": "tiny", "epochs": 4, "lr": 1e-3, "patience": 2},
-              "movie-review sentiment, tiny 2-layer transformer trained from scratch (edge option)"),
-    ModelSpec("topic-tiny", "text", {"dataset": "topic", "arch": "tiny", "epochs": 6, "lr": 1e-3, "patience": 2},
-              "BBC News topic, tiny 2-layer transformer trained from scratch (edge option)"),
-):
-    register_model(_spec)
+def spec_errors() -> dict[str, specs.SpecError]:
+    """Spec files that did not load: model name (the file's stem) -> why, one line."""
+    return dict(_CATALOGUE.current().errors)
 
-DEFAULT_MODELS = ["digits-cnn", "fashion-cnn", "folk-lstm", "sentiment-transformer", "topic-transformer"]
+
+def reload() -> None:
+    """Read the spec folders again now (a spec edited in place keeps its folder's timestamp)."""
+    _CATALOGUE.reload()
+
+
+class _DefaultModels(Sequence):
+    """The models a plain `edgestack build` builds: specs with `default = true`, by name."""
+
+    def _names(self) -> list[str]:
+        return [name for name, spec in MODELS.items() if spec.default]
+
+    def __getitem__(self, index):
+        return self._names()[index]
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    def __eq__(self, other) -> bool:
+        return list(self) == list(other)
+
+    def __repr__(self) -> str:
+        return repr(self._names())
+
+
+DEFAULT_MODELS: Sequence[str] = _DefaultModels()
 
 
 def get(name: str) -> ModelSpec:
-    try:
-        return MODELS[name]
-    except KeyError:
-        raise UnknownName(f"unknown model {name!r}; known: {', '.join(MODELS)}") from None
+    models = MODELS
+    if name in models:
+        return models[name]
+    broken = _CATALOGUE.current().errors.get(name)
+    if broken is not None:
+        raise broken
+    raise UnknownName(f"unknown model {name!r}; known: {', '.join(models)}") from None
 
 
 def stage(name: str, which: str) -> str:

@@ -92,6 +92,9 @@ class Settings(BaseSettings):
     max_new_chars: PositiveInt = Field(2000, description="folk-lstm: most new characters per tune (max_length)")
 
     # -- your own training data ---------------------------------------------------------
+    models_dir: Path | None = Field(
+        None, description="a folder of your own model specs (NAME.toml), searched after the repository's models/; "
+                          "`edgestack new` writes there", json_schema_extra=_shown("models/ only"))
     fashion_dir: Path | None = Field(
         None, description="your own Fashion-MNIST IDX files instead of the Debian package",
         json_schema_extra=_shown("packaged data"))

@@ -29,7 +29,10 @@ def quiet_export_logs() -> None:
 
 
 def make_config(spec: registry.ModelSpec, overrides: dict[str, Any] | None = None):
-    config_cls = registry.load_object(spec.stages.train + ":Config")
+    if spec.imported is not None:
+        raise UsageError(f"{spec.name} was imported ({spec.imported.get('file')}), not trained: "
+                         f"import it again with `edgestack import` to make a new version")
+    config_cls = registry.config_class(spec.family)
     values = {**spec.defaults, **{k: v for k, v in (overrides or {}).items() if v is not None}}
     known = {f.name for f in dataclasses.fields(config_cls)}
     unknown = set(values) - known
@@ -69,14 +72,21 @@ def train(name: str, overrides: dict[str, Any] | None = None, *, run_dir: Path |
     return run_dir, metrics
 
 
+def spec_export_options(spec: registry.ModelSpec) -> dict[str, Any]:
+    """The spec's int8 budget as its family's export keyword (quality.max_int8_drop)."""
+    budget = spec.quality.get("max_int8_drop")
+    return {} if budget is None else {spec.stages.budget: budget}
+
+
 def export(name: str, run_dir: Path, *, root: Path | None = None, progress: bool = True,
            **export_options) -> artifact.Artifact:
     spec = registry.get(name)
     quiet_export_logs()
     staging = artifact.fresh_version_dir(name, root)
     try:
-        registry.load_object(spec.stages.export + ":export")(run_dir, staging, name=name, progress=progress,
-                                                              **export_options)
+        manifest = registry.load_object(spec.stages.export + ":export")(
+            run_dir, staging, name=name, progress=progress, **{**spec_export_options(spec), **export_options})
+        check_floors(spec, manifest)
         from export.threads import record_thread_choice
 
         record_thread_choice(staging, progress=progress)  # the server's ORT threads per variant
@@ -119,6 +129,19 @@ def build(name: str, overrides: dict[str, Any] | None = None, *, root: Path | No
         if withheld:
             print(f"[{name}] WARNING: int8 withheld ({withheld}); fp32 will be served on CPU", flush=True)
     return built
+
+
+def check_floors(spec: registry.ModelSpec, manifest: dict) -> None:
+    """The spec's quality floors (min_accuracy, min_macro_f1) on fp32's test figures; a build
+    below one fails (QualityGateError) and publishes nothing."""
+    fp32 = (manifest.get("variants") or {}).get("fp32") or {}
+    report = (manifest.get("quality_report") or {}).get("fp32") or {}
+    for key, measured, what in (("min_accuracy", fp32.get("test_accuracy"), "test accuracy"),
+                                ("min_macro_f1", report.get("macro_f1"), "test macro-F1")):
+        floor = spec.quality.get(key)
+        if floor is not None and measured is not None and measured < floor:
+            raise QualityGateError(f"{spec.name}: fp32 {what} {measured:.4f} is below the spec's "
+                                   f"quality.{key} = {floor}", gate=key, model=spec.name)
 
 
 def variant_summary(art: artifact.Artifact) -> str:

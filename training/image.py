@@ -10,7 +10,7 @@ import json
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +20,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
 
+from edgestack.errors import UsageError
+from training.configs import ImageConfig as Config
 from training.data import images as image_data
 from training.loop import KeepBest, save_classifier_run, set_training_threads
 
@@ -34,29 +36,6 @@ DRAWN_LAYOUT = {"digits": "mnist", "fashion": None}
 def preprocess_for(dataset: str) -> dict:
     """PREPROCESS plus the layout the server gives uploaded files of this dataset."""
     return {**PREPROCESS, "drawn_layout": DRAWN_LAYOUT.get(dataset)}
-
-
-@dataclass
-class Config:
-    dataset: str = "fashion"          # fashion | digits
-    data_dir: str | None = None       # your own IDX folder instead of the packaged data
-    epochs: int = 12
-    batch_size: int = 128
-    lr: float = 1e-3
-    augment: bool = True              # small random rotations and shifts
-    # Writers and pens the scans do not show (digits-cnn): stroke thickness, scale and aspect,
-    # slant, elastic distortion, then laid out again as mnist_style() lays out drawn input.
-    drawn: bool = False
-    drawn_share: float = 0.75         # of each batch; the rest gets only the small turns and shifts
-    # Printed digits added to the training split, per class (fewer in proportion under train_limit):
-    # rendered from the installed fonts other than the evaluation set's DejaVu
-    # (training/data/font_digits.py), laid out MNIST-style.
-    printed_digits: int = 0
-    patience: int = 3                 # early stopping: epochs without a better validation accuracy
-    seed: int = 0
-    dropout: float = 0.25
-    train_limit: int | None = None    # use only the first N training images (tests, quick runs)
-    threads: int | None = None
 
 
 class ConvNet(nn.Module):
@@ -179,7 +158,12 @@ def printed_digits(per_digit: int, seed: int) -> tuple[np.ndarray, np.ndarray, l
 
 
 def load_dataset(cfg: Config) -> image_data.ImageDataset:
-    loader = {"fashion": image_data.fashion_mnist, "digits": image_data.digits}[cfg.dataset]
+    loaders = {"fashion": image_data.fashion_mnist, "digits": image_data.digits}
+    if cfg.dataset not in loaders:
+        raise UsageError(f"unknown image dataset {cfg.dataset!r}; use {sorted(loaders)}")
+    if cfg.arch not in ("auto", "seed-cnn") or cfg.input_shape not in (None, [1, 28, 28]):
+        raise UsageError("the packaged IDX sets take arch 'seed-cnn' (or 'auto') and input shape [1, 28, 28]")
+    loader = loaders[cfg.dataset]
     return loader(cfg.data_dir, seed=cfg.seed)
 
 

@@ -24,7 +24,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +34,7 @@ from tokenizers import Tokenizer
 from torch import nn
 from tqdm import tqdm
 
+from training.configs import TextConfig as Config
 from training.data import text as text_data
 from training.loop import KeepBest, save_classifier_run, set_training_threads
 
@@ -41,32 +42,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub: everythin
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-
-
-@dataclass
-class Config:
-    dataset: str = "sentiment"            # sentiment | topic (packaged data)
-    data_dir: str | None = None           # your own CSV / JSONL (text,label) or <label>/*.txt folder
-    arch: str = "minilm"                  # minilm (pretrained, fine-tuned) | tiny (from scratch)
-    epochs: int = 2
-    batch_size: int = 32
-    lr: float = 2e-5                      # AdamW, encoder (the seeds' recipe; the 2-core profile raises it)
-    head_lr: float | None = None          # AdamW, the new classification layer (None: lr)
-    freeze_layers: int = 0                # freeze embeddings + the lowest (N-1) encoder layers (0: none)
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1             # linear warm-up over this share of the steps, then linear decay
-    max_length: int = 128                 # tokens per text at export and serve time
-    train_max_length: int | None = None   # shorter truncation for the training pass only (None: max_length)
-    train_limit: int | None = None        # stratified subset of N training texts (None or 0: all)
-    patience: int = 2                     # stop after this many epochs without a better validation accuracy
-    seed: int = 0
-    baseline: bool = True                 # also fit TF-IDF + logistic regression on the same split
-    threads: int | None = None
-    # tiny (from scratch) encoder and its tokenizer
-    vocab_size: int = 8000
-    hidden_size: int = 128
-    layers: int = 2
-    heads: int = 2
 
 
 def pretrained_dir() -> Path:

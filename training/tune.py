@@ -16,7 +16,7 @@ import json
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -26,28 +26,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
 
+from training.configs import TuneConfig as Config
 from training.data import abc as abc_data
 from training.loop import KeepBest, set_training_threads
 from training.plots import plot_curves
-
-
-@dataclass
-class Config:
-    corpus: str = "irish"             # irish (mitdeeplearning, 804 tunes) | oneills (music21, 2,009)
-    data_dir: str | None = None       # a folder of .abc files instead of a packaged corpus
-    hidden_size: int = 384            # the lab uses 1024; smaller trains faster on 2 cores
-    embedding_dim: int = 256
-    seq_len: int = 100
-    batch_size: int = 32
-    lr: float = 5e-3
-    lr_final: float = 0.1             # cosine decay of the learning rate to lr * lr_final by the last epoch
-    clip: float = 1.0                 # gradient norm clipping
-    epochs: int = 12                  # one epoch = as many random sequences as the training text holds
-    patience: int = 4                 # early stopping on validation bits per character
-    seed: int = 0
-    train_limit: int | None = None    # train on only the first N training tunes (tests, quick runs)
-    val_limit: int | None = None      # evaluate on only the first N validation / test tunes
-    threads: int | None = None
 
 
 class CharLSTM(nn.Module):

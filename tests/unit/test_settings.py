@@ -30,6 +30,7 @@ DEFAULTS = {
     "EDGESTACK_MAX_ITEMS": 256,
     "EDGESTACK_MAX_WAIT_MS": 0.0,
     "EDGESTACK_MAX_BODY_BYTES": 8 * 1024 * 1024,
+    "EDGESTACK_MODELS_DIR": None,           # None: the repository's models/ only
     "EDGESTACK_FASHION_DIR": None,          # None: the Debian package's folder
     "EDGESTACK_VARIANT": None,              # None: int8 on CPU, fp16 on GPU
     "EDGESTACK_MODELS": [],                 # []: every built model
