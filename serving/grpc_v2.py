@@ -8,8 +8,8 @@ and a REST request to one model share its session and its adaptive batcher
 server from a BentoML startup hook, which runs on it).
 
 Calls: ServerLive, ServerReady, ServerMetadata, RepositoryIndex, ModelReady, ModelMetadata, ModelConfig
-(name, platform, tensors and the `variant` / `edgestack` parameters the REST metadata
-carries) and ModelInfer. ModelInfer takes typed `contents` or `raw_input_contents` (what
+(the REST route's config: edgestack/model_config.py, with the `variant` / `edgestack` parameters
+the REST metadata carries) and ModelInfer. ModelInfer takes typed `contents` or `raw_input_contents` (what
 tritonclient.grpc sends), BYTES included, and answers in `raw_output_contents`, as
 Triton does. A request becomes the REST header + binary section (the same decoding and
 checks as serving/v2.py: edgestack/v2protocol.py, then runner.infer's check_tensor), and
@@ -143,19 +143,12 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
                                         outputs=tensor_metadata(meta["outputs"]))
 
     async def ModelConfig(self, request, context):
-        """Triton's model config, as far as it applies: the metadata's parameters live here on gRPC
-        (ModelMetadataResponse has none), so clients find `variant` and `edgestack` as on Triton."""
-        meta = rest.model_metadata(self.runners, await self._runner(context, request.name, request.version))
+        """Triton's model configuration, completed from the model's tensors as on REST (serving/v2.py
+        model_config); its parameters hold `variant` and `edgestack`, which gRPC's ModelMetadataResponse lacks."""
+        from google.protobuf import json_format
 
-        def tensors(specs, kind):
-            return [kind(name=s["name"], data_type=config_pb.DataType.Value(v2.datatype(s["datatype"]).triton),
-                         dims=s["shape"]) for s in specs]
-
-        config = config_pb.ModelConfig(
-            name=meta["name"], platform=meta["platform"], backend="onnxruntime",
-            input=tensors(meta["inputs"], config_pb.ModelInput), output=tensors(meta["outputs"], config_pb.ModelOutput),
-            parameters={k: config_pb.ModelParameter(string_value=str(v)) for k, v in meta["parameters"].items()})
-        return pb.ModelConfigResponse(config=config)
+        config = rest.model_config(self.runners, await self._runner(context, request.name, request.version))
+        return pb.ModelConfigResponse(config=json_format.ParseDict(config, config_pb.ModelConfig()))
 
     async def ModelInfer(self, request: pb.ModelInferRequest, context) -> pb.ModelInferResponse:
         runner = await self._runner(context, request.model_name, request.model_version)

@@ -8,6 +8,8 @@ sessions and the adaptive batcher. Routes (as Triton and KServe name them):
     GET  /v2/health/live, /v2/health/ready     liveness; readiness (every model loaded)
     GET  /v2/models/{m}[/versions/{v}]         model metadata: inputs/outputs, v2 datatypes, -1 = dynamic
     GET  /v2/models/{m}[/versions/{v}]/ready
+    GET  /v2/models/{m}[/versions/{v}]/config  the model configuration extension: Triton's ModelConfig as JSON,
+                                               completed from the model's tensors (edgestack/model_config.py)
     POST /v2/models/{m}[/versions/{v}]/infer   JSON tensors, or the binary tensor data extension
     GET  /v2/models[/{m}[/versions/{v}]]/stats  the statistics extension (Triton's shape; serving/stats.py)
     POST /v2/repository/index                  the model repository extension: every model and its state
@@ -51,7 +53,7 @@ from serving.repository import Models, StaticModels
 
 log = logging.getLogger("edgestack.v2")
 
-EXTENSIONS = ["binary_tensor_data", "classification", "statistics", "model_repository"]
+EXTENSIONS = ["binary_tensor_data", "classification", "statistics", "model_repository", "model_configuration"]
 
 
 def error(message: str, status: int = 400) -> JSONResponse:
@@ -89,6 +91,13 @@ class V2App:
         except InputError as exc:
             return refusal(exc)
         return JSONResponse(model_metadata(self.runners, runner))
+
+    async def model_config(self, request: Request) -> Response:
+        try:
+            runner = self.runner(request)
+        except InputError as exc:
+            return refusal(exc)
+        return JSONResponse(model_config(self.runners, runner))
 
     async def model_ready(self, request: Request) -> Response:
         try:
@@ -206,6 +215,7 @@ class V2App:
         for base in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
             routes += [Route(base, self.model_metadata, methods=get),
                        Route(base + "/ready", self.model_ready, methods=get),
+                       Route(base + "/config", self.model_config, methods=get),
                        Route(base + "/infer", self.infer, methods=post),
                        Route(base + "/stats", self.statistics, methods=get)]
         if hasattr(self.runners, "load"):  # model control: the server's repository, not a fixed set
@@ -229,6 +239,21 @@ def model_metadata(runners: Models, runner) -> dict:
         "parameters": {"variant": runner.variant, "provider": runner.session.providers[0],
                        "edgestack": json.dumps(v2.client_hints(runner.artifact.manifest))},
     }
+
+
+def model_config(runners: Models, runner) -> dict:
+    """The model configuration extension (REST and gRPC alike): Triton's ModelConfig, completed
+    from the served tensors with this server's batching settings (edgestack/model_config.py)."""
+    from edgestack.model_config import autocomplete
+    from edgestack.runtime import GPU_PROVIDERS
+    from serving.runner import RunnerOptions
+
+    meta = model_metadata(runners, runner)
+    options = getattr(runner, "options", None) or RunnerOptions.from_env()  # Ray's router proxies have none
+    return autocomplete(runner.name, runner.inputs, runner.outputs, max_batch_size=options.max_batch,
+                        max_queue_delay_us=int(options.max_wait_ms * 1000),
+                        instance_kind="KIND_GPU" if meta["parameters"]["provider"] in GPU_PROVIDERS else "KIND_CPU",
+                        versions=len(meta["versions"]), parameters=meta["parameters"])
 
 
 async def check_repository_body(request: Request) -> None:
