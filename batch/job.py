@@ -30,6 +30,7 @@ from pathlib import Path
 
 from batch.adapter import BatchAdapter, Shard, ShardResult
 from edgestack import artifact, registry
+from edgestack.errors import UsageError
 
 FORMATS = {".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 PLAN_VERSION = 1
@@ -51,8 +52,8 @@ class JobOptions:
     source_options: dict = field(default_factory=dict)  # family input options (text column, ...)
 
 
-class JobError(ValueError):
-    """The job cannot start or resume as asked; the message says why and what to do."""
+class JobError(UsageError):
+    """The job cannot start or resume as asked; the message says why and what to do (one line from the CLI)."""
 
 
 def output_paths(output: Path) -> dict[str, Path]:
@@ -60,6 +61,18 @@ def output_paths(output: Path) -> dict[str, Path]:
     stem = output.with_suffix("") if output.suffix else output
     return {"output": output, "parts": Path(f"{stem}.parts"), "errors": Path(f"{stem}.errors.jsonl"),
             "summary": Path(f"{stem}.job.json")}
+
+
+def check_not_input(paths: dict[str, Path], input_path: str | Path) -> None:
+    """Refuse a job whose output, errors, summary or parts path is its input (or holds it): the job
+    would overwrite or delete what it reads (`--overwrite` deleted its input file)."""
+    source = Path(input_path).resolve()
+    for key, path in paths.items():
+        inside = key == "parts" and path in source.parents
+        if path == source or inside or (path.exists() and source.exists() and path.samefile(source)):
+            flag = {"output": "OUTPUT", "parts": "the parts folder"}.get(key, f"the {key} file")
+            raise JobError(f"{flag} {path} is the input {input_path}{' (or holds it)' if inside else ''}: "
+                           "the job would overwrite what it reads; write the output somewhere else")
 
 
 def output_format(output: Path, requested: str | None) -> str:
@@ -200,6 +213,7 @@ def run_job(model: str, input_path: str, output: str, opts: JobOptions | None = 
     started = time.perf_counter()
     art, adapter, source, plan = prepare(model, input_path, output, opts)
     paths = output_paths(Path(output))
+    check_not_input(paths, input_path)
     paths["output"].parent.mkdir(parents=True, exist_ok=True)
     say(f"[{model}] v{art.version} {plan['variant']}: {source.describe()} -> {paths['output']} ({plan['format']})")
 

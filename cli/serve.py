@@ -10,7 +10,7 @@ from pathlib import Path
 
 from edgestack import artifact, registry
 from edgestack.errors import UsageError
-from edgestack.settings import env_name, help_text
+from edgestack.settings import env_name, get_settings, help_text
 
 # Each flag is the Settings field of the same name.
 SERVE_FLAGS = tuple((flag, env_name(flag)) for flag in
@@ -24,6 +24,9 @@ def server_env(args: argparse.Namespace, environ) -> dict[str, str]:
     """The server's environment: ours, with `edgestack serve`'s flags as the EDGESTACK_* settings
     the service reads (a flag wins over the variable)."""
     env = dict(environ)
+    if getattr(args, "host", None) is None:
+        args.host = get_settings().host
+    env[env_name("host")] = args.host  # the gRPC port binds where HTTP does
     if args.models:
         env[env_name("models")] = ",".join(args.models)
     env.setdefault(env_name("artifacts"), str(artifact.default_root()))
@@ -38,6 +41,7 @@ def server_env(args: argparse.Namespace, environ) -> dict[str, str]:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    get_settings().check_model_control()  # before anything slow: load/unload never without keys
     engine = getattr(args, "engine", "bentoml")
     ray_only = [f"--{flag.replace('_', '-')}" for flag in RAY_FLAGS if getattr(args, flag, None) is not None]
     if engine != "ray" and ray_only:
@@ -54,6 +58,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         art = artifact.load_latest(name)
         print(f"[{name}] v{art.version} verified ({len(art.meta.files)} files)", flush=True)
     env = server_env(args, os.environ)
+    if args.host not in ("127.0.0.1", "::1") and not get_settings().auth_on:
+        print(f"warning: listening on {args.host} without API keys: anyone who reaches this machine can use the "
+              "server (set EDGESTACK_API_KEYS)", file=sys.stderr, flush=True)
     if engine == "ray":
         from serving.ray_engine import serve_forever
 
@@ -72,7 +79,9 @@ def add_parsers(sub) -> None:
     s = sub.add_parser("serve", help="serve built models over HTTP (BentoML + ONNX Runtime)",
                        epilog=help_text(), formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("models", nargs="*", help="served names (default: every built model)")
-    s.add_argument("--host", default="0.0.0.0")
+    s.add_argument("--host", default=None,
+                   help="where to listen, HTTP and gRPC (default 127.0.0.1: this machine only; EDGESTACK_HOST). "
+                        "To open it up, set API keys first: EDGESTACK_API_KEYS=... edgestack serve --host 0.0.0.0")
     s.add_argument("--port", type=int, default=3000)
     s.add_argument("--device", choices=["auto", "cpu", "cuda", "tensorrt"], help="auto: TensorRT > CUDA > CPU")
     s.add_argument("--variant", help="force a variant (fp32, int8, fp16); default int8 on CPU, fp16 on GPU")

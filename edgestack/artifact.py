@@ -16,6 +16,7 @@ neither torch nor onnxruntime: serving, batch jobs and edge runners all use it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from dataclasses import dataclass, field
@@ -49,7 +50,7 @@ def write_manifest(directory: Path, manifest: dict[str, Any], files: dict | None
     files = files if files is not None else {
         str(p.relative_to(directory)): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
         for p in sorted(directory.rglob("*"))
-        if p.is_file() and p.name != MANIFEST
+        if p.is_file() and p.relative_to(directory).as_posix() not in (MANIFEST,)
     }
     manifest = {"schema_version": SCHEMA_VERSION, **manifest, "files": files}
     schema.validate(manifest, f"the manifest for {directory}")  # a malformed one fails the export, loudly
@@ -97,6 +98,18 @@ class Artifact:
     def file(self, relative: str) -> Path:
         return self.path / relative
 
+    def read_verified(self, relative: str) -> bytes:
+        """A file's bytes, checked against its manifest checksum as read: what is loaded is what was
+        hashed (a file swapped after `load` verified the folder is caught here, not loaded)."""
+        entry = self.meta.files.get(relative)
+        if entry is None:
+            raise ArtifactError(f"{self.name} v{self.version}: {relative!r} is not listed in the manifest's files")
+        data = (self.path / relative).read_bytes()
+        if hashlib.sha256(data).hexdigest() != entry.sha256:
+            raise ArtifactError(f"refusing {self.name} v{self.version}: {relative} changed since it was verified "
+                                "(sha256 mismatch)")
+        return data
+
 
 def verify(directory: Path, files: dict[str, schema.FileEntry]) -> None:
     problems = []
@@ -113,18 +126,23 @@ def verify(directory: Path, files: dict[str, schema.FileEntry]) -> None:
         )
 
 
-def load(directory: Path, *, check: bool = True) -> Artifact:
-    """Read and (by default) verify an artifact directory."""
+def load(directory: Path, *, check: bool = True, folder_is_version: bool = True) -> Artifact:
+    """Read and (by default) verify an artifact directory. Its folder must be named after its
+    version (`folder_is_version=False`: a copy under another name, as in a Triton repository)."""
     directory = Path(directory)
     manifest_path = directory / MANIFEST
     if not manifest_path.is_file():
         raise ArtifactError(f"no {MANIFEST} in {directory}: not an edgestack artifact")
+    raw = manifest_path.read_bytes()  # hashed as read when signatures are checked
     try:
-        manifest = json.loads(manifest_path.read_text())
-    except json.JSONDecodeError as exc:
+        manifest = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ArtifactError(f"{manifest_path} is not valid JSON: {exc}") from exc
     manifest = schema.migrate(manifest, str(manifest_path))
     meta = schema.validate(manifest, str(manifest_path))
+    if folder_is_version and meta.version != directory.name:
+        raise ArtifactError(f"refusing artifact {directory}: its manifest says version {meta.version!r} but its "
+                            f"folder is {directory.name!r}")
     if check:
         verify(directory, meta.files)
     return Artifact(directory, manifest, meta)

@@ -26,6 +26,7 @@ framework): the server, batch jobs and the CLI all read manifests through it.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import (
@@ -44,6 +45,17 @@ from pydantic import (
 from edgestack.errors import ArtifactError
 
 SCHEMA_VERSION = 2
+NAME = re.compile(r"[a-z0-9][a-z0-9-]*")   # a served name: also a folder, a URL segment, a Triton model name
+VERSION = re.compile(r"[0-9]+")           # a version: also the name of its folder
+
+
+def check_relative(relative: str, where: str) -> str:
+    """A path inside the artifact folder: relative, '/'-separated, no '..', '.', empty or drive parts."""
+    parts = relative.split("/")
+    if (not relative or relative.startswith("/") or "\\" in relative or "\0" in relative or ":" in relative
+            or any(part in ("", ".", "..") for part in parts)):
+        raise ValueError(f"{where}: {relative[:120]!r} is not a relative path inside the artifact folder")
+    return relative
 # Family names of schema version 1 -> the names every later manifest uses.
 FAMILY_ALIASES = {"cnn": "image", "lstm": "tune", "transformer": "text"}
 
@@ -277,6 +289,51 @@ class Manifest(Block):
     @classmethod
     def _version_as_text(cls, value):
         return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, value: str) -> str:
+        if not NAME.fullmatch(value):
+            raise ValueError(f"{value[:80]!r} is not a served name: lowercase letters, digits and '-', "
+                             "starting with a letter or digit")
+        return value
+
+    @field_validator("version")
+    @classmethod
+    def _digits(cls, value: str) -> str:
+        if not VERSION.fullmatch(value):
+            raise ValueError(f"{value[:80]!r} is not a version: digits only (it names the version folder)")
+        return value
+
+    @field_validator("files")
+    @classmethod
+    def _files_inside(cls, value: dict) -> dict:
+        for relative in value:
+            check_relative(relative, "files")
+        return value
+
+    @model_validator(mode="after")
+    def _read_files_listed(self) -> Manifest:
+        """Every file the model reads is inside the artifact and checksummed in `files`: a path
+        with `..` or an absolute one would escape the folder, an unlisted one be read unverified."""
+        for where, relative in self.model_files():
+            check_relative(relative, where)
+            if relative not in self.files:
+                raise ValueError(f"{where} {relative!r} is not listed in `files`, so it would be read unverified")
+        return self
+
+    def model_files(self) -> list[tuple[str, str]]:
+        """(field, relative path) of every file a runner, batch job or export reads."""
+        found = []
+        for name, variant in self.variants.items():
+            found.append((f"variants.{name}.file", variant.file))
+            if variant.prompt_file is not None:
+                found.append((f"variants.{name}.prompt_file", variant.prompt_file))
+        if self.preprocessing is not None and self.preprocessing.tokenizer is not None:
+            found.append(("preprocessing.tokenizer", self.preprocessing.tokenizer))
+        if self.vocabulary is not None:
+            found.append(("vocabulary.file", self.vocabulary.file))
+        return found
 
     @field_validator("schema_version")
     @classmethod

@@ -85,17 +85,21 @@ class Session:
 
 
 def open_session(path: Path, *, device: str = "auto", threads: int | None = None,
-                 providers: list[str] | None = None, spinning: bool = True) -> Session:
+                 providers: list[str] | None = None, spinning: bool = True,
+                 model_bytes: bytes | None = None) -> Session:
     """spinning: ORT's intra-op threads spin-wait for work between parallel sections (ORT's
     default). The server turns it off (RunnerOptions.spinning, see there); benchmarks and
-    batch jobs keep it, because a session alone on its cores runs faster with it."""
+    batch jobs keep it, because a session alone on its cores runs faster with it.
+    model_bytes: the graph itself (Artifact.read_verified: the bytes whose checksum was
+    checked), `path` then only names it."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or default_threads()
     options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     wanted = providers or choose_providers(device=device)
-    session = ort.InferenceSession(str(path), sess_options=options, providers=wanted)
+    session = ort.InferenceSession(str(path) if model_bytes is None else model_bytes, sess_options=options,
+                                   providers=wanted)
     got = session.get_providers()
     log.info("session %s: providers %s (asked %s), %d intra-op threads, spinning %s",
              Path(path).name, got, wanted, options.intra_op_num_threads, "on" if spinning else "off")

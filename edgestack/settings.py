@@ -135,11 +135,20 @@ class Settings(BaseSettings):
                          "each may hold a body of EDGESTACK_MAX_BODY_BYTES)")
     drain_seconds: NonNegativeFloat = Field(
         30.0, description="on SIGTERM: longest wait for accepted requests and open streams to finish before exit")
+    host: str = Field(
+        "127.0.0.1", description="where `edgestack serve` listens, HTTP and gRPC (0.0.0.0: every interface; "
+                                 "set EDGESTACK_API_KEYS first)")
+    model_control: bool = Field(
+        False, description="1: the v2 model repository's load and unload routes are on (Triton's explicit model "
+                           "control); needs API keys, and a JSON Content-Type on each call",
+        json_schema_extra=_shown("0 (off)"))
     api_keys: Annotated[list[str], NoDecode] = Field(
         [], description="bearer tokens, comma-separated: when set, every inference and management route "
                         "needs `Authorization: Bearer <key>`", json_schema_extra=_shown("no auth"))
     api_keys_file: Path | None = Field(
-        None, description="a file of bearer tokens, one per line (# comments), added to EDGESTACK_API_KEYS",
+        None, description="a file of bearer tokens, one per line (# comments), added to EDGESTACK_API_KEYS; "
+                          "once set, auth is on: a file that is empty, missing or unreadable refuses every request "
+                          "(the last good keys stay while it is being rewritten)",
         json_schema_extra=_shown("none"))
     open_paths: Annotated[list[str], NoDecode] = Field(
         ["/livez", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready"],
@@ -177,6 +186,26 @@ class Settings(BaseSettings):
                                 "request gets 503 (-1: no limit)")
     ray_router_replicas: PositiveInt = Field(
         1, description="Ray Serve: replicas of the router (HTTP endpoints, v2 protocol) in front of the models")
+
+    @property
+    def auth_on(self) -> bool:
+        """Bearer tokens are required: a key is set, or a key file is named (even an empty one)."""
+        return bool(self.api_keys) or self.api_keys_file is not None
+
+    def check_model_control(self) -> None:
+        """Model control (load/unload) changes what the server serves: never without keys."""
+        if self.model_control and not self.auth_on:
+            raise SettingsError(f"{env_name('model_control')}=1 needs API keys: set {env_name('api_keys')} or "
+                                f"{env_name('api_keys_file')} (load and unload must not be open to anyone "
+                                "who reaches the server)")
+
+    @field_validator("host")
+    @classmethod
+    def _ip_address(cls, value: str) -> str:
+        import ipaddress
+
+        ipaddress.ip_address(value)  # what BentoML and gRPC bind to: an address, not a name
+        return value
 
     @field_validator("models", "api_keys", "open_paths", "cors_origins", "ray_replicas", "ray_autoscale",
                      "ray_num_cpus", mode="before")

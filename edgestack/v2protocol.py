@@ -33,6 +33,12 @@ class ProtocolError(ValueError):
     """A request or response that breaks the protocol; the message says where."""
 
 
+class TooLarge(ProtocolError):
+    """A request over a limit (HTTP 413, gRPC RESOURCE_EXHAUSTED)."""
+
+    status = 413
+
+
 @dataclass(frozen=True)
 class Datatype:
     v2: str                   # "FP32": what the protocol and tritonclient say
@@ -128,11 +134,14 @@ def serialize_bytes(array: np.ndarray) -> bytes:
     return b"".join(parts)
 
 
-def deserialize_bytes(raw: bytes | memoryview, what: str = "BYTES tensor") -> list[bytes]:
-    """Raw BYTES section -> its elements; refuses truncated or over-long length prefixes."""
+def deserialize_bytes(raw: bytes | memoryview, what: str = "BYTES tensor", limit: int | None = None) -> list[bytes]:
+    """Raw BYTES section -> its elements; refuses truncated or over-long length prefixes, and
+    stops as soon as there are more than `limit` elements."""
     raw = memoryview(raw)
     items, offset = [], 0
     while offset < len(raw):
+        if limit is not None and len(items) >= limit:
+            raise ProtocolError(f"{what}: the data holds more than the {limit} BYTES element(s) its shape says")
         if offset + 4 > len(raw):
             raise ProtocolError(f"{what}: {len(raw) - offset} stray byte(s) where a 4-byte length prefix should be")
         (length,) = struct.unpack_from("<I", raw, offset)
@@ -150,7 +159,7 @@ def from_raw(raw: bytes | memoryview, dt: Datatype, shape: list[int], what: str)
     """Binary tensor data -> array of `shape` (BYTES: object array of bytes)."""
     count = element_count(shape)
     if dt.v2 == "BYTES":
-        items = deserialize_bytes(raw, what)
+        items = deserialize_bytes(raw, what, limit=count)
         if len(items) != count:
             raise ProtocolError(f"{what}: shape {shape} needs {count} BYTES element(s), the data holds {len(items)}")
         array = np.empty(count, dtype=object)
@@ -254,11 +263,21 @@ def split_body(body: bytes, header_length: str | int | None) -> tuple[dict, memo
     return header, memoryview(body)[size:]
 
 
-def read_tensors(tensors: list[dict], binary: memoryview, what: str = "input") -> dict[str, np.ndarray]:
+def check_bytes_count(shape: list[int], limit: int | None, what: str) -> None:
+    """A BYTES tensor holds at most `limit` elements (each becomes a Python object): checked from
+    its `shape`, before a byte of its data is decoded."""
+    if limit is not None and element_count(shape) > limit:
+        raise TooLarge(f"{what}: shape {shape} is {element_count(shape):,} BYTES elements; the limit is {limit} "
+                       "(EDGESTACK_MAX_ITEMS)")
+
+
+def read_tensors(tensors: list[dict], binary: memoryview, what: str = "input",
+                 max_bytes_elements: int | None = None) -> dict[str, np.ndarray]:
     """Decode a request's `inputs` (or a response's `outputs`): JSON `data` or `binary_data_size` slices.
 
     Binary tensors are taken from `binary` in the order the tensors are listed; their sizes
-    must add up to exactly the binary section's length.
+    must add up to exactly the binary section's length. `max_bytes_elements`: the most
+    elements a BYTES tensor may declare (413 before decoding).
     """
     arrays: dict[str, np.ndarray] = {}
     offset = 0
@@ -277,6 +296,8 @@ def read_tensors(tensors: list[dict], binary: memoryview, what: str = "input") -
         if dt is None:
             raise ProtocolError(f"{label}: unknown datatype {tensor['datatype']!r}; v2 datatypes are {', '.join(BY_V2)}")
         shape = check_shape(tensor.get("shape"), label)
+        if dt.v2 == "BYTES":
+            check_bytes_count(shape, max_bytes_elements, label)
         parameters = tensor.get("parameters") or {}
         if not isinstance(parameters, dict):
             raise ProtocolError(f"{label}: `parameters` must be an object")

@@ -3,12 +3,16 @@
 `header_problems` is a structural check of one tune: the X:, T:, M: and K: header fields
 and a body of music after K:. MIDI comes from `abc2midi` (Debian package `abcmidi`), a strict
 external parser: it lists every error it finds, and the MIDI it writes is checked for notes.
+It runs under CPU, memory and file-size rlimits, and its MIDI is capped (MAX_MIDI_BYTES);
+the server renders on a small pool of its own (serving/tune_http.py: MIDI_POOL).
 """
 
 from __future__ import annotations
 
 import re
+import resource
 import shutil
+import signal
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
@@ -19,6 +23,11 @@ from edgestack.errors import InputError
 REQUIRED_HEADERS = ("X", "T", "M", "K")
 MAX_ABC_CHARS = 20_000
 ABC2MIDI_TIMEOUT_S = 10.0
+# abc2midi runs under rlimits (`limited`): CPU seconds, address space, and the largest file it may
+# write, which is also the cap on the MIDI we return (a 20,000-character tune writes tens of KB).
+ABC2MIDI_CPU_S = 5
+ABC2MIDI_MEMORY_BYTES = 512 * 1024 * 1024
+MAX_MIDI_BYTES = 1024 * 1024
 _FIELD = re.compile(r"^([A-Za-z]):(.*)$")
 _NOTE = re.compile(r"[A-Ga-gz]")
 
@@ -107,8 +116,20 @@ class MidiResult:
     warnings: list[str] = field(default_factory=list)  # abc2midi's "Warning ..." lines
 
 
-def abc2midi(text: str, timeout: float = ABC2MIDI_TIMEOUT_S) -> MidiResult:
-    """Run abc2midi on one tune; the MIDI bytes (maybe empty) and what it complained about."""
+def limited(cpu_seconds: int = ABC2MIDI_CPU_S, memory_bytes: int = ABC2MIDI_MEMORY_BYTES,
+            file_bytes: int = MAX_MIDI_BYTES):
+    """A preexec_fn that puts a child process under CPU, address-space and file-size rlimits
+    (only setrlimit runs between fork and exec: no Python lock is taken there)."""
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds))
+        resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (file_bytes, file_bytes))
+    return apply
+
+
+def abc2midi(text: str, timeout: float = ABC2MIDI_TIMEOUT_S, max_midi_bytes: int = MAX_MIDI_BYTES) -> MidiResult:
+    """Run abc2midi on one tune, under rlimits; the MIDI bytes (maybe empty) and what it complained
+    about. 422 when it runs out of time or CPU, 413 when its MIDI would exceed `max_midi_bytes`."""
     exe = shutil.which("abc2midi")
     if exe is None:
         raise InputError("MIDI rendering needs abc2midi on the server (Debian: apt-get install abcmidi)", 503)
@@ -117,9 +138,15 @@ def abc2midi(text: str, timeout: float = ABC2MIDI_TIMEOUT_S) -> MidiResult:
         src.write_text(text.strip() + "\n", encoding="utf-8")
         try:
             run = subprocess.run([exe, str(src), "-o", str(dst)], capture_output=True, text=True,
-                                 timeout=timeout, errors="replace")
+                                 timeout=timeout, errors="replace", stdin=subprocess.DEVNULL,
+                                 preexec_fn=limited(file_bytes=max_midi_bytes + 1))
         except subprocess.TimeoutExpired:
             raise InputError(f"abc2midi took longer than {timeout:g}s on this ABC", 422) from None
+        size = dst.stat().st_size if dst.is_file() else 0
+        if size > max_midi_bytes or run.returncode == -signal.SIGXFSZ:
+            raise InputError(f"this ABC renders to more than {max_midi_bytes:,} bytes of MIDI (the limit)", 413)
+        if run.returncode in (-signal.SIGXCPU, -signal.SIGKILL):
+            raise InputError(f"abc2midi used more than {ABC2MIDI_CPU_S} s of CPU on this ABC", 422)
         midi = dst.read_bytes() if dst.is_file() else b""
     lines = (run.stdout + run.stderr).splitlines()
     return MidiResult(midi, count_note_ons(midi), [ln.strip() for ln in lines if ln.startswith("Error")],

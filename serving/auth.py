@@ -1,12 +1,16 @@
 """Optional bearer-token auth and CORS, as ASGI middlewares around every route.
 
-Auth is on when EDGESTACK_API_KEYS (comma-separated) or EDGESTACK_API_KEYS_FILE (one key per
-line, # comments) names at least one key. Every route then needs `Authorization: Bearer <key>`
-except EDGESTACK_OPEN_PATHS (health, readiness and metrics by default; `prefix*` matches a
-prefix) and CORS preflights. A missing or wrong token gets 401 `{"error": ...}` with
-`WWW-Authenticate: Bearer realm="edgestack"`. Keys are compared as SHA-256 digests with
-`hmac.compare_digest`, against every key each time, so neither the time taken nor an early
-exit tells a caller how much of a key was right, or which key.
+Auth is on when EDGESTACK_API_KEYS (comma-separated) names a key or EDGESTACK_API_KEYS_FILE
+(one key per line, # comments) names a file. Every route then needs `Authorization: Bearer
+<key>` except EDGESTACK_OPEN_PATHS (health, readiness and metrics by default; `prefix*`
+matches the prefix and the path segments below it, never a longer segment) and real CORS
+preflights (OPTIONS with Origin and Access-Control-Request-Method). A missing or wrong token
+gets 401 `{"error": ...}` with `WWW-Authenticate: Bearer realm="edgestack"`. Keys are
+compared as SHA-256 digests with `hmac.compare_digest`, against every key each time, so
+neither the time taken nor an early exit tells a caller how much of a key was right, or which.
+
+A key file fails closed (KeyRing): empty, missing or unreadable, it never turns auth off;
+the last good keys stay, and with none every protected request gets 503.
 
 CORS is off unless EDGESTACK_CORS_ORIGINS lists origins (`*` for any): then Starlette's
 CORSMiddleware answers preflights and adds the headers.
@@ -16,32 +20,64 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 
 from starlette.middleware.cors import CORSMiddleware
 
 from edgestack.settings import get_settings
 from serving.error_shape import send_error
 
+log = logging.getLogger("edgestack.serving")
+
 class KeyRing:
     """The accepted keys: EDGESTACK_API_KEYS, plus the key file's (one per line, blank lines and
-    # comments skipped), read again when the file changes, so keys rotate without a restart.
-    Built once per server: the settings are read at start, not on every request."""
+    # comments skipped), read again when the file changes (its inode, size or mtime), so keys
+    rotate without a restart. Built once per server: the settings are read at start.
+
+    Fails closed. A named key file turns auth on whatever it holds: when it is empty (only
+    comments), missing or unreadable, as it is for a moment while an editor truncates and
+    rewrites it, the last good key set stays in force; before any good read there is none,
+    and `keys()` is empty with `problem` saying why, so every protected route is refused
+    (503), never opened."""
 
     def __init__(self, settings=None):
         settings = settings or get_settings()
         self._fixed_digests, self.path = [digest(key) for key in settings.api_keys], settings.api_keys_file
-        self._stamp, self._digests = None, self._fixed_digests
+        self.on = settings.auth_on
+        self._stamp, self._file_digests, self.problem = None, None, None
+
+    def _stamp_now(self):
+        st = self.path.stat()
+        return st.st_ino, st.st_size, st.st_mtime_ns
+
+    def _read_file(self) -> None:
+        try:
+            stamp = self._stamp_now()
+            if stamp == self._stamp:
+                return
+            lines = (line.split("#", 1)[0].strip() for line in self.path.read_text().splitlines())
+            digests = [digest(line) for line in lines if line]
+        except (OSError, UnicodeDecodeError) as exc:
+            why = f"cannot read the key file {self.path} ({type(exc).__name__}: {exc.strerror or exc})" \
+                if isinstance(exc, OSError) else f"the key file {self.path} is not UTF-8 text"
+            return self._keep(why)
+        if not digests:
+            return self._keep(f"the key file {self.path} holds no key")
+        self._stamp, self._file_digests, self.problem = stamp, digests, None
+
+    def _keep(self, why: str) -> None:
+        """The file gave no keys: keep the last good ones (read again on the next call)."""
+        if why != self.problem:
+            log.warning("%s; %s", why, "keeping the last good keys" if self._file_digests else "refusing requests")
+        self.problem = why
 
     def keys(self) -> list[bytes]:
-        """Every key's SHA-256 digest (what `token_ok` compares), computed when the keys are read."""
+        """Every accepted key's SHA-256 digest (what `token_ok` compares); empty when auth is on
+        but no key can be read (see `problem`)."""
         if self.path is None:
             return self._fixed_digests
-        stamp = self.path.stat().st_mtime_ns
-        if stamp != self._stamp:
-            lines = (line.split("#", 1)[0].strip() for line in self.path.read_text().splitlines())
-            self._stamp = stamp
-            self._digests = self._fixed_digests + [digest(line) for line in lines if line]
-        return self._digests
+        self._read_file()
+        return self._fixed_digests + (self._file_digests or [])
 
 
 def digest(text: str) -> bytes:
@@ -56,7 +92,29 @@ def token_ok(token: str, key_digests: list[bytes]) -> bool:
 
 
 def is_open(path: str, open_paths: list[str]) -> bool:
-    return any(path.startswith(p[:-1]) if p.endswith("*") else path == p for p in open_paths)
+    """`path` is one of the open paths; `prefix*` matches the prefix and what lies below it as whole
+    path segments (`/docs*`: /docs, /docs/x; not /docsecret)."""
+    for pattern in open_paths:
+        if not pattern.endswith("*"):
+            if path == pattern:
+                return True
+            continue
+        base = pattern[:-1]
+        if base.endswith("/"):
+            if path.startswith(base) or path == base[:-1]:
+                return True
+        elif path == base or path.startswith(base + "/"):
+            return True
+    return False
+
+
+def is_preflight(scope) -> bool:
+    """A real CORS preflight: OPTIONS with an Origin and Access-Control-Request-Method (the only
+    requests a browser sends without credentials, and which auth must therefore let through)."""
+    if scope.get("method") != "OPTIONS":
+        return False
+    headers = dict(scope.get("headers") or [])
+    return b"origin" in headers and b"access-control-request-method" in headers
 
 
 def bearer(headers) -> str | None:
@@ -72,14 +130,19 @@ class TokenAuth:
         self.app, self.ring, self.open_paths = app, KeyRing(), get_settings().open_paths
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope.get("method") == "OPTIONS":
+        kind = scope["type"]
+        if kind not in ("http", "websocket") or not self.ring.on or (kind == "http" and is_preflight(scope)) \
+                or is_open(scope.get("path", ""), self.open_paths):
             return await self.app(scope, receive, send)
         keys = self.ring.keys()
-        if not keys or is_open(scope.get("path", ""), self.open_paths):
-            return await self.app(scope, receive, send)
         token = bearer(scope.get("headers"))
-        if token is not None and token_ok(token, keys):
+        if keys and token is not None and token_ok(token, keys):
             return await self.app(scope, receive, send)
+        if kind == "websocket":  # no HTTP answer on a websocket: close it (policy violation)
+            return await send({"type": "websocket.close", "code": 1008})
+        if not keys:
+            return await send_error(send, 503, f"authentication is on but no key can be read: {self.ring.problem}; "
+                                               "every request is refused until the key file holds a key")
         why = "a bearer token is required" if token is None else "the bearer token is not valid"
         challenge = b'Bearer realm="edgestack"' + (b', error="invalid_token"' if token is not None else b"")
         await send_error(send, 401, f"{why}: send `Authorization: Bearer <key>` with a key from EDGESTACK_API_KEYS",
@@ -113,19 +176,23 @@ def grpc_interceptor():
     class BearerTokens(grpc.aio.ServerInterceptor):
         async def intercept_service(self, continuation, details):
             handler = await continuation(details)
-            keys = ring.keys()
-            if handler is None or not keys or details.method.rsplit("/", 1)[-1] in GRPC_OPEN_METHODS:
+            if handler is None or not ring.on or details.method.rsplit("/", 1)[-1] in GRPC_OPEN_METHODS:
                 return handler
+            keys = ring.keys()
             metadata = [(k.encode(), v.encode() if isinstance(v, str) else v)
                         for k, v in details.invocation_metadata or ()]
             token = bearer(metadata)
-            if token is not None and token_ok(token, keys):
+            if keys and token is not None and token_ok(token, keys):
                 return handler
-            why = "a bearer token is required" if token is None else "the bearer token is not valid"
-            message = f"{why}: send `authorization: Bearer <key>` metadata with a key from EDGESTACK_API_KEYS"
+            if not keys:
+                code, message = grpc.StatusCode.UNAVAILABLE, f"authentication is on but no key can be read: {ring.problem}"
+            else:
+                why = "a bearer token is required" if token is None else "the bearer token is not valid"
+                code = grpc.StatusCode.UNAUTHENTICATED
+                message = f"{why}: send `authorization: Bearer <key>` metadata with a key from EDGESTACK_API_KEYS"
 
             async def deny(request, context):
-                await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+                await context.abort(code, message)
 
             kind = ("unary_unary" if handler.unary_unary else "unary_stream" if handler.unary_stream
                     else "stream_unary" if handler.stream_unary else "stream_stream")

@@ -19,11 +19,6 @@ from typing import Any
 from edgestack.errors import InputError, UnknownModel
 
 
-def image_bytes(image: bytes | str | Path) -> bytes:
-    """An upload as its bytes: BentoML hands endpoints temporary file paths, Ray the bytes."""
-    return image if isinstance(image, bytes) else Path(image).read_bytes()
-
-
 class Endpoints:
     def __init__(self, runners: Mapping, max_items: int):
         self.runners, self.max_items = runners, max_items
@@ -59,10 +54,7 @@ class Endpoints:
             raise InputError("no image uploaded: send one or more files in the `images` field")
         if len(images) > self.max_items:
             raise InputError(f"{len(images)} images; the limit is {self.max_items}", 413)
-        import numpy as np
-
-        pixels = np.stack([runner.decode_image(image_bytes(image), f"upload #{i + 1}")
-                           for i, image in enumerate(images)])
+        pixels = await runner.decode_images(images)  # off the event loop, bounded (serving/image.py)
         return self.answer(runner, await runner.classify(pixels, top_k, return_input))
 
     def sampling(self, model, prompt, max_length, temperature, top_k, top_p, seed):

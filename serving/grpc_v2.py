@@ -31,6 +31,7 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 import edgestack
 from edgestack import v2protocol as v2
 from edgestack.errors import InputError
+from edgestack.settings import get_settings
 from serving import auth
 from serving import v2 as rest
 from serving.batching import deadline
@@ -73,6 +74,7 @@ def as_rest(request: pb.ModelInferRequest) -> tuple[dict, memoryview]:
                                        "send it in raw_input_contents")
             values = getattr(tensor.contents, field)
             if tensor.datatype == "BYTES":
+                v2.check_bytes_count([len(values)], get_settings().max_items, f"input {tensor.name!r}")
                 raw = v2.serialize_bytes(np.array(list(values), dtype=object))
                 binary.append(raw)
                 entry["parameters"] = {"binary_data_size": len(raw)}
@@ -108,7 +110,9 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         return pb.ServerLiveResponse(live=True)
 
     async def ServerReady(self, request, context):
-        return pb.ServerReadyResponse(ready=bool(self.runners))
+        from serving.admission import DRAIN
+
+        return pb.ServerReadyResponse(ready=bool(self.runners) and not DRAIN.draining)
 
     async def ServerMetadata(self, request, context):
         return pb.ServerMetadataResponse(name="edgestack", version=edgestack.__version__,
@@ -185,14 +189,60 @@ def status_of(exc: Exception) -> grpc.StatusCode:
             413: grpc.StatusCode.RESOURCE_EXHAUSTED}.get(status, grpc.StatusCode.INVALID_ARGUMENT)
 
 
-async def start(runners: Mapping, port: int, host: str = "0.0.0.0", max_message_bytes: int | None = None):
-    """Start the gRPC server on the running event loop; returns it (await server.stop(grace) to end)."""
+def admission_interceptor(state=None, max_in_flight: int | None = None):
+    """The HTTP server's front door for gRPC calls (serving/admission.py): while the server drains,
+    calls get UNAVAILABLE; beyond EDGESTACK_MAX_IN_FLIGHT requests in flight (HTTP and gRPC
+    together), UNAVAILABLE too; each admitted call counts in flight, so a drain waits for it."""
+    from serving.admission import DRAIN
+
+    state = state or DRAIN
+    limit = max_in_flight or get_settings().max_in_flight
+
+    class Admission(grpc.aio.ServerInterceptor):
+        async def intercept_service(self, continuation, details):
+            handler = await continuation(details)
+            method = details.method.rsplit("/", 1)[-1]
+            if handler is None or handler.unary_unary is None or method in auth.GRPC_OPEN_METHODS:
+                return handler
+            inner = handler.unary_unary
+
+            async def admitted(request, context):
+                if state.draining:
+                    state.refused += 1
+                    await context.abort(grpc.StatusCode.UNAVAILABLE,
+                                        "the server is shutting down; send the request to another instance")
+                if state.in_flight >= limit:
+                    state.shed += 1
+                    await context.abort(grpc.StatusCode.UNAVAILABLE, f"the server is overloaded: {state.in_flight} "
+                                        "requests in flight, its limit (EDGESTACK_MAX_IN_FLIGHT)")
+                state.in_flight += 1
+                state.accepted += 1
+                try:
+                    answer = await inner(request, context)
+                    state.completed += 1
+                    return answer
+                finally:
+                    state.in_flight -= 1
+
+            return grpc.unary_unary_rpc_method_handler(admitted, request_deserializer=handler.request_deserializer,
+                                                       response_serializer=handler.response_serializer)
+
+    return Admission()
+
+
+async def start(runners: Mapping, port: int, host: str | None = None, max_message_bytes: int | None = None):
+    """Start the gRPC server on the running event loop, where HTTP listens (EDGESTACK_HOST), behind
+    the same auth and admission; returns it (await server.stop(grace) to end)."""
+    settings = get_settings()
+    host = host or settings.host
     limit = max_message_bytes or -1
-    server = grpc.aio.server(interceptors=[auth.grpc_interceptor()], options=[("grpc.max_receive_message_length", limit),
+    server = grpc.aio.server(interceptors=[auth.grpc_interceptor(), admission_interceptor()],
+                             maximum_concurrent_rpcs=settings.max_in_flight,
+                             options=[("grpc.max_receive_message_length", limit),
                                       ("grpc.max_send_message_length", -1),
                                       ("grpc.so_reuseport", 0)])
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(runners), server)
-    if server.add_insecure_port(f"{host}:{port}") == 0:
+    if server.add_insecure_port(f"[{host}]:{port}" if ":" in host else f"{host}:{port}") == 0:
         raise OSError(f"gRPC: cannot listen on {host}:{port}")
     await server.start()
     log.info("v2 gRPC (GRPCInferenceService) on %s:%d", host, port)

@@ -1,14 +1,36 @@
-"""Image classifier runner: uploads or pixel arrays through the image family's processing, batched on ORT."""
+"""Image classifier runner: uploads or pixel arrays through the image family's processing, batched on ORT.
+
+Uploads are decoded off the event loop, in a small pool of their own (DECODER): a request's
+images are one job, decoded in order, stopping at the first bad one. Every image's size is
+checked from its header before its pixels are decoded (edgestack/families/image.py,
+MAX_IMAGE_PIXELS), so a decompression bomb costs a header read and gets 413. When more
+than MAX_DECODE_JOBS requests wait for the pool, the next one gets 503 + Retry-After at once.
+"""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from functools import cached_property
+from pathlib import Path
 
 import numpy as np
 
 from edgestack.errors import InputError
 from edgestack.families import image as processing
+from serving.limits import BoundedPool
 from serving.runner import ModelRunner, ModelView
+
+DECODE_THREADS = max(1, min(4, os.cpu_count() or 1))
+MAX_DECODE_JOBS = 64  # requests decoding or waiting to; beyond: 503
+
+
+DECODER = BoundedPool("decode", DECODE_THREADS, MAX_DECODE_JOBS, "decoding images")
+
+
+def upload_bytes(image: bytes | str | Path) -> bytes:
+    """An upload as its bytes: BentoML hands endpoints temporary file paths, Ray the bytes."""
+    return image if isinstance(image, bytes) else Path(image).read_bytes()
 
 
 class ImageRequests(ModelView):
@@ -29,6 +51,14 @@ class ImageRequests(ModelView):
         out as the manifest's `drawn_layout` says (digits-cnn: as MNIST was made)."""
         return processing.decode_image(data, *self.size, what=what, layout=self.meta.preprocessing.drawn_layout,
                                        dark_background=self.meta.preprocessing.dark_background)
+
+    def decode_all(self, images: Sequence[bytes | str | Path]) -> np.ndarray:
+        """Uploads -> uint8 [N, H, W], in order; the first bad one's InputError (blocking)."""
+        return np.stack([self.decode_image(upload_bytes(image), f"upload #{i + 1}") for i, image in enumerate(images)])
+
+    async def decode_images(self, images: Sequence[bytes | str | Path]) -> np.ndarray:
+        """decode_all() on the decoding pool, off the event loop."""
+        return await DECODER.run(self.decode_all, images)
 
     def pixels_from_array(self, values, layout: str | None = None) -> np.ndarray:
         """A nested list of pixel intensities 0..255: [H, W], [N, H, W] or [N, 1, H, W]; with a

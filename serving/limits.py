@@ -1,9 +1,42 @@
-"""ASGI middleware: refuse request bodies over a configurable size with 413, before parsing."""
+"""Limits on what a request may cost: the body-size middleware (413 before parsing), and
+bounded worker pools for blocking work that must stay off the event loop (image decoding,
+MIDI rendering), each refusing with 503 + Retry-After once its queue is full."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from edgestack.errors import Overloaded
 from edgestack.settings import get_settings
 from serving.error_shape import send_error
+
+
+class BoundedPool:
+    """`threads` worker threads of its own (not asyncio's default pool, which model loads and
+    other work share), at most `max_jobs` jobs running or waiting; beyond that `run` raises
+    Overloaded (503 + Retry-After) at once instead of queueing without bound."""
+
+    def __init__(self, name: str, threads: int, max_jobs: int, what: str):
+        self.name, self.threads, self.max_jobs, self.what = name, threads, max_jobs, what
+        self.jobs, self._pool, self._lock = 0, None, threading.Lock()
+
+    def pool(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix=f"edgestack-{self.name}")
+            return self._pool
+
+    async def run(self, function, *args):
+        if self.jobs >= self.max_jobs:
+            raise Overloaded(f"the server is busy {self.what} ({self.jobs} requests ahead, its limit); "
+                             "try again shortly")
+        self.jobs += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.pool(), function, *args)
+        finally:
+            self.jobs -= 1
 
 
 def max_body_bytes() -> int:

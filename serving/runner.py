@@ -110,7 +110,8 @@ class ModelRunner(ModelView):
         # EDGESTACK_THREADS wins; else the thread count the build measured fastest for this variant
         threads = self.options.threads or art.meta.variants[self.variant].threads
         self.session = open_session(art.variant_path(self.variant), providers=providers,
-                                    threads=threads, spinning=self.options.spinning)
+                                    threads=threads, spinning=self.options.spinning,
+                                    model_bytes=art.read_verified(art.meta.variants[self.variant].file))
         self.stats = ModelStats(art.name, art.version)
         self.batcher = MicroBatcher(self._run_rows, max_batch=self.options.max_batch,
                                     max_wait_ms=self.options.max_wait_ms, inline_ms=self.options.inline_ms,

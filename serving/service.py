@@ -38,6 +38,7 @@ from serving.inputs import api
 from serving.limits import BodySizeLimit
 from serving.playground import Playground
 from serving.repository import ModelRepository
+from serving.routes import SYSTEM_PATHS, RouteLabels, label_metrics_by_route
 from serving.runner import ModelRunner, RunnerOptions, make_runner
 
 log = logging.getLogger("edgestack.serving")
@@ -100,11 +101,12 @@ SETTINGS = get_settings()
 # tracing middleware is skipped by excluding every URL from it.
 # No BentoML max_concurrency: its refusal is a 429 without Retry-After; serving/admission.py bounds
 # the requests in flight instead (EDGESTACK_MAX_IN_FLIGHT) with our 503.
-@bentoml.service(name="edgestack", workers=1, traffic={"timeout": 60},
+@bentoml.service(name="edgestack", workers=1, traffic={"timeout": 60}, http={"host": SETTINGS.host},
                  metrics={"enabled": True}, logging={"access": {"enabled": SETTINGS.access_log}},
                  **({} if SETTINGS.tracing else {"tracing": {"excluded_urls": [".*"]}}))
 class EdgeStack:
     def __init__(self) -> None:
+        get_settings().check_model_control()  # load/unload never without keys (serving/v2.py)
         self.options = RunnerOptions.from_env()
         self.runners = load_models(requested_models(), self.options)
         # The endpoints' logic, shared with the Ray Serve engine (serving/endpoints.py).
@@ -202,4 +204,7 @@ EdgeStack.add_asgi_middleware(BodySizeLimit)
 EdgeStack.add_asgi_middleware(Playground)  # GET / is the playground (serving/playground.py), /docs the API docs
 # The Open Inference Protocol (KServe/Triton v2 REST) on the same runners. Mounted at "/"
 # with absolute /v2/... routes: a mount at "/v2" would not match `GET /v2` itself.
-EdgeStack.mount_asgi_app(v2.build_app(RUNNERS), path="/", name="v2")
+V2_APP = v2.build_app(RUNNERS)
+EdgeStack.mount_asgi_app(V2_APP, path="/", name="v2")
+# /metrics labels each request by its route, not by the raw path a caller chose (serving/routes.py)
+label_metrics_by_route(RouteLabels([*SYSTEM_PATHS, *(api.route for api in EdgeStack.apis.values())], V2_APP.routes))

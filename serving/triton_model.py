@@ -41,7 +41,7 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         params = {k: v.get("string_value") for k, v in (config.get("parameters") or {}).items()}
         # verifies every checksum: a half-copied or edited artifact is refused, the model fails to load
-        art = artifact.load(Path(args["model_repository"]) / args["model_version"] / "artifact")
+        art = artifact.load(Path(args["model_repository"]) / args["model_version"] / "artifact", folder_is_version=False)
         options = RunnerOptions(device="cpu", variant=params.get("variant") or None,
                                 threads=int(params.get("threads") or 0) or None)
         self.runner = registry.load_object(registry.get(art.name).stages.runner)(art, options)

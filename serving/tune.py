@@ -60,9 +60,10 @@ class MusicGenerator(TuneRequests, ModelRunner):
             # (measured slower on 2 cores); concurrent requests use the other cores instead.
             options = replace(options, threads=get_settings().lstm_threads)
         super().__init__(art, options, on_batch)  # the step graph of the chosen variant
-        self.prompt_session = open_session(art.file(art.meta.variants[self.variant].prompt_file),
-                                           providers=self.session.providers,
-                                           threads=self.options.threads, spinning=self.options.spinning)
+        prompt_file = art.meta.variants[self.variant].prompt_file
+        self.prompt_session = open_session(art.file(prompt_file), providers=self.session.providers,
+                                           threads=self.options.threads, spinning=self.options.spinning,
+                                           model_bytes=art.read_verified(prompt_file))
         # The sampling loop is the tune family's (shared with batch jobs and devices) on our sessions.
         self.generator = processing.Generator(self.session.session, self.prompt_session.session, self.chars,
                                               art.meta.generation.to_dict())

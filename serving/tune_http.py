@@ -7,11 +7,12 @@ stream (`text/event-stream`, each `data:` line one JSON object):
     event: piece   {"text": "..."}          new characters, as soon as they are written
     event: end     {"stop_reason", "generated_chars", "tune"}
     event: error   {"error": "..."}         (only if generation fails mid-stream)
+
+MIDI comes from abc2midi (serving/abc_tools.py) on MIDI_POOL, a bounded pool of its own.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from dataclasses import asdict
@@ -19,7 +20,12 @@ from dataclasses import asdict
 from starlette.responses import Response, StreamingResponse
 
 from serving import abc_tools
+from serving.limits import BoundedPool
 from serving.tune import MusicGenerator, SamplingParams
+
+# abc2midi renders on two threads of their own, with at most four more renders waiting (503 beyond):
+# slow renders never hold the threads generation and model loads use (asyncio's default pool).
+MIDI_POOL = BoundedPool("midi", threads=2, max_jobs=6, what="rendering MIDI")
 
 log = logging.getLogger("edgestack.serving")
 
@@ -51,7 +57,7 @@ def sse_response(runner: MusicGenerator, params: SamplingParams) -> StreamingRes
 
 async def midi_response(abc: str, filename: str = "tune.mid") -> Response:
     """ABC -> audio/midi; InputError (4xx) when it is not a tune abc2midi can render."""
-    result = await asyncio.to_thread(abc_tools.render_midi, abc)
+    result = await MIDI_POOL.run(abc_tools.render_midi, abc)
     return Response(result.midi, media_type="audio/midi", headers={
         "Content-Disposition": f'attachment; filename="{filename}"',
         "X-ABC-Notes": str(result.notes),

@@ -14,7 +14,8 @@ sessions and the adaptive batcher. Routes (as Triton and KServe name them):
     GET  /v2/models[/{m}[/versions/{v}]]/stats  the statistics extension (Triton's shape; serving/stats.py)
     POST /v2/repository/index                  the model repository extension: every model and its state
     POST /v2/repository/models/{m}/load        (re)load a model's newest versions (serving/repository.py)
-    POST /v2/repository/models/{m}/unload
+    POST /v2/repository/models/{m}/unload      load/unload: only with EDGESTACK_MODEL_CONTROL=1 (403
+                                               otherwise), API keys and Content-Type: application/json
 
 Inputs and outputs are the manifest's (artifact.meta.inputs / outputs); a runner
 declares text inputs as dtype "bytes" (v2 BYTES) and receives them as a numpy object array
@@ -46,6 +47,7 @@ from starlette.routing import Route
 import edgestack
 from edgestack import v2protocol as v2
 from edgestack.errors import InputError
+from edgestack.settings import get_settings
 from serving.batching import deadline
 from serving.error_shape import refusal
 from serving.limits import max_body_bytes
@@ -67,8 +69,10 @@ def tensor_specs(entries: list[dict]) -> list[dict]:
 
 
 class V2App:
-    def __init__(self, runners: Models):
+    def __init__(self, runners: Models, model_control: bool | None = None):
         self.runners = runners  # the service's models; filled when the service starts
+        # load/unload: EDGESTACK_MODEL_CONTROL (off by default, as Triton's --model-control-mode=none)
+        self.model_control = get_settings().model_control if model_control is None else model_control
 
     # ------------------------------------------------------------------ lookup
     def runner(self, request: Request):
@@ -131,7 +135,7 @@ class V2App:
             raise v2.ProtocolError("`parameters` must be a JSON object")
         if "id" in header and not isinstance(header["id"], str):
             raise v2.ProtocolError("`id` must be a string")
-        arrays = v2.read_tensors(inputs, binary)
+        arrays = v2.read_tensors(inputs, binary, max_bytes_elements=get_settings().max_items)
         declared = {spec.name: v2.datatype(spec.dtype) for spec in runner.meta.inputs}
         feeds = {}
         for name, array in arrays.items():
@@ -189,9 +193,23 @@ class V2App:
     async def repository_index(self, request: Request) -> Response:
         return JSONResponse(self.runners.index())
 
+    def check_model_control(self, request: Request) -> None:
+        """load/unload change what is served: only with model control on (EDGESTACK_MODEL_CONTROL=1,
+        which needs API keys), and only with a JSON Content-Type, so that no browser page can send
+        one as a "simple" cross-origin request (a form or an empty POST)."""
+        if not self.model_control:
+            raise InputError("model control is off on this server: load and unload are refused (start it with "
+                             "EDGESTACK_MODEL_CONTROL=1 and API keys to turn them on)", 403)
+        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media != "application/json":
+            raise InputError(f"{request.url.path} changes what the server serves and takes Content-Type: "
+                             f"application/json (got {media or 'none'}); tritonclient: pass "
+                             "headers={'Content-Type': 'application/json', 'Authorization': 'Bearer <key>'}", 415)
+
     async def repository_load(self, request: Request) -> Response:
         name = request.path_params["model"]
         try:
+            self.check_model_control(request)
             await check_repository_body(request)
             versions = await self.runners.load(name)
         except (InputError, v2.ProtocolError) as exc:
@@ -200,6 +218,7 @@ class V2App:
 
     async def repository_unload(self, request: Request) -> Response:
         try:
+            self.check_model_control(request)
             await check_repository_body(request)
             self.runners.unload(request.path_params["model"])
         except (InputError, v2.ProtocolError) as exc:

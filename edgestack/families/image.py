@@ -27,7 +27,10 @@ IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dty
               0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
-MAX_IMAGE_PIXELS = 50_000_000  # decompression-bomb guard: larger images are refused (413)
+# The one limit on an image's size, checked from its header before any pixel is decoded (413 above):
+# 4096 x 4096, so a 12-megapixel phone photo passes; a 12 KB 1-bit PNG of 10000 x 9999 does not.
+# Pillow's own bomb check uses it too, with its warnings turned into errors (decode_image).
+MAX_IMAGE_PIXELS = 4096 * 4096
 
 
 def is_idx(path: Path) -> bool:
@@ -88,6 +91,7 @@ def decode_png(data: bytes) -> np.ndarray:
     if header is None or len(header) < 13 or not idat:
         raise ValueError("damaged PNG (no IHDR or no image data)")
     width, height = int.from_bytes(header[0:4], "big"), int.from_bytes(header[4:8], "big")
+    check_pixel_count(width, height)
     depth, color, interlace = header[8], header[9], header[12]
     if depth != 8 or interlace != 0 or color not in PNG_CHANNELS:
         raise ValueError(f"PNG with bit depth {depth}, colour type {color}, interlace {interlace}: "
@@ -95,7 +99,7 @@ def decode_png(data: bytes) -> np.ndarray:
     channels = PNG_CHANNELS[color]
     stride = width * channels
     try:
-        raw = zlib.decompress(b"".join(idat))
+        raw = zlib.decompressobj().decompress(b"".join(idat), height * (stride + 1) + 1)  # never more than it needs
     except zlib.error as exc:
         raise ValueError(f"damaged PNG ({exc})") from None
     if len(raw) != height * (stride + 1):
@@ -148,6 +152,7 @@ def decode_pnm(data: bytes) -> np.ndarray:
         tokens.append(int(match.group(1)))
         pos = match.end()
     width, height, maxval = tokens
+    check_pixel_count(width, height)
     channels = 3 if magic in (b"P3", b"P6") else 1
     if not 0 < maxval < 256:
         raise ValueError(f"PGM/PPM with maxval {maxval}: only 8-bit files are decoded without Pillow")
@@ -167,12 +172,24 @@ def decode_pnm(data: bytes) -> np.ndarray:
     return pixels[..., 0] if channels == 1 else luma(pixels)
 
 
+def check_pixel_count(width: int, height: int, what: str = "the image") -> None:
+    """Refuse (413) an image larger than MAX_IMAGE_PIXELS, from the size its header declares."""
+    if width * height > MAX_IMAGE_PIXELS:
+        raise InputError(f"{what} is {width}x{height} = {width * height:,} pixels; the limit is "
+                         f"{MAX_IMAGE_PIXELS:,} (4096x4096): scale it down first", 413)
+
+
 def _pillow():
     try:
         from PIL import Image
     except ImportError:
         return None
-    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+    if Image.MAX_IMAGE_PIXELS != MAX_IMAGE_PIXELS:
+        import warnings
+
+        Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+        # Pillow only warns between 1x and 2x its limit, and decodes anyway: an error instead (413).
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
     return Image
 
 
@@ -194,13 +211,16 @@ def decode_image(data: bytes, height: int, width: int, *, dark_background: bool 
         from PIL import UnidentifiedImageError
 
         try:
-            with Image.open(io.BytesIO(data)) as img:
+            with Image.open(io.BytesIO(data)) as img:  # reads the header only
+                check_pixel_count(*img.size, what=what)
                 img.load()
                 grey = img.convert("L")
         except UnidentifiedImageError:
             raise InputError(f"{what} is not an image in a format we read (PNG, JPEG, GIF, BMP, TIFF, WebP)") from None
-        except Image.DecompressionBombError:
-            raise InputError(f"{what} has too many pixels (limit {MAX_IMAGE_PIXELS})", 413) from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise InputError(f"{what} has too many pixels (limit {MAX_IMAGE_PIXELS:,})", 413) from None
+        except InputError:
+            raise
         except (OSError, ValueError, SyntaxError) as exc:
             raise InputError(f"{what} is a damaged or truncated image ({exc})") from None
         if grey.size != (width, height) and not keep_size:

@@ -160,6 +160,10 @@ def test_the_client_retries_503_after_retry_after_but_never_a_4xx(small_queue_se
 
 # ------------------------------------------------------------------ versions, hot reload, statistics
 
+CONTROL_KEY = "model-control-key"
+CONTROL = {"Authorization": f"Bearer {CONTROL_KEY}", "Content-Type": "application/json"}  # load/unload need both
+
+
 def add_version(root: Path, source: Path, version: str, *, tamper: bool = False) -> Path:
     """A copy of the artifact `source` published as `version` of the same model."""
     target = root / "digits-cnn" / version
@@ -177,7 +181,10 @@ def add_version(root: Path, source: Path, version: str, *, tamper: bool = False)
 def versioned(digits_artifact, tmp_path_factory):
     root = tmp_path_factory.mktemp("versioned")
     add_version(root, digits_artifact.path, "1")
-    env = {"EDGESTACK_ARTIFACTS": str(root), "EDGESTACK_SERVE_VERSIONS": "2", "EDGESTACK_MAX_QUEUE_MS": "0"}
+    # model control is opt-in and needs keys (issue 20); every other route stays open here
+    env = {"EDGESTACK_ARTIFACTS": str(root), "EDGESTACK_SERVE_VERSIONS": "2", "EDGESTACK_MAX_QUEUE_MS": "0",
+           "EDGESTACK_MODEL_CONTROL": "1", "EDGESTACK_API_KEYS": CONTROL_KEY,
+           "EDGESTACK_OPEN_PATHS": "/readyz,/livez,/metrics,/classify,/v2/models*,/v2/health/*,/v2/repository/index"}
     with serve(["digits-cnn"], env) as (url, _):
         yield url, root, digits_artifact.path
 
@@ -200,7 +207,7 @@ def test_a_new_version_loads_under_load_with_no_failed_request(versioned):
 
             workers = [asyncio.create_task(traffic()) for _ in range(8)]
             await asyncio.sleep(0.5)
-            loaded = await http.post(url + "/v2/repository/models/digits-cnn/load")
+            loaded = await http.post(url + "/v2/repository/models/digits-cnn/load", headers=CONTROL)
             await asyncio.sleep(0.5)
             stop.set()
             await asyncio.gather(*workers)
@@ -223,7 +230,7 @@ def test_a_version_that_fails_to_load_leaves_the_served_ones(versioned):
     add_version(root, source, "3", tamper=True)
     with tc.InferenceServerClient(url.removeprefix("http://")) as client:
         with pytest.raises(InferenceServerException, match="v3 failed to load.*sha256 mismatch"):
-            client.load_model("digits-cnn")
+            client.load_model("digits-cnn", headers=CONTROL)
         served = client.get_model_metadata("digits-cnn")["versions"]
         assert served and "3" not in served
         assert client.infer("digits-cnn", v2_inputs()).as_numpy("logits").shape == (1, 10)
@@ -233,15 +240,15 @@ def test_a_version_that_fails_to_load_leaves_the_served_ones(versioned):
 def test_tritonclient_model_control_unload_index_and_load(versioned):
     url, _, _ = versioned
     with tc.InferenceServerClient(url.removeprefix("http://")) as client:
-        client.unload_model("digits-cnn")
+        client.unload_model("digits-cnn", headers=CONTROL)
         assert not client.is_model_ready("digits-cnn")
         index = client.get_model_repository_index()
         assert {"name": "digits-cnn", "version": "", "state": "UNAVAILABLE", "reason": "unloaded"} in index
-        client.load_model("digits-cnn")
+        client.load_model("digits-cnn", headers=CONTROL)
         assert client.is_model_ready("digits-cnn")
         assert [e["state"] for e in client.get_model_repository_index() if e["name"] == "digits-cnn"] == ["READY"] * 2
         with pytest.raises(InferenceServerException, match="not supported"):
-            client.load_model("digits-cnn", config="{}")
+            client.load_model("digits-cnn", config="{}", headers=CONTROL)
 
 
 def test_statistics_count_requests_in_tritons_shape_and_on_metrics(versioned):

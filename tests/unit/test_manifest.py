@@ -55,7 +55,8 @@ def image_manifest() -> dict:
         "versions": {"onnx": "1.23.2", "onnxruntime": "1.31.1"},
         "training": {"config": {"dataset": "digits", "seed": 0}, "best_epoch": 3, "val_acc": 0.938,
                      "train_seconds": 4.2, "data_source": "mnist_5k.csv.gz"},
-        "files": {"model.fp32.onnx": {"sha256": "0" * 64, "bytes": 10}},
+        "files": {"model.fp32.onnx": {"sha256": "0" * 64, "bytes": 10},
+                  "model.int8.onnx": {"sha256": "3" * 64, "bytes": 5}, "model.fp16.onnx": {"sha256": "4" * 64, "bytes": 5}},
     }
 
 
@@ -84,7 +85,8 @@ def tune_manifest() -> dict:
         "quantization": {"status": "withheld", "reason": "the LSTM was not quantized"},
         "versions": {},
         "training": {"config": {"corpus": "irish"}, "best_epoch": 2, "tunes": {"train": 120, "val": 30, "test": 30}},
-        "files": {"step.fp32.onnx": {"sha256": "1" * 64, "bytes": 20}},
+        "files": {"step.fp32.onnx": {"sha256": "1" * 64, "bytes": 20}, "prompt.fp32.onnx": {"sha256": "5" * 64, "bytes": 9},
+                  "vocab.json": {"sha256": "6" * 64, "bytes": 9}},
     }
 
 
@@ -105,7 +107,7 @@ def text_manifest() -> dict:
         "fusions": {"fused": {"Attention": 2}, "expected_attention": 2},
         "int8_accuracy_drop": None,
         "baseline": {"name": "tfidf-1-2gram+logreg", "test_acc": 0.78},
-        "files": {"model.fp32.onnx": {"sha256": "2" * 64, "bytes": 30}},
+        "files": {"model.fp32.onnx": {"sha256": "2" * 64, "bytes": 30}, "tokenizer.json": {"sha256": "7" * 64, "bytes": 9}},
     }
 
 
@@ -273,7 +275,8 @@ def test_a_toy_family_with_only_the_common_head_is_a_valid_manifest():
     data = {**head("vector", "vector-classification"),
             "inputs": [{"name": "vectors", "dtype": "float32", "shape": [-1, 4]}],
             "outputs": [{"name": "logits", "dtype": "float32", "shape": [-1, 3]}],
-            "variants": {"fp32": {"file": "model.fp32.onnx"}}, "files": {}}
+            "variants": {"fp32": {"file": "model.fp32.onnx"}},
+            "files": {"model.fp32.onnx": {"sha256": "8" * 64, "bytes": 3}}}
     meta = schema.parse(data)
     assert meta.family == "vector" and meta.preprocessing is None and meta.quantization is None
     assert meta.variants["fp32"].op_types == {}  # a default: read, but not written back
@@ -286,9 +289,10 @@ def test_an_integer_version_reads_as_text():
 
 # -- edgestack.artifact through the model ----------------------------------------------------
 def write_folder(tmp_path, data: dict):
-    folder = tmp_path / "demo" / "1"
+    folder = tmp_path / "demo" / data["version"]  # a version's folder is named after it
     folder.mkdir(parents=True)
-    (folder / "model.fp32.onnx").write_bytes(b"not really onnx")
+    for name in data["files"]:  # every file the manifest names (issue 20: each must be listed and present)
+        (folder / name).write_bytes(b"not really onnx")
     body = {k: v for k, v in data.items() if k not in ("schema_version", "files")}
     return folder, body
 
