@@ -10,6 +10,7 @@
     edgestack batch MODEL IN OUT     batch inference to Parquet/JSONL (local processes or Ray), resumable
     edgestack bundle MODEL           edge-device bundle: int8 ONNX + ORT format + a numpy-only runner
     edgestack bench-batch / bench-bundle   items/s per engine; bundle size, cold start, RSS, latency
+    edgestack keys new DIR           a signing key pair; `edgestack sign MODEL` signs a built version
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from cli.serve import server_env  # noqa: F401 (how serve flags become settings;
 from edgestack.errors import InputError, QualityGateError, UsageError
 
 # One module per command group, each adding its subcommands; the order is the order of `--help`.
-COMMAND_GROUPS = ("build", "triton", "kserve", "serve", "predict", "bench", "abc_check", "batch", "bundle", "v2check")
+COMMAND_GROUPS = ("build", "triton", "kserve", "serve", "predict", "bench", "abc_check", "batch", "bundle", "v2check",
+                  "keys")
 
 
 def parser() -> argparse.ArgumentParser:

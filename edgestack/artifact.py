@@ -8,7 +8,9 @@ An artifact is one model version in a folder::
         ...                  anything else the family needs (labels, vocabulary, tokenizer)
 
 Every file is listed in the manifest with its sha256; loading refuses an artifact whose
-files do not match, so a half-copied or tampered model never gets served. The manifest's
+files do not match, so a half-copied or tampered model never gets served. A signed
+artifact also holds `model.sig` (edgestack/signing.py: who built it); with
+EDGESTACK_TRUSTED_KEYS set, loading refuses one that is unsigned or signed by another key. The manifest's
 schema is edgestack/manifest.py: writing validates it, loading migrates an older schema
 version and validates it, and `Artifact.meta` is the typed view. This module imports
 neither torch nor onnxruntime: serving, batch jobs and edge runners all use it.
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from edgestack import manifest as schema
+from edgestack import signing
 from edgestack.errors import ArtifactError  # callers catch artifact.ArtifactError
 from edgestack.families.common import sha256_file  # noqa: F401 (part of this module's API)
 
@@ -50,7 +53,7 @@ def write_manifest(directory: Path, manifest: dict[str, Any], files: dict | None
     files = files if files is not None else {
         str(p.relative_to(directory)): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
         for p in sorted(directory.rglob("*"))
-        if p.is_file() and p.relative_to(directory).as_posix() not in (MANIFEST,)
+        if p.is_file() and p.relative_to(directory).as_posix() not in (MANIFEST, signing.SIGNATURE)
     }
     manifest = {"schema_version": SCHEMA_VERSION, **manifest, "files": files}
     schema.validate(manifest, f"the manifest for {directory}")  # a malformed one fails the export, loudly
@@ -145,6 +148,7 @@ def load(directory: Path, *, check: bool = True, folder_is_version: bool = True)
                             f"folder is {directory.name!r}")
     if check:
         verify(directory, meta.files)
+        signing.check_artifact(directory, raw, meta)  # with EDGESTACK_TRUSTED_KEYS: signed by one of them
     return Artifact(directory, manifest, meta)
 
 
@@ -199,7 +203,12 @@ def staging_version(staging: Path) -> str:
 
 
 def publish(staging: Path) -> Path:
-    """Atomically turn a staging folder into its version folder (no half-written versions)."""
+    """Atomically turn a staging folder into its version folder (no half-written versions),
+    signed first when EDGESTACK_SIGNING_KEY is set (edgestack/signing.py)."""
+    from edgestack.settings import get_settings
+
+    if get_settings().signing_key is not None:
+        signing.sign_artifact(staging)
     final = staging.parent / staging_version(staging)
     staging.rename(final)
     return final

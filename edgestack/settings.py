@@ -157,6 +157,13 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = Field(
         [], description="browser origins allowed to call the server (CORS), comma-separated; * for any",
         json_schema_extra=_shown("off"))
+    trusted_keys: Annotated[list[Path], NoDecode] = Field(
+        [], description="public keys (PEM files, or folders of *.pub), comma-separated: the server, batch jobs, "
+                        "Triton export and hot reload refuse artifacts that are unsigned or whose signature does "
+                        "not verify against one of them (edgestack/signing.py)", json_schema_extra=_shown("none: unchecked"))
+    signing_key: Path | None = Field(
+        None, description="a private key (`edgestack keys new DIR`): every new artifact version `edgestack build`, "
+                          "import and export publish is signed with it", json_schema_extra=_shown("none: unsigned"))
     serve_versions: PositiveInt = Field(
         1, description="how many of a model's latest versions are served side by side "
                        "(/v2/models/{m}/versions/{v}; unversioned = latest)")
@@ -208,7 +215,7 @@ class Settings(BaseSettings):
         return value
 
     @field_validator("models", "api_keys", "open_paths", "cors_origins", "ray_replicas", "ray_autoscale",
-                     "ray_num_cpus", mode="before")
+                     "ray_num_cpus", "trusted_keys", mode="before")
     @classmethod
     def _comma_separated(cls, value):
         if isinstance(value, str):
