@@ -141,7 +141,7 @@ def deserialize_bytes(raw: bytes | memoryview, what: str = "BYTES tensor", limit
     items, offset = [], 0
     while offset < len(raw):
         if limit is not None and len(items) >= limit:
-            raise ProtocolError(f"{what}: the data holds more than the {limit} BYTES element(s) its shape says")
+            raise ProtocolError(f"{what}: its shape needs {limit} BYTES element(s), the data holds more")
         if offset + 4 > len(raw):
             raise ProtocolError(f"{what}: {len(raw) - offset} stray byte(s) where a 4-byte length prefix should be")
         (length,) = struct.unpack_from("<I", raw, offset)

@@ -56,7 +56,9 @@ def triton_service(name: str, storage_uri: str, *, runtime_version: str, cpu: st
 
 def edgestack_service(name: str, image: str, models: list[str], *, cpu: str, memory: str, min_replicas: int,
                       max_replicas: int, concurrency: int, threads: int | None) -> dict:
-    env = [{"name": "EDGESTACK_MODELS", "value": ",".join(models)}]
+    # the pod's server must be reached from outside it: every interface, said explicitly (issue 20; the
+    # default is 127.0.0.1). Give it EDGESTACK_API_KEYS (a Secret) before exposing it beyond the cluster.
+    env = [{"name": "EDGESTACK_MODELS", "value": ",".join(models)}, {"name": "EDGESTACK_HOST", "value": "0.0.0.0"}]
     if threads:
         env.append({"name": "EDGESTACK_THREADS", "value": str(threads)})
     probe = {"periodSeconds": 5, "timeoutSeconds": 2, "failureThreshold": 3}

@@ -218,7 +218,8 @@ def decode_image(data: bytes, height: int, width: int, *, dark_background: bool 
         except UnidentifiedImageError:
             raise InputError(f"{what} is not an image in a format we read (PNG, JPEG, GIF, BMP, TIFF, WebP)") from None
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise InputError(f"{what} has too many pixels (limit {MAX_IMAGE_PIXELS:,})", 413) from None
+            raise InputError(f"{what} has more pixels than allowed; the limit is {MAX_IMAGE_PIXELS:,} (4096x4096): "
+                             "scale it down first", 413) from None
         except InputError:
             raise
         except (OSError, ValueError, SyntaxError) as exc:

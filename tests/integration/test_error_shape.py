@@ -163,7 +163,7 @@ CORPUS = [
         "content": b"", "headers": {"content-type": "text/plain"}}, 403, "model control is off"),
     # issue 20: decompression bombs, BYTES tensors larger than the item limit
     ("image bomb", "POST", "/classify_image", {"files": {"images": ("bomb.png", BOMB, "image/png")},
-                                               "data": {"model": "digits-cnn"}}, 413, "pixels; the limit is"),
+                                               "data": {"model": "digits-cnn"}}, 413, "pixels than allowed; the limit is"),
     ("v2 BYTES shape over the item limit", "POST", INFER, {"json": {"inputs": [
         {"name": "images", "datatype": "BYTES", "shape": [10**6], "data": []}]}}, 413, "BYTES elements"),
     ("stats, unknown model", "GET", "/v2/models/nope/stats", {}, 404, "unknown model 'nope'"),

@@ -219,5 +219,5 @@ def test_a_bytes_shape_over_the_limit_is_refused_before_decoding():
     with pytest.raises(v2.TooLarge, match="2,000,000 BYTES elements; the limit is 256") as caught:
         v2.read_tensors([tensor], memoryview(b"bad"), max_bytes_elements=256)  # never decoded: 3 bad bytes
     assert caught.value.status == 413
-    with pytest.raises(v2.ProtocolError, match="more than the 2 BYTES element"):
+    with pytest.raises(v2.ProtocolError, match="needs 2 BYTES element.*holds more"):
         v2.deserialize_bytes(v2.serialize_bytes(v2.np.array(["a", "b", "c"], dtype=object)), limit=2)

@@ -68,6 +68,11 @@ DEFAULTS = {
     "EDGESTACK_RAY_MAX_ONGOING": 32,
     "EDGESTACK_RAY_MAX_QUEUED": 256,
     "EDGESTACK_RAY_ROUTER_REPLICAS": 1,
+    # issue 20: safe by default (edgestack serve used to bind 0.0.0.0 with model control always on)
+    "EDGESTACK_HOST": "127.0.0.1",
+    "EDGESTACK_MODEL_CONTROL": False,
+    "EDGESTACK_TRUSTED_KEYS": [],
+    "EDGESTACK_SIGNING_KEY": None,
 }
 
 
