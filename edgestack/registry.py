@@ -64,6 +64,11 @@ register_family(Family(
     "serving.text:TextClassifier", batch="batch.text:TextBatch", edge="bundle.edge_runner.text",
     bench="benchmarks.text:bench_text", predict="cli.predict:predict_texts",
     config="training.configs:TextConfig"))
+# Graphs edgestack did not train (`edgestack import`, export/onnx_import.py): no training stage, served
+# as their own tensors over v2 REST and gRPC (no REST endpoint of their own).
+register_family(Family(
+    "generic", "tensors", "edgestack.families.generic", "", "export.onnx_import",
+    "serving.generic:GenericModel", batch="batch.generic:GenericBatch", edge="bundle.edge_runner.generic"))
 
 
 def family(name: str) -> Family:

@@ -6,7 +6,8 @@
     <repo>/<model>/<version>/model.onnx  the artifact's ONNX graph, byte for byte
 
 Every config is built from the ONNX graph itself (names, element types, dims; a leading
-dynamic dimension shared by every input and output becomes Triton's batch dimension) and
+dynamic dimension shared by every input and output becomes Triton's batch dimension, by the
+rules of edgestack/model_config.py, which our server's /config route follows too) and
 then parsed into Triton's own `ModelConfig` protobuf (shipped in tritonclient's grpc
 package) before it is written, so a config Triton would refuse is never written.
 
@@ -38,6 +39,8 @@ from pathlib import Path
 from edgestack import artifact, registry
 from edgestack import v2protocol as v2
 from edgestack.errors import UsageError
+from edgestack.families.generic import supports_batching
+from edgestack.model_config import tensor_config
 
 TARGETS = ("both", "gpu", "cpu")
 BACKENDS = ("onnxruntime", "python")
@@ -63,7 +66,7 @@ def graph_io(path: Path) -> tuple[list[dict], list[dict], bool]:
         return out
 
     inputs, outputs = describe(graph.input), describe(graph.output)
-    batched = all(t["dims"] and t["dims"][0] == -1 for t in inputs + outputs)
+    batched = supports_batching(*([{"shape": t["dims"]} for t in tensors] for tensors in (inputs, outputs)))
     return inputs, outputs, batched
 
 
@@ -79,11 +82,11 @@ def base_config(name: str, manifest: dict, inputs: list[dict], outputs: list[dic
                 keep_versions: int, labels_file: str | None) -> dict:
     """What every config has whatever runs the model: name, version policy, tensors (without the
     batch axis when batched; label_filename on a classifier's [labels] output), client hints."""
-    skip = 1 if batched else 0
     labels = manifest.get("labels") or []
 
     def tensor(t: dict, is_output: bool) -> dict:
-        entry = {"name": t["name"], "data_type": t["datatype"].triton, "dims": t["dims"][skip:] or [1]}
+        # a [batch] tensor becomes dims [1] with an empty reshape, as Triton's auto-complete writes it
+        entry = tensor_config({"name": t["name"], "dtype": t["datatype"].v2, "shape": t["dims"]}, batched)
         if is_output and labels_file and entry["dims"] == [len(labels)]:
             entry["label_filename"] = labels_file
         return entry

@@ -44,7 +44,8 @@ class TritonPythonModel:
         art = artifact.load(Path(args["model_repository"]) / args["model_version"] / "artifact", folder_is_version=False)
         options = RunnerOptions(device="cpu", variant=params.get("variant") or None,
                                 threads=int(params.get("threads") or 0) or None)
-        self.runner = registry.load_object(registry.get(art.name).stages.runner)(art, options)
+        # the artifact's own family: an imported model has no spec in the repository Triton runs from
+        self.runner = registry.load_object(registry.family(art.meta.family).runner)(art, options)
         self.runner.warm_up()  # as our server does before it says ready
         self.text_inputs = {i.name for i in art.meta.inputs if v2.datatype(i.dtype).v2 == "BYTES"}
         self.output_types = {o.name: v2.datatype(o.dtype).numpy for o in art.meta.outputs}
