@@ -7,6 +7,7 @@
     edgestack predict MODEL FILE...  classify image files (or IDX/arrays) through a server
     edgestack bench MODEL            PyTorch vs ORT fp32 vs ORT int8, in process and over HTTP
     edgestack models                 list served names and which artifacts exist
+    edgestack import FILE --name N   serve a model edgestack did not train (ONNX, or PyTorch + safetensors)
     edgestack batch MODEL IN OUT     batch inference to Parquet/JSONL (local processes or Ray), resumable
     edgestack bundle MODEL           edge-device bundle: int8 ONNX + ORT format + a numpy-only runner
     edgestack bench-batch / bench-bundle   items/s per engine; bundle size, cold start, RSS, latency
@@ -24,7 +25,7 @@ from edgestack.errors import InputError, QualityGateError, UsageError
 
 # One module per command group, each adding its subcommands; the order is the order of `--help`.
 COMMAND_GROUPS = ("build", "triton", "kserve", "serve", "predict", "bench", "abc_check", "batch", "bundle", "v2check",
-                  "keys")
+                  "keys", "import_model")
 
 
 def parser() -> argparse.ArgumentParser:

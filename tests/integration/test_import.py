@@ -1,0 +1,306 @@
+"""`edgestack import`: ONNX files made by other tools, served as their own tensors.
+
+The main file is made by another tool from real data: skl2onnx converts a scikit-learn pipeline
+(StandardScaler + MLPClassifier) fitted on scikit-learn's Wisconsin breast-cancer set (569 real
+cases, 30 measurements). The second, `sigmoid.onnx`, ships inside the onnxruntime wheel and fixes
+its first dimension (shape [3, 4, 5]). Both are imported with the real command, served by a real
+`edgestack serve` (REST and gRPC), and must pass the whole `edgestack v2-check` matrix with the
+real tritonclient; answers are compared with a plain ONNX Runtime session on the very file.
+Then: the config completed from the graph, the int8 gate, a PyTorch module through `--torch`,
+batch jobs, a bundle, and every bad input answered with one line and exit status 1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import tritonclient.grpc as tg
+import tritonclient.http as tc
+
+from cli import main
+from cli.v2check import check_models, triton_grpc_inputs, triton_inputs
+from edgestack import artifact, registry
+from edgestack.serverproc import free_port
+from tests.conftest import serve
+
+CANCER, FIXED, INT8, TORCH = "cancer-mlp", "sigmoid-fixed", "cancer-int8", "two-heads"
+ORT_DATASETS = Path(ort.__file__).parent / "datasets"
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, artifacts_root):
+    """The ONNX file (skl2onnx), the data split, and a models folder of this module's own."""
+    from skl2onnx import to_onnx
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    folder = tmp_path_factory.mktemp("import")
+    x, y = load_breast_cancer(return_X_y=True)
+    x = x.astype(np.float32)
+    order = np.random.default_rng(0).permutation(len(y))
+    train, held = order[:400], order[400:]
+    pipeline = make_pipeline(StandardScaler(), MLPClassifier((32,), max_iter=400, random_state=0))
+    pipeline.fit(x[train], y[train])
+    graph = to_onnx(pipeline, x[:1], options={"zipmap": False}, target_opset=17)
+    (folder / "cancer.onnx").write_bytes(graph.SerializeToString())
+    np.save(folder / "calibration.npy", x[train][:200])
+    np.savez(folder / "eval.npz", X=x[held], labels=y[held])
+    old = os.environ.get("EDGESTACK_MODELS_DIR")
+    os.environ["EDGESTACK_MODELS_DIR"] = str(folder / "models")
+    try:
+        yield {"folder": folder, "onnx": folder / "cancer.onnx", "x": x[held], "y": y[held], "sklearn": pipeline}
+    finally:
+        if old is None:
+            os.environ.pop("EDGESTACK_MODELS_DIR", None)
+        else:
+            os.environ["EDGESTACK_MODELS_DIR"] = old
+
+
+@pytest.fixture(scope="module")
+def imported(files):
+    assert main(["import", str(files["onnx"]), "--name", CANCER]) == 0
+    assert main(["import", str(ORT_DATASETS / "sigmoid.onnx"), "--name", FIXED]) == 0
+    return {name: artifact.load_latest(name) for name in (CANCER, FIXED)}
+
+
+@pytest.fixture(scope="module")
+def urls(imported, files):
+    grpc_port = free_port()
+    env = {"EDGESTACK_GRPC_PORT": str(grpc_port), "EDGESTACK_MODELS_DIR": os.environ["EDGESTACK_MODELS_DIR"]}
+    with serve([CANCER, FIXED], env) as (url, _):
+        yield url, f"127.0.0.1:{grpc_port}"
+
+
+def plain_session(path: Path) -> ort.InferenceSession:
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def test_the_import_reads_the_graph_and_states_its_batching(imported, files):
+    cancer, fixed = imported[CANCER].manifest, imported[FIXED].manifest
+    assert cancer["family"] == "generic" and cancer["source"]["producer"].startswith("skl2onnx")
+    assert cancer["inputs"] == [{"name": "X", "dtype": "float32", "shape": [-1, 30]}]
+    assert cancer["outputs"] == [{"name": "label", "dtype": "int64", "shape": [-1]},
+                                 {"name": "probabilities", "dtype": "float32", "shape": [-1, 2]}]
+    assert cancer["batching"]["dynamic"] is True
+    assert fixed["batching"]["dynamic"] is False and "x [3, 4, 5]" in fixed["batching"]["why"]
+    # the fp32 graph is the file, byte for byte; without --eval the int8 graph is kept but not served
+    assert (imported[CANCER].path / "model.fp32.onnx").read_bytes() == files["onnx"].read_bytes()
+    assert set(cancer["variants"]) == {"fp32", "int8-unvalidated"}
+    assert cancer["quantization"]["status"] == "withheld" and "int8-unvalidated" in cancer["quantization"]["reason"]
+    assert registry.get(CANCER).imported["sha256"] == artifact.sha256_file(files["onnx"])
+
+
+def test_imported_models_pass_v2_check_over_http_and_grpc(urls, imported):
+    root = artifact.default_root()
+    for url, protocol in ((urls[0], "http"), (urls[1], "grpc")):
+        matrix = check_models(url, [CANCER, FIXED], root, protocol)
+        failed = {(m, cell): v for m, cells in matrix.items() for cell, v in cells.items() if v != "pass"}
+        assert not failed, (protocol, failed)
+
+
+def test_answers_equal_a_plain_onnx_runtime_session_on_the_file(urls, files):
+    x = files["x"][:40]
+    label, probabilities = plain_session(files["onnx"]).run(["label", "probabilities"], {"X": x})
+    with tc.InferenceServerClient(urls[0].removeprefix("http://")) as client:
+        rest = client.infer(CANCER, triton_inputs(tc, {"X": x}, binary=True))
+    with tg.InferenceServerClient(urls[1]) as client:
+        grpc = client.infer(CANCER, triton_grpc_inputs(tg, {"X": x}))
+    for result in (rest, grpc):
+        np.testing.assert_array_equal(result.as_numpy("label"), label)
+        np.testing.assert_allclose(result.as_numpy("probabilities"), probabilities, rtol=0, atol=1e-6)
+    # and the converted pipeline still says what scikit-learn says on the held-out cases
+    assert np.mean(label == files["sklearn"].predict(x)) >= 0.95
+
+
+def test_the_config_is_completed_from_the_graph_on_both_protocols(urls):
+    with tc.InferenceServerClient(urls[0].removeprefix("http://")) as client:
+        rest = {m: client.get_model_config(m) for m in (CANCER, FIXED)}
+    with tg.InferenceServerClient(urls[1]) as client:
+        grpc = {m: client.get_model_config(m, as_json=True)["config"] for m in (CANCER, FIXED)}
+    cancer, fixed = rest[CANCER], rest[FIXED]
+    assert cancer["max_batch_size"] == 64 and "dynamic_batching" in cancer
+    assert cancer["input"] == [{"name": "X", "data_type": "TYPE_FP32", "dims": [30]}]
+    assert cancer["output"][0] == {"name": "label", "data_type": "TYPE_INT64", "dims": [1], "reshape": {"shape": []}}
+    assert fixed["max_batch_size"] == 0 and "dynamic_batching" not in fixed
+    assert [t["dims"] for t in fixed["input"] + fixed["output"]] == [[3, 4, 5], [3, 4, 5]]
+    for model, config in grpc.items():  # protobuf JSON writes int64 as strings
+        assert int(config.get("max_batch_size", 0)) == rest[model]["max_batch_size"]
+        assert [[int(d) for d in t["dims"]] for t in config["input"]] == [t["dims"] for t in rest[model]["input"]]
+
+
+def test_a_fixed_batch_dimension_is_required_exactly(urls):
+    import httpx
+
+    x = np.linspace(-3, 3, 60, dtype=np.float32).reshape(3, 4, 5)
+    want = plain_session(ORT_DATASETS / "sigmoid.onnx").run(None, {"x": x})[0]
+    with tc.InferenceServerClient(urls[0].removeprefix("http://")) as client:
+        np.testing.assert_array_equal(client.infer(FIXED, triton_inputs(tc, {"x": x}, True)).as_numpy("y"), want)
+    body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4, 5], "data": [0.5] * 20}]}
+    response = httpx.post(f"{urls[0]}/v2/models/{FIXED}/infer", json=body)
+    assert response.status_code == 400
+    assert response.json() == {"error": "input 'x' of sigmoid-fixed must have shape [3, 4, 5] (-1 = any), got [1, 4, 5]"}
+
+
+def test_int8_is_gated_by_the_evaluation_rows(files, capsys):
+    folder = files["folder"]
+    assert main(["import", str(files["onnx"]), "--name", INT8, "--calibration", str(folder / "calibration.npy"),
+                 "--eval", str(folder / "eval.npz")]) == 0
+    art = artifact.load_latest(INT8)
+    q, variants = art.manifest["quantization"], art.manifest["variants"]
+    assert q["status"] == "published" and q["format"] == "QDQ static" and q["chosen"]["within_budget"]
+    assert variants["int8"]["test_size"] == 85 and "QuantizeLinear" in variants["int8"]["op_types"]
+    assert variants["fp32"]["test_accuracy"] - variants["int8"]["test_accuracy"] <= 0.01
+    assert "next: edgestack serve cancer-int8        (serves int8" in capsys.readouterr().out
+
+
+def test_a_dynamic_int8_graph_answers_each_request_as_if_alone(files):
+    """Dynamic int8 scales activations over the whole ORT call: merged requests would move each
+    other's answers, so the runner keeps them apart (serving/generic.py)."""
+    import asyncio
+
+    from serving.generic import GenericModel
+    from serving.runner import RunnerOptions
+
+    folder = files["folder"]
+    assert main(["import", str(files["onnx"]), "--name", "cancer-dynamic", "--eval", str(folder / "eval.npz")]) == 0
+    art = artifact.load_latest("cancer-dynamic")
+    assert art.manifest["quantization"]["format"] == "dynamic" and "int8" in art.meta.variants
+    runner = GenericModel(art, RunnerOptions(device="cpu", threads=1))
+    assert runner.variant == "int8" and not runner.merged
+    small, large = files["x"][:1] * 0.5, files["x"][1:9] * 3.0  # very different activation ranges
+
+    async def together():
+        return await asyncio.gather(runner.infer({"X": small}), runner.infer({"X": large}))
+
+    merged = asyncio.run(together())[0]["probabilities"]
+    alone = asyncio.run(runner.infer({"X": small}))["probabilities"]
+    np.testing.assert_array_equal(merged, alone)
+
+
+def refusal(capsys, argv: list[str]) -> str:
+    capsys.readouterr()
+    assert main(["import", *argv]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err and err.startswith("edgestack import: "), err
+    return err
+
+
+def test_bad_input_gets_one_line_and_exit_status_1(imported, files, tmp_path, capsys):
+    onnx_file = str(files["onnx"])
+    (tmp_path / "notes.onnx").write_text("these are my notes, not a model\n")
+    assert "notes.onnx is not an ONNX model" in refusal(capsys, [str(tmp_path / "notes.onnx"), "--name", "x1"])
+    (tmp_path / "noise.onnx").write_bytes(np.random.default_rng(0).bytes(4096))
+    assert "noise.onnx is not an ONNX model" in refusal(capsys, [str(tmp_path / "noise.onnx"), "--name", "x1"])
+    newer = onnx.load(onnx_file)
+    for entry in newer.opset_import:
+        if entry.domain == "":
+            entry.version = 27
+    onnx.save(newer, tmp_path / "opset27.onnx")
+    err = refusal(capsys, [str(tmp_path / "opset27.onnx"), "--name", "x1"])
+    assert "uses opset 27 of ai.onnx; onnxruntime" in err and "runs 7 to" in err
+    # two files the onnxruntime wheel ships: one breaks the ONNX spec (IR 3 wants initializers listed as inputs),
+    # one answers a sequence of maps (scikit-learn's ZipMap) instead of a tensor
+    assert "mul_1.onnx fails the ONNX checker: W in initializer but not in graph input" in refusal(
+        capsys, [str(ORT_DATASETS / "mul_1.onnx"), "--name", "x1"])
+    err = refusal(capsys, [str(ORT_DATASETS / "logreg_iris.onnx"), "--name", "x1"])
+    assert "output 'probabilities' is seq(map(int64,tensor(float)))" in err and "zipmap" in err
+    # names: a model edgestack trains (a spec in models/), one imported before, artifacts of another
+    assert "'fashion-cnn' is a model edgestack trains" in refusal(capsys, [onnx_file, "--name", "fashion-cnn"])
+    assert "was imported before (v1); add --new-version" in refusal(capsys, [onnx_file, "--name", CANCER])
+    (artifact.default_root() / "orphan-import" / "1").mkdir(parents=True)
+    (artifact.default_root() / "orphan-import" / "1" / "manifest.json").write_text("{}")
+    assert "already holds artifacts of another model" in refusal(capsys, [onnx_file, "--name", "orphan-import"])
+    # calibration and evaluation data
+    assert "--calibration" in refusal(capsys, [onnx_file, "--name", "x1", "--calibration", str(tmp_path / "no.npy")])
+    np.save(tmp_path / "narrow.npy", files["x"][:, :29])
+    err = refusal(capsys, [onnx_file, "--name", "x1", "--calibration", str(tmp_path / "narrow.npy")])
+    assert "does not match the model" in err and "[-1, 30]" in err and "got [169, 29]" in err
+    np.savez(tmp_path / "unlabelled.npz", X=files["x"])
+    assert "has no 'labels' array" in refusal(capsys, [onnx_file, "--name", "x1", "--eval", str(tmp_path / "unlabelled.npz")])
+    np.savez(tmp_path / "short.npz", X=files["x"], labels=files["y"][:10])
+    assert "one label per row (169)" in refusal(capsys, [onnx_file, "--name", "x1", "--eval", str(tmp_path / "short.npz")])
+    assert not artifact.version_dirs("x1")  # nothing half-written
+
+
+def test_a_pytorch_module_is_exported_with_a_dynamic_batch_axis_and_the_parity_gate(files, tmp_path, capsys):
+    import torch
+    from safetensors.torch import save_file
+
+    from serving.generic import GenericModel
+    from serving.runner import RunnerOptions
+    from tests.integration.import_factory import two_heads
+
+    torch.manual_seed(0)
+    module = two_heads().eval()
+    save_file(module.state_dict(), tmp_path / "two.safetensors")
+    factory = "tests.integration.import_factory:two_heads"
+    argv = ["--torch", factory, "--weights", str(tmp_path / "two.safetensors"), "--input-shape", "8",
+            "--input-shape", "3", "--name", TORCH]
+    assert main(["import", *argv]) == 0
+    art = artifact.load_latest(TORCH)
+    assert art.manifest["parity"]["passed"] and art.manifest["source"]["factory"] == factory
+    assert [t["shape"] for t in art.manifest["inputs"]] == [[-1, 8], [-1, 3]]
+    assert [t["shape"] for t in art.manifest["outputs"]] == [[-1, 4], [-1, 1]]
+    runner = GenericModel(art, RunnerOptions(device="cpu", threads=1))
+    features, context = torch.randn(7, 8), torch.randn(7, 3)
+    with torch.no_grad():
+        logits, score = module(features, context)
+    import asyncio
+
+    got = asyncio.run(runner.infer({"input_0": features.numpy(), "input_1": context.numpy()}))
+    np.testing.assert_allclose(got["output_0"], logits.numpy(), atol=1e-5)
+    np.testing.assert_allclose(got["output_1"], score.numpy(), atol=1e-5)
+    # weights of another module: one line naming what does not fit
+    save_file({"weight": torch.zeros(2, 2)}, tmp_path / "other.safetensors")
+    err = refusal(capsys, ["--torch", factory, "--weights", str(tmp_path / "other.safetensors"), "--input-shape", "8",
+                           "--input-shape", "3", "--name", "x2"])
+    assert "other.safetensors does not fit the module" in err
+    assert "cannot import 'no_such_package.m'" in refusal(capsys, ["--torch", "no_such_package.m:f", "--weights",
+                                                                   str(tmp_path / "two.safetensors"), "--input-shape",
+                                                                   "8", "--name", "x2"])
+
+
+def test_batch_jobs_and_a_bundle_run_the_imported_graph(imported, files, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from batch.job import JobOptions, run_job
+    from bundle.make import make_bundle
+
+    x = files["x"][:25]
+    label, probabilities = plain_session(files["onnx"]).run(["label", "probabilities"], {"X": x})
+    np.save(tmp_path / "rows.npy", x)
+    run_job(CANCER, str(tmp_path / "rows.npy"), str(tmp_path / "out.parquet"),
+            JobOptions(workers=1, shard_size=10, progress=False))
+    rows = pq.read_table(tmp_path / "out.parquet").to_pylist()
+    assert [r["label"] for r in rows] == label.tolist()
+    np.testing.assert_allclose([r["probabilities"] for r in rows], probabilities, atol=1e-6)
+    # Parquet: one column per input; a cell of the wrong length is an error row, the others are answered
+    cells = [list(map(float, row)) for row in x[:3]]
+    cells[1] = cells[1][:5]
+    pq.write_table(pa.table({"X": cells}), tmp_path / "rows.parquet")
+    run_job(CANCER, str(tmp_path / "rows.parquet"), str(tmp_path / "out2.jsonl"), JobOptions(workers=1, progress=False))
+    answered = [json.loads(line) for line in (tmp_path / "out2.jsonl").read_text().splitlines()]
+    errors = [json.loads(line) for line in (tmp_path / "out2.errors.jsonl").read_text().splitlines()]
+    assert [r["index"] for r in answered] == [0, 2] and errors[0]["index"] == 1
+    assert "'X' has shape [5]; an item is [30]" in errors[0]["error"]
+
+    bundle = make_bundle(CANCER, tmp_path / "bundles", progress=False)
+    assert bundle.manifest["variant"] == "fp32"  # int8 was not validated: the bundle takes fp32
+    np.savez(tmp_path / "request.npz", X=x)
+    out = subprocess.run([sys.executable, "-m", "edge_runner", str(tmp_path / "request.npz"), "--json"],
+                         cwd=bundle.path, capture_output=True, text=True, timeout=120, check=False)
+    assert out.returncode == 0, out.stderr
+    answer = json.loads(out.stdout)["outputs"]
+    assert answer["label"] == label.tolist()
+    np.testing.assert_allclose(answer["probabilities"], probabilities, atol=1e-6)
