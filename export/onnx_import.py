@@ -27,7 +27,8 @@ The steps, each failing with one line that says what is wrong (ImportRefused, a 
    `edgestack serve --variant int8-unvalidated` serves it on purpose);
 7. the artifact: model.fp32.onnx (the graph as given, byte for byte unless weights had to be
    inlined), the int8 graph, manifest.json with checksums (edgestack/artifact.py), the source
-   file's sha256, producer and opsets, and `batching` (dynamic or fixed, and why).
+   file's sha256, producer and opsets, and `batching` (dynamic or fixed, and why); signed
+   (model.sig, edgestack/signing.py) when EDGESTACK_SIGNING_KEY is set, as every build is.
 
 A `--family image|text` import writes the same artifact with that family's manifest parts
 (labels, preprocessing), so the family's own runner and REST endpoints serve it.
@@ -591,10 +592,10 @@ def import_onnx(path: Path | str, name: str, options: ImportOptions | None = Non
             "versions": versions(),
         }
         artifact.write_manifest(staging, manifest)
+        published = artifact.load(artifact.publish(staging))  # signed first when EDGESTACK_SIGNING_KEY is set
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    published = artifact.load(artifact.publish(staging))
     say(f"[{name}] imported as v{published.version} in {time.time() - started:.1f}s: {published.path} "
         f"(variants: {', '.join(published.meta.variants)})")
     return published

@@ -151,11 +151,15 @@ def test_a_fixed_batch_dimension_is_required_exactly(urls):
     assert response.json() == {"error": "input 'x' of sigmoid-fixed must have shape [3, 4, 5] (-1 = any), got [1, 4, 5]"}
 
 
-def test_int8_is_gated_by_the_evaluation_rows(files, capsys):
+def test_int8_is_gated_by_the_evaluation_rows_and_the_artifact_is_signed(files, capsys, monkeypatch, tmp_path):
     folder = files["folder"]
+    assert main(["keys", "new", str(tmp_path / "keys")]) == 0
+    monkeypatch.setenv("EDGESTACK_SIGNING_KEY", str(tmp_path / "keys" / "signing.key"))
     assert main(["import", str(files["onnx"]), "--name", INT8, "--calibration", str(folder / "calibration.npy"),
                  "--eval", str(folder / "eval.npz")]) == 0
-    art = artifact.load_latest(INT8)
+    monkeypatch.setenv("EDGESTACK_TRUSTED_KEYS", str(tmp_path / "keys" / "signing.pub"))
+    art = artifact.load_latest(INT8)  # refused unless model.sig verifies against the trusted key
+    assert (art.path / "model.sig").is_file()
     q, variants = art.manifest["quantization"], art.manifest["variants"]
     assert q["status"] == "published" and q["format"] == "QDQ static" and q["chosen"]["within_budget"]
     assert variants["int8"]["test_size"] == 85 and "QuantizeLinear" in variants["int8"]["op_types"]
