@@ -193,7 +193,7 @@ def test_slow_midi_renders_fill_their_own_pool_not_the_default_one():
     release = threading.Event()
 
     async def scenario():
-        renders = [asyncio.create_task(MIDI_POOL.run(release.wait, 30)) for _ in range(MIDI_POOL.max_jobs)]
+        renders = [asyncio.create_task(MIDI_POOL.run(release.wait, 30)) for _ in range(6)]  # six slow renders
         await asyncio.sleep(0.05)
         with pytest.raises(Overloaded, match="rendering MIDI") as caught:
             await MIDI_POOL.run(release.wait, 30)
