@@ -97,7 +97,24 @@ class BatchAdapter:
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        return ort.InferenceSession(model, sess_options=options, providers=choose_providers(device=self.device))
+        return ort.InferenceSession(self._verified(model), sess_options=options,
+                                    providers=choose_providers(device=self.device))
+
+    def _verified(self, model):
+        """A graph file's bytes, checked against the manifest's checksum as read (each worker
+        loads what was hashed, not a file swapped after the job verified the artifact)."""
+        if not isinstance(model, (str, Path)):
+            return model
+        import hashlib
+
+        from edgestack.errors import ArtifactError
+
+        data = Path(model).read_bytes()
+        entry = self.manifest.files.get(Path(model).name)
+        if entry is None or hashlib.sha256(data).hexdigest() != entry.sha256:
+            raise ArtifactError(f"refusing {model}: it is not the file the manifest of {self.manifest.name} "
+                                f"v{self.manifest.version} lists (changed since the job verified it)")
+        return data
 
     @property
     def sessions(self) -> dict:

@@ -221,3 +221,15 @@ def test_a_bytes_shape_over_the_limit_is_refused_before_decoding():
     assert caught.value.status == 413
     with pytest.raises(v2.ProtocolError, match="needs 2 BYTES element.*holds more"):
         v2.deserialize_bytes(v2.serialize_bytes(v2.np.array(["a", "b", "c"], dtype=object)), limit=2)
+
+
+def test_a_batch_worker_loads_the_graph_it_verified(tmp_path):
+    """Each batch worker opens its graph from bytes checked against the manifest, never a swapped file."""
+    from batch.adapter import BatchAdapter
+
+    art = artifact.load(folder_artifact(tmp_path))
+    adapter = BatchAdapter(art.meta, str(art.variant_path("fp32")))
+    assert adapter._verified(str(art.variant_path("fp32"))) == b"bytes of model.fp32.onnx"
+    (art.path / "model.fp32.onnx").write_bytes(b"swapped after the job verified the artifact")
+    with pytest.raises(ArtifactError, match="changed since the job verified it"):
+        adapter._verified(str(art.variant_path("fp32")))
