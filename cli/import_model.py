@@ -159,7 +159,10 @@ def run(args: argparse.Namespace) -> int:
         from export.torch_import import import_torch
 
         if options.family == "image":
-            raise ImportRefused("--family image with --torch: export the module to ONNX first, or import it as tensors")
+            shape = args.input_shape[0]
+            if len(args.input_shape) != 1 or len(shape) != 3:
+                raise ImportRefused("--family image takes one --input-shape CHANNELS,HEIGHT,WIDTH")
+            options.preprocessing.update(channels=shape[0], height=shape[1], width=shape[2])
         art = import_torch(args.torch, args.weights, args.input_shape, args.name, options,
                            dtypes=args.input_dtype, progress=True)
         source = Path(args.weights)

@@ -23,3 +23,34 @@ class TwoHeads(nn.Module):
 
 def two_heads() -> nn.Module:
     return TwoHeads()
+
+
+class GreyCNN(nn.Module):
+    """grey images [N, 1, 16, 16] -> logits of 3 classes (an image-family import)."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                                      nn.Conv2d(4, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1))
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(images).flatten(1))
+
+
+def grey_cnn() -> nn.Module:
+    return GreyCNN()
+
+
+class BagOfTokens(nn.Module):
+    """token ids and mask [N, S] (a BERT tokenizer's) -> logits of 2 classes (a text-family import)."""
+
+    def __init__(self, vocab: int = 30522):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, 16)
+        self.head = nn.Linear(16, 2)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        mask = attention_mask.unsqueeze(-1).to(torch.float32)
+        pooled = (self.embed(input_ids) * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        return self.head(pooled)

@@ -6,6 +6,8 @@ cases, 30 measurements). The second, `sigmoid.onnx`, ships inside the onnxruntim
 its first dimension (shape [3, 4, 5]). Both are imported with the real command, served by a real
 `edgestack serve` (REST and gRPC), and must pass the whole `edgestack v2-check` matrix with the
 real tritonclient; answers are compared with a plain ONNX Runtime session on the very file.
+With `--family image` (a small CNN, through `--torch`) and `--family text` (a graph of token ids
+plus the packaged MiniLM tokenizer.json) the same server answers /classify and /classify_text.
 Then: the config completed from the graph, the int8 gate, a PyTorch module through `--torch`,
 batch jobs, a bundle, and every bad input answered with one line and exit status 1.
 """
@@ -32,6 +34,7 @@ from edgestack.serverproc import free_port
 from tests.conftest import serve
 
 CANCER, FIXED, INT8, TORCH = "cancer-mlp", "sigmoid-fixed", "cancer-int8", "two-heads"
+IMAGE, TEXT = "grey-shapes", "bag-sentiment"
 ORT_DATASETS = Path(ort.__file__).parent / "datasets"
 
 
@@ -66,18 +69,45 @@ def files(tmp_path_factory, artifacts_root):
             os.environ["EDGESTACK_MODELS_DIR"] = old
 
 
+def minilm_tokenizer() -> Path:
+    from training.text import pretrained_dir
+
+    return pretrained_dir() / "tokenizer.json"
+
+
 @pytest.fixture(scope="module")
 def imported(files):
+    import torch
+    from safetensors.torch import save_file
+
+    from export.onnx_utils import export_module
+    from tests.integration import import_factory
+
+    folder = files["folder"]
     assert main(["import", str(files["onnx"]), "--name", CANCER]) == 0
     assert main(["import", str(ORT_DATASETS / "sigmoid.onnx"), "--name", FIXED]) == 0
-    return {name: artifact.load_latest(name) for name in (CANCER, FIXED)}
+    # an image family import from PyTorch: /classify and /classify_image serve it
+    torch.manual_seed(1)
+    save_file(import_factory.grey_cnn().state_dict(), folder / "cnn.safetensors")
+    assert main(["import", "--torch", "tests.integration.import_factory:grey_cnn", "--weights",
+                 str(folder / "cnn.safetensors"), "--input-shape", "1,16,16", "--name", IMAGE, "--family", "image",
+                 "--labels", "ring,bar,dot"]) == 0
+    # a text family import: an ONNX graph of token ids (batch and sequence open) + the tokenizer its ids come from
+    torch.manual_seed(2)
+    ids = torch.ones(2, 5, dtype=torch.int64)
+    batch, seq = torch.export.Dim("batch", min=1, max=4096), torch.export.Dim("seq", min=1, max=512)
+    export_module(import_factory.BagOfTokens(), (ids, ids), folder / "bag.onnx", input_names=["input_ids", "attention_mask"],
+                  output_names=["logits"], dynamic_shapes=({0: batch, 1: seq}, {0: batch, 1: seq}))
+    assert main(["import", str(folder / "bag.onnx"), "--name", TEXT, "--family", "text", "--labels", "rotten,fresh",
+                 "--tokenizer", str(minilm_tokenizer()), "--max-length", "64"]) == 0
+    return {name: artifact.load_latest(name) for name in (CANCER, FIXED, IMAGE, TEXT)}
 
 
 @pytest.fixture(scope="module")
 def urls(imported, files):
     grpc_port = free_port()
     env = {"EDGESTACK_GRPC_PORT": str(grpc_port), "EDGESTACK_MODELS_DIR": os.environ["EDGESTACK_MODELS_DIR"]}
-    with serve([CANCER, FIXED], env) as (url, _):
+    with serve([CANCER, FIXED, IMAGE, TEXT], env) as (url, _):
         yield url, f"127.0.0.1:{grpc_port}"
 
 
@@ -103,7 +133,7 @@ def test_the_import_reads_the_graph_and_states_its_batching(imported, files):
 def test_imported_models_pass_v2_check_over_http_and_grpc(urls, imported):
     root = artifact.default_root()
     for url, protocol in ((urls[0], "http"), (urls[1], "grpc")):
-        matrix = check_models(url, [CANCER, FIXED], root, protocol)
+        matrix = check_models(url, [CANCER, FIXED, IMAGE, TEXT], root, protocol)
         failed = {(m, cell): v for m, cells in matrix.items() for cell, v in cells.items() if v != "pass"}
         assert not failed, (protocol, failed)
 
@@ -149,6 +179,34 @@ def test_a_fixed_batch_dimension_is_required_exactly(urls):
     response = httpx.post(f"{urls[0]}/v2/models/{FIXED}/infer", json=body)
     assert response.status_code == 400
     assert response.json() == {"error": "input 'x' of sigmoid-fixed must have shape [3, 4, 5] (-1 = any), got [1, 4, 5]"}
+
+
+def test_a_family_import_gets_that_familys_rest_endpoints(urls, imported):
+    import httpx
+
+    from edgestack.families import image as image_processing
+    from edgestack.families import text as text_processing
+
+    pixels = np.zeros((2, 16, 16), np.float32)
+    pixels[0, 4:12, 7:9], pixels[1, 6:10, 6:10] = 255, 255
+    art = imported[IMAGE]
+    logits = plain_session(art.variant_path("fp32")).run(None, {"input": image_processing.to_model_input(
+        pixels, art.manifest["preprocessing"])})[0]
+    answer = httpx.post(f"{urls[0]}/classify", json={"model": IMAGE, "pixels": pixels.tolist(), "top_k": 3}).json()
+    assert [p["label"] for p in answer["predictions"]] == [["ring", "bar", "dot"][i] for i in logits.argmax(1)]
+    want = image_processing.probabilities(logits)
+    got = [[{s["label"]: s["probability"] for s in p["top_k"]}[label] for label in ("ring", "bar", "dot")]
+           for p in answer["predictions"]]
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+    texts = ["a warm and funny film", "dull, predictable and far too long to sit through"]
+    art = imported[TEXT]
+    encoder = text_processing.Encoder(art.file("tokenizer.json"), 64)
+    ids, mask, _, _ = encoder(texts)
+    logits = plain_session(art.variant_path("fp32")).run(None, {"input_ids": ids, "attention_mask": mask})[0]
+    answer = httpx.post(f"{urls[0]}/classify_text", json={"model": TEXT, "texts": texts}).json()
+    got = [[p["probabilities"][label] for label in ("rotten", "fresh")] for p in answer["predictions"]]
+    np.testing.assert_allclose(got, text_processing.softmax(logits.astype(np.float64)), atol=1e-5)
 
 
 def test_int8_is_gated_by_the_evaluation_rows_and_the_artifact_is_signed(files, capsys, monkeypatch, tmp_path):
