@@ -93,7 +93,7 @@ def test_python_backend_repository(v2_artifacts, model, tmp_path, monkeypatch):
     assert json.loads(config.parameters["edgestack"].string_value) == v2.client_hints(art.manifest)
     version_dir = model_dir / art.version
     assert (version_dir / "model.py").read_bytes() == triton.PYTHON_MODEL.read_bytes()
-    assert artifact.load(version_dir / "artifact").manifest == art.manifest
+    assert artifact.load(version_dir / "artifact", folder_is_version=False).manifest == art.manifest
     assert not (version_dir / "model.onnx").exists()
 
 
