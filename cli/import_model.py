@@ -158,11 +158,9 @@ def run(args: argparse.Namespace) -> int:
     if args.torch:
         from export.torch_import import import_torch
 
-        if options.family == "image":
-            shape = args.input_shape[0]
-            if len(args.input_shape) != 1 or len(shape) != 3:
-                raise ImportRefused("--family image takes one --input-shape CHANNELS,HEIGHT,WIDTH")
-            options.preprocessing.update(channels=shape[0], height=shape[1], width=shape[2])
+        if options.family != "generic":
+            raise ImportRefused(f"--family {options.family} with --torch: export the module to ONNX and import the "
+                                "file with --family, or import it without a family (as its tensors)")
         art = import_torch(args.torch, args.weights, args.input_shape, args.name, options,
                            dtypes=args.input_dtype, progress=True)
         source = Path(args.weights)

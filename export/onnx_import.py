@@ -635,6 +635,9 @@ def family_checks(options: ImportOptions, tensors: Tensors) -> None:
         if len(tensors.inputs) != 1 or len(spec["shape"]) != 4 or not spec["dtype"].startswith("float"):
             raise ImportRefused(f"--family image takes a graph with one float input [batch, channels, height, width]; "
                                 f"this one takes {fmt_tensors(tensors.inputs)}")
+        if pre.get("channels") != 1:  # what the image family's runner feeds today (edgestack/families/image.py)
+            raise ImportRefused(f"--family image: input {spec['name']!r} takes {pre.get('channels')} channels; the "
+                                "image family serves grey images (1 channel): import the graph as its tensors")
         want = [pre.get("channels"), pre.get("height"), pre.get("width")]
         if any(d not in (-1, w) for d, w in zip(spec["shape"][1:], want)):
             raise ImportRefused(f"the image options give [channels, height, width] {want} but input "

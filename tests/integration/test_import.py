@@ -6,8 +6,9 @@ cases, 30 measurements). The second, `sigmoid.onnx`, ships inside the onnxruntim
 its first dimension (shape [3, 4, 5]). Both are imported with the real command, served by a real
 `edgestack serve` (REST and gRPC), and must pass the whole `edgestack v2-check` matrix with the
 real tritonclient; answers are compared with a plain ONNX Runtime session on the very file.
-With `--family image` (a small CNN, through `--torch`) and `--family text` (a graph of token ids
-plus the packaged MiniLM tokenizer.json) the same server answers /classify and /classify_text.
+With `--family image` (a small CNN) and `--family text` (a graph of token ids plus the packaged
+MiniLM tokenizer.json), both exported by torch's TorchScript exporter, the same server answers
+/classify and /classify_text.
 Then: the config completed from the graph, the int8 gate, a PyTorch module through `--torch`,
 batch jobs, a bundle, and every bad input answered with one line and exit status 1.
 """
@@ -68,26 +69,26 @@ def minilm_tokenizer() -> Path:
 @pytest.fixture(scope="module")
 def imported(files):
     import torch
-    from safetensors.torch import save_file
 
-    from export.onnx_utils import export_module
     from tests.integration import import_factory
 
     folder = files["folder"]
     assert main(["import", str(files["onnx"]), "--name", CANCER]) == 0
     assert main(["import", str(ORT_DATASETS / "sigmoid.onnx"), "--name", FIXED]) == 0
-    # an image family import from PyTorch: /classify and /classify_image serve it
+    # family imports of graphs exported by torch's TorchScript exporter (another tool than edgestack's):
+    # a small grey CNN answers /classify, a graph of token ids with the MiniLM tokenizer.json /classify_text
     torch.manual_seed(1)
-    save_file(import_factory.grey_cnn().state_dict(), folder / "cnn.safetensors")
-    assert main(["import", "--torch", "tests.integration.import_factory:grey_cnn", "--weights",
-                 str(folder / "cnn.safetensors"), "--input-shape", "1,16,16", "--name", IMAGE, "--family", "image",
+    torch.onnx.export(import_factory.grey_cnn().eval(), (torch.zeros(2, 1, 16, 16),), folder / "cnn.onnx",
+                      dynamo=False, input_names=["input"], output_names=["logits"], opset_version=17,
+                      dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+    assert main(["import", str(folder / "cnn.onnx"), "--name", IMAGE, "--family", "image",
                  "--labels", "ring,bar,dot"]) == 0
-    # a text family import: an ONNX graph of token ids (batch and sequence open) + the tokenizer its ids come from
     torch.manual_seed(2)
     ids = torch.ones(2, 5, dtype=torch.int64)
-    batch, seq = torch.export.Dim("batch", min=1, max=4096), torch.export.Dim("seq", min=1, max=512)
-    export_module(import_factory.BagOfTokens(), (ids, ids), folder / "bag.onnx", input_names=["input_ids", "attention_mask"],
-                  output_names=["logits"], dynamic_shapes=({0: batch, 1: seq}, {0: batch, 1: seq}))
+    torch.onnx.export(import_factory.BagOfTokens().eval(), (ids, ids), folder / "bag.onnx", dynamo=False,
+                      input_names=["input_ids", "attention_mask"], output_names=["logits"], opset_version=17,
+                      dynamic_axes={"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"},
+                                    "logits": {0: "batch"}})
     assert main(["import", str(folder / "bag.onnx"), "--name", TEXT, "--family", "text", "--labels", "rotten,fresh",
                  "--tokenizer", str(minilm_tokenizer()), "--max-length", "64"]) == 0
     return {name: artifact.load_latest(name) for name in (CANCER, FIXED, IMAGE, TEXT)}
@@ -318,12 +319,12 @@ def test_a_pytorch_module_is_exported_with_a_dynamic_batch_axis_and_the_parity_g
                                                                    "8", "--name", "x2"])
 
 
-def test_batch_jobs_and_a_bundle_run_the_imported_graph(imported, files, tmp_path):
+def test_batch_jobs_take_npy_and_parquet_tensors(imported, files, tmp_path):
+    """(The bundle: the walk-through test below.)"""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from batch.job import JobOptions, run_job
-    from bundle.make import make_bundle
 
     x = files["x"][:25]
     label, probabilities = plain_session(files["onnx"]).run(["label", "probabilities"], {"X": x})
@@ -343,12 +344,81 @@ def test_batch_jobs_and_a_bundle_run_the_imported_graph(imported, files, tmp_pat
     assert [r["index"] for r in answered] == [0, 2] and errors[0]["index"] == 1
     assert "'X' has shape [5]; an item is [30]" in errors[0]["error"]
 
-    bundle = make_bundle(CANCER, tmp_path / "bundles", progress=False)
-    assert bundle.manifest["variant"] == "fp32"  # int8 was not validated: the bundle takes fp32
-    np.savez(tmp_path / "request.npz", X=x)
-    out = subprocess.run([sys.executable, "-m", "edge_runner", str(tmp_path / "request.npz"), "--json"],
-                         cwd=bundle.path, capture_output=True, text=True, timeout=120, check=False)
-    assert out.returncode == 0, out.stderr
-    answer = json.loads(out.stdout)["outputs"]
-    assert answer["label"] == label.tolist()
-    np.testing.assert_allclose(answer["probabilities"], probabilities, atol=1e-6)
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "your-own-model.md"
+
+
+def walkthrough(name: str) -> list[str]:
+    """The command lines of docs/your-own-model.md's `<!-- walkthrough: NAME` block, comments dropped."""
+    import re
+
+    block = re.search(rf"<!-- walkthrough: {name}\b.*?```bash\n(.*?)```", DOC.read_text(), re.DOTALL)
+    assert block, f"docs/your-own-model.md has no walkthrough {name!r}"
+    lines = [line.split("  #")[0].strip() for line in block.group(1).splitlines()]
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def test_the_onnx_walkthrough_runs_as_written(tmp_path, monkeypatch, capsys):
+    """docs/your-own-model.md, "From an ONNX file": every line as written, in a fresh folder with its
+    own specs and artifacts. `edgestack` lines run through the CLI's main (in this process, the same
+    entry point), the server as a real `edgestack serve` on free ports, curl as an HTTP GET."""
+    import contextlib
+    import importlib
+    import shlex
+
+    import httpx
+    import pyarrow.parquet as pq
+
+    from edgestack.serverproc import running_server
+
+    root = Path(__file__).resolve().parents[2]
+    env = {"EDGESTACK_MODELS_DIR": str(tmp_path / "models"), "EDGESTACK_ARTIFACTS": str(tmp_path / "artifacts"),
+           "EDGESTACK_THREADS": "1"}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(tmp_path)
+    ports, outputs = {}, {}
+    with contextlib.ExitStack() as stack:
+        for line in walkthrough("onnx"):
+            words = shlex.split(line)
+            for old, new in ports.items():
+                words = [w.replace(old, new) for w in words]
+            if words[:2] == ["edgestack", "serve"]:
+                assert words[-1] == "&", line
+                http, grpc = free_port(), free_port()
+                ports = {f"localhost:{words[words.index('--port') + 1]}": f"127.0.0.1:{http}",
+                         f"localhost:{words[words.index('--grpc-port') + 1]}": f"127.0.0.1:{grpc}"}
+                models = [w for w in words[2:words.index("--port")] if not w.startswith("-")]
+                stack.enter_context(running_server(models, port=http, env={
+                    **env, "EDGESTACK_GRPC_PORT": str(grpc), "PYTHONPATH": str(root)},
+                    log_path=tmp_path / "server.log"))
+            elif words[0] == "curl":
+                outputs[line] = httpx.get(words[-1], timeout=30).json()
+            elif words[0] == "edgestack":
+                capsys.readouterr()
+                assert main(words[1:]) == 0, line
+                outputs[line] = capsys.readouterr().out
+            elif words[:2] == ["python", "-m"]:
+                assert importlib.import_module(words[2]).main(words[3:]) == 0, line
+            else:
+                assert words[0] == "python", line
+                done = subprocess.run([sys.executable, *words[1:]], capture_output=True, text=True, timeout=120,
+                                      check=False)
+                assert done.returncode == 0, done.stderr
+                outputs[line] = json.loads(done.stdout)
+    by_start = {line.split()[0] + " " + line.split()[1]: out for line, out in outputs.items()}
+    config = by_start["curl -s"]
+    assert config["max_batch_size"] == 64 and config["input"] == [{"name": "X", "data_type": "TYPE_FP32", "dims": [30]}]
+    checks = [out for line, out in outputs.items() if "v2-check" in line]
+    assert len(checks) == 2 and all("0 failed cell(s)" in out for out in checks), checks
+    art = artifact.load_latest("cancer-mlp", tmp_path / "artifacts")
+    assert "int8" in art.meta.variants and art.manifest["quantization"]["status"] == "published"
+    rows = np.load(tmp_path / "cancer-rows.npy")
+    label, probabilities = plain_session(art.variant_path("int8")).run(["label", "probabilities"], {"X": rows})
+    batch = pq.read_table(tmp_path / "cancer-preds.parquet").to_pylist()  # the job ran the served variant, int8
+    assert [r["label"] for r in batch] == label.tolist()
+    np.testing.assert_allclose([r["probabilities"] for r in batch], probabilities, atol=1e-6)
+    device = by_start["python bundles/cancer-mlp-v1/edge_runner"]["outputs"]  # the bundle's int8 ORT-format graph
+    assert device["label"] == label.tolist()
+    np.testing.assert_allclose(device["probabilities"], probabilities, atol=1e-5)
+
