@@ -90,7 +90,7 @@ def read_model(path: Path) -> onnx.ModelProto:
     if any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
         try:
             onnx.external_data_helper.load_external_data_for_model(model, str(path.parent))
-        except (OSError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 - OSError, or onnx's checker.ValidationError for a missing file
             raise ImportRefused(f"{path.name} keeps its weights in external files that cannot be read: "
                                 f"{first_line(exc)}") from None
     return model
@@ -266,11 +266,15 @@ def read_rows(path: Path | str, inputs: list[dict], what: str, *, labels_key: st
     if labels_key is not None:
         if path.suffix != ".npz":
             raise ImportRefused(f"{what} {path.name}: give a .npz file holding the input array(s) and {labels_key!r}")
-        with np.load(path, allow_pickle=False) as archive:
-            if labels_key not in archive.files:
-                raise ImportRefused(f"{what} {path.name} has no {labels_key!r} array (it has {sorted(archive.files)})")
-            labels = archive[labels_key]
-            arrays = {k: archive[k] for k in archive.files if k != labels_key}
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                names = sorted(archive.files)
+                arrays = {k: archive[k] for k in names}
+        except Exception as exc:  # noqa: BLE001 - zipfile and numpy raise several kinds for a damaged file
+            raise ImportRefused(f"{what} {path.name} is not a readable .npz file: {first_line(exc)}") from None
+        if labels_key not in arrays:
+            raise ImportRefused(f"{what} {path.name} has no {labels_key!r} array (it has {names})")
+        labels = arrays.pop(labels_key)
     else:
         try:
             arrays = processing.read_tensor_file(path, inputs)
@@ -385,7 +389,10 @@ class Evaluation:
     def _score(self, path: Path, split: str) -> float:
         rows = self.splits[split]
         session = session_of(path, path.name)
-        got = np.asarray(session.run([self.output], {k: v[rows] for k, v in self.feeds.items()})[0])
+        try:
+            got = np.asarray(session.run([self.output], {k: v[rows] for k, v in self.feeds.items()})[0])
+        except Exception as exc:  # noqa: BLE001 - ORT refuses values the graph cannot take (an id out of range, ...)
+            raise ImportRefused(f"--eval: the model fails on the evaluation rows: {first_line(exc)}") from None
         want = self.labels[rows]
         if self.metric == "accuracy":
             predicted = got.argmax(axis=1) if got.ndim == 2 and got.dtype.kind == "f" else got.reshape(len(rows))
@@ -448,10 +455,8 @@ def add_int8(staging: Path, fp32: Path, tensors: Tensors, *, name: str, calibrat
     try:
         return quantize_and_check(staging, fp32, prepared, tensors, mode=mode, calib=calib, fmt=fmt, name=name,
                                   evaluation_data=evaluation_data, budget=budget, say=say)
-    except ImportRefused:
-        raise
-    except Exception as exc:  # noqa: BLE001 - a quantizer failure withholds int8, the fp32 import stands
-        reason = f"the {fmt['format']} quantizer failed on this graph: {type(exc).__name__}: {first_line(exc)}"
+    except Exception as exc:  # noqa: BLE001 - a failed int8 graph (quantizer, check, scoring) withholds int8
+        reason = f"{fmt['format']} int8 failed on this graph: {type(exc).__name__}: {first_line(exc)}"
         say(f"[{name}] WARNING: int8 withheld: {reason}")
         return {}, {"status": "withheld", "step": "withheld", "reason": reason, **fmt}
     finally:

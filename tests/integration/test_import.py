@@ -255,6 +255,17 @@ def test_bad_input_gets_one_line_and_exit_status_1(imported, files, tmp_path, ca
         if entry.domain == "":
             entry.version = 27
     onnx.save(newer, tmp_path / "opset27.onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = numpy_helper.from_array(np.ones((30, 2), np.float32), "W")
+    graph = helper.make_graph([helper.make_node("MatMul", ["X", "W"], ["Y"])], "g",
+                              [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", 30])],
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["N", 2])], [weights])
+    onnx.save_model(helper.make_model(graph), tmp_path / "split.onnx", save_as_external_data=True,
+                    location="split.onnx.data", size_threshold=0)
+    (tmp_path / "split.onnx.data").unlink()  # the weights file left behind when the graph was copied
+    assert "split.onnx keeps its weights in external files that cannot be read" in refusal(
+        capsys, [str(tmp_path / "split.onnx"), "--name", "x1"])
     err = refusal(capsys, [str(tmp_path / "opset27.onnx"), "--name", "x1"])
     assert "uses opset 27 of ai.onnx; onnxruntime" in err and "runs 7 to" in err
     # two files the onnxruntime wheel ships: one breaks the ONNX spec (IR 3 wants initializers listed as inputs),
