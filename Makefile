@@ -24,8 +24,12 @@ KSERVE_STAMP := $(KSERVE_VENV)/.installed-kserve-$(KSERVE)
 ABCJS        ?= 6.7.2
 ABCJS_DIR    := serving/playground/vendor
 ABCJS_STAMP  := $(ABCJS_DIR)/.installed-abcjs-$(ABCJS)
+# Emulated devices for the edge-bundle checks (scripts/emulators.sh): QEMU user mode, a Debian arm64
+# root and the aarch64 wheels, cached in a gitignored folder (about a minute once, root needed).
+EMU_DIR      := .emu
+EMU_STAMP    := $(EMU_DIR)/.ready
 
-.PHONY: serve test test-fast venv wheelhouse data models playground browser fresh-clone-check bench clean-models clean help folk-lstm-large text-large triton triton-serve kserve-venv bench-peers
+.PHONY: serve test test-fast venv wheelhouse data models playground browser fresh-clone-check bench clean-models clean help folk-lstm-large text-large triton triton-serve kserve-venv bench-peers emulators arm64-check avx2-check
 
 help:
 	@echo "make serve   build what is missing (venv, data, default models) and serve on port $(PORT)"
@@ -40,6 +44,9 @@ help:
 	@echo "make bench-peers   fashion-cnn on our server (HTTP, gRPC) vs KServe's ModelServer and Triton, one run"
 	@echo "make triton-serve  serve the built models on that Triton (Python backend), port $(TRITON_PORT)"
 	@echo "make kserve-venv   the kserve SDK in $(KSERVE_VENV)/ (checks \`edgestack export kserve\`; make test needs it)"
+	@echo "make arm64-check   every default bundle on an emulated arm64 board vs x86 (table + JSON)"
+	@echo "make avx2-check    every default int8 variant's test score on an emulated AVX2-only x86 vs native"
+	@echo "make emulators     QEMU + a Debian arm64 root into $(EMU_DIR)/ (make test needs it; root, once)"
 	@echo "make folk-lstm-large   rebuild folk-lstm at the lab's size (LSTM 1024; slow on 2 cores)"
 	@echo "make text-large        rebuild the text transformers on every training text (2 epochs; slow on 2 cores)"
 
@@ -67,7 +74,7 @@ serve: venv data playground
 
 # Unit tests first (no built model, no server; a minute), then the integration tests (real models
 # built from data slices, real servers, a real Triton).
-test: venv wheelhouse data triton kserve-venv playground browser
+test: venv wheelhouse data triton kserve-venv playground browser emulators
 	$(BIN)/python -m pytest -q tests/unit tests/integration
 
 # Wheels for the tests' clean venvs (edge bundles run with onnxruntime + numpy only): downloaded here,
@@ -131,6 +138,20 @@ $(KSERVE_STAMP):
 bench-peers: models data triton kserve-venv
 	$(BIN)/edgestack bench fashion-cnn --protocols --peers kserve,triton
 
+emulators: $(EMU_STAMP)
+
+$(EMU_STAMP): | $(STAMP)
+	bash scripts/emulators.sh
+	$(BIN)/python -m bundle.emulate
+	touch $@
+
+# Edge bundles on emulated CPUs (issue 21; docs/bundles.md and docs/quantization.md have the tables).
+arm64-check: models emulators
+	bash scripts/arm64-check.sh
+
+avx2-check: models emulators
+	bash scripts/avx2-check.sh
+
 # folk-lstm at the MIT lab's size (LSTM 1024): a new artifact version (estimated an hour or more on 2 cores).
 folk-lstm-large: venv data
 	$(BIN)/edgestack build folk-lstm --force --hidden-size 1024 --epochs 30 --patience 5
@@ -149,4 +170,4 @@ clean-models:
 	rm -rf artifacts
 
 clean: clean-models
-	rm -rf $(VENV) $(TRITON_HOME) $(KSERVE_VENV) .wheelhouse
+	rm -rf $(VENV) $(TRITON_HOME) $(KSERVE_VENV) .wheelhouse $(EMU_DIR)

@@ -6,7 +6,10 @@
                                             (generators have two graphs: step.* and prompt.*)
         required_operators.config           operators for an ORT minimal build (--include_ops_by_config)
         required_operators_and_types.config the same with types (--enable_reduced_operator_type_support)
-        manifest.json                       what it is, how to feed it, labels, accuracy, checksums
+        manifest.json                       what it is, how to feed it, labels, accuracy, checksums,
+                                            runtime compatibility (ORT format, opset, ISA, oldest onnxruntime)
+        golden.npz                          a few real test inputs and this bundle's answers to them
+                                            (`python -m edge_runner --health`; the update agent's health check)
         labels.txt                          one label per line
         edge_runner/                        the runner: onnxruntime + numpy only (python -m edge_runner)
         <extra files the family needs>      vocabulary / tokenizer for text models
@@ -29,17 +32,23 @@ import logging
 import os
 import re
 import shutil
+import subprocess
+import sys
 import tarfile
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from bundle.edge_runner.health import GOLDEN, PROBABILITY_TOLERANCE, write_golden
 from edgestack import artifact, registry
 from edgestack.errors import UsageError
 
 EDGE_PACKAGE = Path(__file__).resolve().parent / "edge_runner"
-COMMON_FILES = ("__init__.py", "__main__.py")
+COMMON_FILES = ("__init__.py", "__main__.py", "health.py")
+GOLDEN_ROWS = 8  # golden inputs kept: the ones the model answers most confidently (a health check, not a benchmark)
 BUNDLE_SCHEMA = 1
 
 
@@ -131,7 +140,12 @@ onnxruntime source checkout:
         --enable_reduced_operator_type_support --build_wheel
 A minimal build loads the .ort files only (not the .onnx ones).
 The .ort files were converted with onnxruntime {manifest['converted_with']['onnxruntime']} for target
-'{manifest['converted_with']['target_platform']}': use an onnxruntime at least that new.
+'{manifest['converted_with']['target_platform']}' (ORT format {manifest['runtime']['ort_format_version']}); the oldest
+onnxruntime that loads and answers them: {manifest['runtime']['min_onnxruntime']}{
+    '' if manifest['runtime']['min_onnxruntime_measured'] else ' (not measured: the converter)'}.
+
+Health check (golden inputs vs the answers this bundle was built with):
+    python -m edge_runner --health
 
 Files and their sha256 are listed in manifest.json (`python -m edge_runner --check ...` verifies them).
 """
@@ -147,9 +161,66 @@ def copy_family_processing(module: str, folder: Path) -> None:
         shutil.copy(file, folder / file.name)
 
 
+def ort_format_version(path: Path) -> str:
+    """The ORT format version an .ort file was written in (its flatbuffer's ort_version)."""
+    from onnxruntime.tools.ort_format_model.ort_flatbuffers_py.fbs import InferenceSession
+
+    return InferenceSession.InferenceSession.GetRootAsInferenceSession(path.read_bytes(), 0).OrtVersion().decode()
+
+
+def opsets(path: Path) -> dict[str, int]:
+    """The opset of each operator domain the .onnx graph's nodes use ("ai.onnx": the default domain)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    used = {node.domain or "ai.onnx" for node in model.graph.node} | {"ai.onnx"}
+    return {(entry.domain or "ai.onnx"): entry.version for entry in model.opset_import
+            if (entry.domain or "ai.onnx") in used}
+
+
+TARGET_ISA = {None: "portable: any CPU onnxruntime runs on (x86-64 with or without AVX2/AVX-512, arm64)",
+              "arm": "arm64 (the .ort may use ARM-only int8 kernels; the .onnx stays portable)",
+              "amd64": "x86-64 (the .ort may use x86-only NCHWc layouts; the .onnx stays portable)"}
+
+
+def pick_golden(inputs: dict, expected: dict, rows: int = GOLDEN_ROWS) -> tuple[dict, dict]:
+    """Keep the `rows` inputs the model answers with the largest top-1 margin (a health check must
+    not fail because another CPU rounds a near-tie the other way); arrays that are not per row
+    (a generator's prompt) are kept whole."""
+    probabilities = expected.get("probabilities")
+    if probabilities is None or probabilities.ndim != 2 or len(probabilities) <= rows:
+        return inputs, expected
+    top2 = np.sort(probabilities, axis=1)[:, -2:]
+    keep = np.sort(np.argsort(-(top2[:, 1] - top2[:, 0]), kind="stable")[:rows])
+    n = len(probabilities)
+    cut = lambda block: {k: (v[keep] if len(v) == n else v) for k, v in block.items()}  # noqa: E731
+    return cut(inputs), cut(expected)
+
+
+def golden_answers(folder: Path, inputs: dict) -> dict:
+    """The bundle's own runner (this Python, the bundle's .ort graphs) answers the golden inputs:
+    run as a separate process, so it is the shipped code that answers, not the source tree's."""
+    with tempfile.TemporaryDirectory() as tmp:
+        np.savez(Path(tmp) / "inputs.npz", **inputs)
+        script = ("import sys, numpy as np; sys.path.insert(0, sys.argv[1]); import edge_runner as e; "
+                  "d = np.load(sys.argv[2]); inputs = {k: d[k] for k in d.files}; m = e.load(sys.argv[1], threads=1); "
+                  "np.savez(sys.argv[3], **e.family_module(m.manifest).answers(m, inputs))")
+        env = {**os.environ, "EDGE_RUNNER_ANY_RUNTIME": "1"}
+        run = subprocess.run([sys.executable, "-c", script, str(folder), str(Path(tmp) / "inputs.npz"),
+                              str(Path(tmp) / "expected.npz")], capture_output=True, text=True, env=env, cwd=tmp)
+        if run.returncode:
+            raise RuntimeError(f"the bundle's runner failed on its golden inputs: {run.stderr.strip()[-600:]}")
+        with np.load(Path(tmp) / "expected.npz") as data:
+            return {k: data[k] for k in data.files}
+
+
 def make_bundle(name: str, out_root: Path | str = "bundles", *, variant: str = "int8",
                 target_platform: str | None = None, archive: bool = True, root: Path | None = None,
-                progress: bool = True) -> Bundle:
+                progress: bool = True, golden: dict | None = None, runtimes: list[str] | None = None) -> Bundle:
+    """golden: real test inputs for the health check (the family's `answers` format, e.g. {"pixels":
+    uint8 [N, 28, 28]}); without them the family's synthetic example. runtimes: onnxruntime
+    versions to measure the oldest that loads and answers the bundle (bundle/runtimes.py); None:
+    not measured, the manifest says so and names the converter's version as the minimum."""
     say = print if progress else (lambda *a, **k: None)
     spec = registry.get(name)
     edge = registry.stage(name, "edge")
@@ -191,6 +262,7 @@ def make_bundle(name: str, out_root: Path | str = "bundles", *, variant: str = "
             (staging / "labels.txt").write_text("".join(f"{label}\n" for label in labels))
         import onnxruntime
 
+        first = next(iter(sources))
         as_read = art.manifest
         manifest = {
             "bundle_schema": BUNDLE_SCHEMA,
@@ -212,8 +284,26 @@ def make_bundle(name: str, out_root: Path | str = "bundles", *, variant: str = "
                                "target_platform": target_platform or "portable"},
             "minimal_build": {"required_operators": "required_operators.config",
                               "required_operators_and_types": "required_operators_and_types.config"},
+            "runtime": {"ort_format_version": ort_format_version(staging / f"{first}.ort"),
+                        "opset": opsets(staging / f"{first}.onnx"),
+                        "target_isa": TARGET_ISA[target_platform],
+                        "min_onnxruntime": onnxruntime.__version__,
+                        "min_onnxruntime_measured": False},
+            "health": {"file": GOLDEN, "probability_tolerance": PROBABILITY_TOLERANCE},
         }
         manifest["files"] = {}  # filled below, README included
+        (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")  # the runner reads it for golden
+        inputs = golden if golden is not None else edge_module.example_golden(manifest)
+        inputs = {k: np.asarray(v) for k, v in inputs.items()}
+        inputs, expected = pick_golden(inputs, golden_answers(staging, inputs))
+        write_golden(staging / GOLDEN, inputs, expected)
+        manifest["health"].update(inputs=len(next(iter(expected.values()))),
+                                  source="test split" if golden is not None else "synthetic example")
+        if runtimes:
+            from bundle.runtimes import measure
+
+            say(f"[{name}] measuring which onnxruntime versions load and answer it ({', '.join(runtimes)})")
+            manifest["runtime"].update(measure(staging, runtimes))
         (staging / "README.txt").write_text(readme(manifest))
         manifest["files"] = {
             str(p.relative_to(staging)): {"sha256": sha256(p), "bytes": p.stat().st_size}

@@ -82,6 +82,19 @@ class Model:
     format_text = staticmethod(processing.format_result)
 
 
+def answers(model: Model, inputs: dict) -> dict:
+    """The golden check's answers (edge_runner/health.py): {"pixels": uint8 [N, H, W]} -> class probabilities."""
+    return {"probabilities": model.probabilities(inputs["pixels"])}
+
+
+def example_golden(manifest: dict) -> dict:
+    """Golden inputs when no test images are at hand: a synthetic frame (see example_input)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return {"pixels": example_input(manifest, Path(tmp))[1][None]}
+
+
 def example_input(manifest: dict, directory: Path) -> tuple[list[str], np.ndarray]:
     """A sample input file for benchmarks (a .npy frame, as a camera pipeline would hand over)."""
     height, width = manifest["preprocessing"]["height"], manifest["preprocessing"]["width"]

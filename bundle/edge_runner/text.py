@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 try:  # inside a bundle: `edgestack bundle` copied the family's processing here
     from .families import text as processing
 except ModuleNotFoundError as missing:  # in the source tree (any other missing module is a real error)
@@ -71,6 +73,18 @@ class Model:
         scores = ", ".join(f"{s['label']} {s['probability']:.3f}" for s in result["top_k"])
         cut = " (truncated)" if result["truncated"] else ""
         return f"{result['input']}: {result['label']}   ({scores}){cut}"
+
+
+def answers(model: Model, inputs: dict, batch: int = 64) -> dict:
+    """The golden check's answers (edge_runner/health.py): {"texts": str [N]} -> class probabilities."""
+    texts = [str(t) for t in inputs["texts"]]
+    return {"probabilities": np.concatenate([model.classifier.run(texts[i:i + batch])[0]
+                                             for i in range(0, len(texts), batch)])}
+
+
+def example_golden(manifest: dict) -> dict:
+    return {"texts": np.asarray(["A quietly funny film with a warm heart, even if the last act drags a little.",
+                                 "Shares fell sharply after the bank reported a loss for the third quarter."])}
 
 
 def example_input(manifest: dict, directory: Path) -> tuple[list[str], str]:

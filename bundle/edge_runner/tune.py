@@ -92,6 +92,22 @@ class Model(processing.Generator):
                 f"{result['stop_reason']}\n{result['tune']}\n")
 
 
+def answers(model: Model, inputs: dict) -> dict:
+    """The golden check's answers (edge_runner/health.py): {"prompt": str [N], "max_length": int [1]} ->
+    each prompt's next-character distribution [N, vocabulary] and greedy tune (top-k 1) [N]."""
+    length = int(inputs["max_length"][0])
+    rows, tunes = [], []
+    for prompt in map(str, inputs["prompt"]):
+        logits = model.read_prompt(prompt)[0].astype(np.float64)
+        rows.append(np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum())
+        tunes.append(model.generate(prompt, seed=0, max_length=length, top_k=1)["tune"])
+    return {"probabilities": np.stack(rows), "tune": np.asarray(tunes)}
+
+
+def example_golden(manifest: dict) -> dict:
+    return {"prompt": np.asarray([manifest["generation"]["default_prompt"]]), "max_length": np.asarray([200])}
+
+
 def example_input(manifest: dict, directory: Path) -> tuple[list[str], None]:
     """Command-line arguments for benchmarks: one fixed-seed tune of at most 200 characters."""
     path = Path(directory) / "prompt.abc"

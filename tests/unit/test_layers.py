@@ -22,7 +22,7 @@ ALLOWED = {
     "export": {"families", "core", "training", "export"},
     "serving": {"families", "core", "serving"},
     "batch": {"families", "core", "batch"},
-    "bundle": {"families", "core", "bundle"},
+    "bundle": {"families", "core", "bundle", "edge_runner"},  # the bundle maker ships (and runs) the runner
     "edge_runner": {"families", "edge_runner"},
     "clients": {"families", "core", "clients"},
     "benchmarks": {"families", "core", "training", "export", "serving", "batch", "bundle", "clients", "benchmarks"},

@@ -1,0 +1,284 @@
+"""Device checks of the edge bundles (issue 21), on emulated CPUs of this x86 machine.
+
+`scripts/arm64-check.sh` -> `python -m benchmarks.device_check arm64`: each model's bundle
+(int8 .ort graphs + edge_runner) runs under an emulated arm64 CPU (qemu-aarch64, a Debian
+arm64 root, the aarch64 onnxruntime/numpy/tokenizers wheels) on real test inputs, and its
+answers are compared with the same bundle's answers on this x86 machine, by the bundle's own
+golden comparison (bundle/edge_runner/health.py): every label the same, every probability
+within PROBABILITY_TOLERANCE, folk-lstm's greedy tunes character for character.
+
+`scripts/avx2-check.sh` -> `python -m benchmarks.device_check avx2`: each model's int8
+variant scored on its whole test split on an emulated AVX2-only x86 (qemu-x86_64 -cpu
+Haswell-noTSX: no AVX-512, no VNNI) and natively, by the same ORT session worker in both
+places (bundle/emulate.py RemoteSession), so only the CPU differs. It passes when the
+emulated score is within the model's int8 gate (the manifest's quantization budget) of the
+native one; `--record` writes the result into the artifact manifest's quantization entry
+(`isa_checks`). A 255 x 127 MatMulInteger probe shows that the emulated CPU really takes the
+AVX2 int8 path (its u8 x s8 kernel saturates: 1,048,544 instead of 2,072,640).
+
+Both print a table and write JSON (bench-results/). Emulated timings mean nothing; answers do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bundle import emulate
+from bundle.make import PROBABILITY_TOLERANCE, golden_answers, make_bundle, write_golden
+from edgestack import artifact, registry
+from edgestack.cpu import cpu_info
+from edgestack.errors import UsageError
+
+DEFAULT_MODELS = ("digits-cnn", "fashion-cnn", "folk-lstm", "sentiment-transformer", "topic-transformer")
+GOLDEN_CANDIDATES = 64   # test inputs the bundle's golden set is picked from (the 8 answered most confidently)
+ARM64_INPUTS = {"image-classification": 200, "text-classification": 100, "text-generation": 3}
+TUNE_LENGTH = 200        # greedy characters per prompt, compared character for character
+
+
+# ------------------------------------------------------------------ real test inputs
+
+def _config(art: artifact.Artifact) -> dict:
+    return art.meta.training.config if art.meta.training else {}
+
+
+def test_split(art: artifact.Artifact) -> tuple[dict, np.ndarray | None]:
+    """The artifact's whole test split, as the family's golden inputs ({"pixels": ...} or
+    {"texts": ...}) and labels; folk-lstm: {"tunes": test tunes}, no labels."""
+    config = _config(art)
+    if art.task == "image-classification":
+        from training.data import images
+
+        data = (images.fashion_mnist if config.get("dataset") == "fashion" else images.digits)(seed=config.get("seed", 0))
+        return {"pixels": data.test.images}, data.test.labels
+    if art.task == "text-classification":
+        from training.data import text
+
+        data = text.load(config["dataset"], config.get("data_dir"), config.get("seed", 0))
+        return {"texts": np.asarray(data.test.texts)}, np.asarray(data.test.labels)
+    if art.task == "text-generation":
+        from training.data import abc
+
+        splits = abc.load_splits(config.get("corpus", "irish"), config.get("data_dir"), seed=config.get("seed", 0))
+        limit = config.get("val_limit")
+        return {"tunes": np.asarray(splits.test[:limit] if limit else splits.test)}, None
+    raise UsageError(f"{art.name}: no device check for task {art.task!r}")
+
+
+def test_inputs(art: artifact.Artifact, n: int) -> dict:
+    """n real test inputs in the family's golden format (edge_runner <family>.answers); folk-lstm:
+    the header of n test tunes (up to the K: line) as prompts, TUNE_LENGTH greedy characters each."""
+    split, _ = test_split(art)
+    if "tunes" in split:
+        prompts = [tune[:tune.index("K:")] if "K:" in tune else tune.split("\n", 1)[0] + "\n" for tune in split["tunes"][:n]]
+        return {"prompt": np.asarray(prompts), "max_length": np.asarray([TUNE_LENGTH])}
+    return {k: v[:n] for k, v in split.items()}
+
+
+def bundle_with_golden(name: str, out: Path, root: Path | None, **options):
+    """The model's bundle, its health check's golden inputs taken from the real test split."""
+    art = artifact.load_latest(name, root)
+    return make_bundle(name, out, root=root, golden=test_inputs(art, GOLDEN_CANDIDATES), progress=False, **options)
+
+
+# ------------------------------------------------------------------ arm64
+
+def arm64_row(name: str, root: Path | None, out: Path, onnxruntime: str | None, cpu: str | None = None) -> dict:
+    art = artifact.load_latest(name, root)
+    built = bundle_with_golden(name, out, root)
+    inputs = test_inputs(art, ARM64_INPUTS[art.task])
+    check = out / f"{built.path.name}.arm64-check.npz"
+    write_golden(check, inputs, golden_answers(built.path, inputs))  # this x86 machine's answers
+    prefix, env = emulate.arm64_python(onnxruntime, tokenizers=art.task == "text-classification", cpu=cpu)
+    started = time.time()
+    run = subprocess.run([*prefix, "-m", "edge_runner", "--health", str(check), "--json", "--threads", "2"],
+                         cwd=built.path, env=env, capture_output=True, text=True, timeout=1800)
+    row = {"model": name, "version": built.manifest["version"], "inputs": len(next(iter(inputs.values()))),
+           "bundle": str(built.path), "emulated_seconds": round(time.time() - started, 1),
+           "cpu": prefix[prefix.index("-cpu") + 1], "bundle_bytes": sum(
+               p.stat().st_size for p in built.path.rglob("*") if p.is_file()),
+           "archive_bytes": built.archive.stat().st_size if built.archive else None}
+    if run.returncode not in (0, 1) or not run.stdout.startswith("{"):
+        return {**row, "ok": False, "error": (run.stderr.strip().splitlines() or [f"exit {run.returncode}"])[-1]}
+    report = json.loads(run.stdout)
+    return {**row, **{k: report[k] for k in ("ok", "rows", "labels_agree", "max_probability_difference", "strings",
+                                             "strings_equal", "problems", "onnxruntime", "machine")}}
+
+
+def arm64_table(rows: list[dict]) -> str:
+    lines = ["| model | inputs | labels agree | max probability difference | greedy tunes equal | onnxruntime "
+             "(arm64) | result |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['model']} | {r['inputs']} | - | - | - | - | FAILED: {r['error']} |")
+            continue
+        tunes = f"{r['strings_equal']}/{r['strings']}" if r["strings"] else "-"
+        lines.append(f"| {r['model']} v{r['version']} | {r['inputs']} | {r['labels_agree']}/{r['rows']} | "
+                     f"{r['max_probability_difference']:.2e} | {tunes} | {r['onnxruntime']} ({r['machine']}, "
+                     f"{r['cpu']}) | "
+                     f"{'pass' if r['ok'] else 'FAIL: ' + '; '.join(r['problems'])} |")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ AVX2-only x86
+
+def int8_graph(art: artifact.Artifact) -> Path:
+    """The int8 graph the test score is measured on (folk-lstm: its prompt graph, as the build does)."""
+    meta = art.variants["int8"]
+    return art.file(meta.get("prompt_file") or meta["file"])
+
+
+def score(art: artifact.Artifact, session: emulate.RemoteSession, split: dict, labels) -> float:
+    """The build's test metric with `session`: accuracy, or bits per character for folk-lstm."""
+    if art.task == "image-classification":
+        from edgestack.families.image import to_model_input
+
+        pre, name = art.manifest["preprocessing"], session.input_names[0]
+        predicted = np.concatenate([session.run({name: to_model_input(split["pixels"][i:i + 500], pre)})[0].argmax(1)
+                                    for i in range(0, len(split["pixels"]), 500)])
+        return float((predicted == labels).mean())
+    if art.task == "text-classification":
+        from edgestack.families.text import Encoder
+
+        pre = art.manifest["preprocessing"]
+        encoder, texts, predicted = Encoder(art.file(pre["tokenizer"]), pre["max_length"]), list(split["texts"]), []
+        for i in range(0, len(texts), 32):
+            ids, mask, _, _ = encoder(texts[i:i + 32])
+            known = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+            predicted.append(session.run({k: known[k] for k in session.input_names})[0].argmax(1))
+        return float((np.concatenate(predicted) == labels).mean())
+    from training.data.abc import join_tunes
+    from training.tune import bits_per_char
+
+    chars = json.loads(art.file(art.manifest["vocabulary"]["file"]).read_text())
+    index = {ch: i for i, ch in enumerate(chars)}
+    ids = np.asarray([index[ch] for ch in join_tunes(list(split["tunes"])) if ch in index], np.int64)
+    hidden = next(i["shape"][2] for i in session.specs["inputs"] if i["name"] == "h")
+
+    def step(tokens, state):
+        if state is None:
+            state = (np.zeros((1, len(tokens), hidden), np.float32),) * 2
+        logits, h, c = session.run({"tokens": tokens.astype(np.int64), "h": state[0], "c": state[1]})
+        return logits, (h, c)
+    return bits_per_char(step, ids)
+
+
+def avx2_row(name: str, root: Path | None, record: bool, threads: int) -> dict:
+    art = artifact.load_latest(name, root)
+    q = art.meta.quantization
+    if "int8" not in art.variants or q is None or q.budget is None:
+        return {"model": name, "ok": False, "error": "no int8 variant (or no int8 gate) in the artifact"}
+    split, labels = test_split(art)
+    graph = int8_graph(art)
+    scores, seconds, probes = {}, {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        probe = Path(tmp) / "int8-probe.onnx"
+        probe.write_bytes(emulate.int8_probe_model())
+        for cpu, prefix in (("native", [sys.executable]), ("avx2", emulate.haswell_python())):
+            started = time.time()
+            with emulate.RemoteSession(prefix, graph, threads, probe=probe) as session:
+                scores[cpu] = score(art, session, split, labels)
+                probes[cpu] = session.specs["int8_probe"]
+            seconds[cpu] = round(time.time() - started, 1)
+    if q.metric == "-bits/char":  # lower is better; the gate is a relative increase
+        drop, unit = scores["avx2"] / scores["native"] - 1, "bits/char"
+    else:
+        drop, unit = scores["native"] - scores["avx2"], "accuracy"
+    probe = probes["avx2"]
+    recorded = art.variants["int8"].get("test_bits_per_char" if unit == "bits/char" else "test_accuracy")
+    row = {"model": name, "version": art.version, "metric": unit, "test_size": int(len(next(iter(split.values())))),
+           "native": scores["native"], "avx2": scores["avx2"], "manifest": recorded, "drop": drop,
+           "budget": q.budget, "ok": bool(drop <= q.budget), "int8_probe": probe, "native_int8_probe": probes["native"],
+           "probe_saturates": probe != emulate.EXACT_PRODUCT, "emulated_seconds": seconds["avx2"],
+           "native_cpu": cpu_info(), "emulator": f"qemu-x86_64 -cpu {emulate.HASWELL}",
+           "checked_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    if not row["probe_saturates"]:
+        row.update(ok=False, error="the emulated CPU did not take the AVX2 int8 path (probe did not saturate)")
+    if record:
+        record_in_manifest(art, row)
+    return row
+
+
+def record_in_manifest(art: artifact.Artifact, row: dict) -> None:
+    """The result into the artifact manifest's quantization entry, as `isa_checks.avx2-only`
+    (an extra key the schema keeps); the files' checksums are unchanged and not hashed again."""
+    manifest = json.loads((art.path / artifact.MANIFEST).read_text())
+    entry = {k: row[k] for k in ("native", "avx2", "drop", "budget", "ok", "metric", "test_size", "int8_probe",
+                                 "emulator", "checked_at")}
+    manifest["quantization"].setdefault("isa_checks", {})["avx2-only"] = entry
+    files = manifest.pop("files")
+    manifest.pop("schema_version", None)
+    artifact.write_manifest(art.path, manifest, files)
+
+
+def avx2_table(rows: list[dict]) -> str:
+    lines = ["| model | test split | native int8 | AVX2-only int8 (emulated) | drop | gate | int8 probe | result |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if "native" not in r:
+            lines.append(f"| {r['model']} | - | - | - | - | - | - | FAILED: {r['error']} |")
+            continue
+        fmt = (lambda v: f"{v:.4f} bits/char") if r["metric"] == "bits/char" else (lambda v: f"{100 * v:.2f}%")
+        drop = f"{100 * r['drop']:+.2f}%" if r["metric"] == "bits/char" else f"{100 * r['drop']:+.2f} pts"
+        gate = f"{100 * r['budget']:.0f}% bits/char" if r["metric"] == "bits/char" else f"{100 * r['budget']:.1f} pts"
+        lines.append(f"| {r['model']} v{r['version']} | {r['test_size']} | {fmt(r['native'])} | {fmt(r['avx2'])} | "
+                     f"{drop} | {gate} | {r['int8_probe']:,} | {'pass' if r['ok'] else 'FAIL'} |")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ command line
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.device_check",
+                                     description="Edge bundles on emulated CPUs: arm64 (answers vs x86) and "
+                                                 "AVX2-only x86 (int8 test score vs native, within its gate).")
+    parser.add_argument("check", choices=["arm64", "avx2"])
+    parser.add_argument("models", nargs="*", help=f"served names (default: {', '.join(DEFAULT_MODELS)})")
+    parser.add_argument("--artifacts", type=Path, help="artifact root (default: $EDGESTACK_ARTIFACTS or ./artifacts)")
+    parser.add_argument("--bundles", type=Path, default=Path("bundles/device-check"),
+                        help="arm64: where the bundles are written (default bundles/device-check)")
+    parser.add_argument("--onnxruntime", help="arm64: onnxruntime version on the emulated board (default: this venv's)")
+    parser.add_argument("--cpu", help=f"arm64: QEMU CPU model (default {emulate.ARM64_CPU}, a Raspberry Pi 4's core; "
+                                      "cortex-a76: a Pi 5's; max: every feature QEMU has, SVE and SME included)")
+    parser.add_argument("--record", action="store_true",
+                        help="avx2: write the result into each artifact manifest's quantization entry")
+    parser.add_argument("--threads", type=int, default=2, help="avx2: ORT threads of both sessions (default 2)")
+    parser.add_argument("--json", type=Path, help="JSON result file (default bench-results/<check>-check.json)")
+    args = parser.parse_args(argv)
+    models = args.models or [m for m in DEFAULT_MODELS if artifact.latest_version_dir(m, args.artifacts)]
+    try:
+        for name in models:
+            registry.get(name)
+        if not models:
+            raise UsageError("no built model to check (build them with `edgestack build`)")
+        rows = []
+        for name in models:
+            print(f"[{args.check}-check] {name} ...", flush=True)
+            if args.check == "arm64":
+                args.bundles.mkdir(parents=True, exist_ok=True)
+                rows.append(arm64_row(name, args.artifacts, args.bundles.resolve(), args.onnxruntime, args.cpu))
+            else:
+                rows.append(avx2_row(name, args.artifacts, args.record, args.threads))
+    except UsageError as exc:
+        print(f"{args.check}-check: {exc}", file=sys.stderr)
+        return 2
+    table = arm64_table(rows) if args.check == "arm64" else avx2_table(rows)
+    print(table)
+    out = args.json or Path("bench-results") / f"{args.check}-check.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"check": args.check, "host": platform.machine(), "cpu": cpu_info(),
+                               "probability_tolerance": PROBABILITY_TOLERANCE, "rows": rows}, indent=2) + "\n")
+    print(f"JSON: {out}")
+    return 0 if all(r["ok"] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

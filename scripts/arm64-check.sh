@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The arm64 check (issue 21): every built default model's edge bundle runs on an emulated arm64
+# board (QEMU user mode, Cortex-A72 as in a Raspberry Pi 4, Debian bookworm's python3.11, the
+# aarch64 onnxruntime/numpy/tokenizers wheels from PyPI) on real test inputs: 200 test images,
+# 100 test texts, folk-lstm's greedy tunes from 3 test-tune headers. Its answers are compared
+# with the same bundle's answers on this x86 machine: every label the same, every probability
+# within 0.02, every greedy tune character for character. Prints a table, writes
+# bench-results/arm64-check.json; exit 0 when every model passes.
+#
+#   scripts/arm64-check.sh [MODEL...] [--onnxruntime 1.20.1] [--cpu cortex-a76] [--artifacts DIR]
+#
+# The emulator and the arm64 root are built once into .emu/ (scripts/emulators.sh, root needed
+# the first time). Emulated timings mean nothing; answers do.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/emulators.sh
+exec "${PYTHON:-.venv/bin/python}" -m benchmarks.device_check arm64 "$@"
