@@ -8,7 +8,7 @@
 #                                             --foreign, then every fetched .deb unpacked with dpkg -x)
 #
 # Why QEMU 10 and not bookworm's own 7.2: under 7.2 an arm64 program reads the host's x86
-# /proc/cpuinfo, and the cpuinfo library inside onnxruntime >= 1.21 (pytorch/cpuinfo, at load
+# /proc/cpuinfo, and the cpuinfo library inside onnxruntime >= 1.28 (pytorch/cpuinfo, at load
 # time) dereferences a null pointer when it finds no ARM processor there: onnxruntime 1.31 and
 # 1.32 segfault at import. QEMU >= 8.2 shows the program an emulated arm64 /proc/cpuinfo, and
 # they load. A real board has a real /proc/cpuinfo: this is an emulator artifact, not a device one.
