@@ -38,7 +38,7 @@ from edgestack import artifact, registry
 from edgestack.cpu import cpu_info
 from edgestack.errors import UsageError
 
-DEFAULT_MODELS = ("digits-cnn", "fashion-cnn", "folk-lstm", "sentiment-transformer", "topic-transformer")
+DEFAULT_MODELS = registry.DEFAULT_MODELS
 GOLDEN_CANDIDATES = 64   # test inputs the bundle's golden set is picked from (the 8 answered most confidently)
 ARM64_INPUTS = {"image-classification": 200, "text-classification": 100, "text-generation": 3}
 TUNE_LENGTH = 200        # greedy characters per prompt, compared character for character

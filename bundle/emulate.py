@@ -9,8 +9,7 @@ onnxruntime versions, for the device checks of edge bundles (issue 21).
   real AVX2 hardware: `int8_probe_model` shows it);
 - other onnxruntime versions on this machine: their x86-64 wheels unpacked side by side.
 
-The emulators and the root are built once by scripts/emulators.sh into .emu/ (or
-$EDGESTACK_EMU_DIR); wheels are fetched once by `pip download` into .emu/wheels/ and
+The emulators and the root are built once by scripts/emulators.sh into .emu/; wheels are fetched once by `pip download` into .emu/wheels/ and
 unpacked there (`python -m bundle.emulate wheels` fetches the default set ahead of time).
 Emulated timings mean nothing; answers do.
 """
@@ -46,7 +45,7 @@ OLDEST_TESTED = "1.15.1"
 
 
 def emu_dir() -> Path:
-    return Path(os.environ.get("EDGESTACK_EMU_DIR") or REPO / ".emu").resolve()
+    return REPO / ".emu"
 
 
 def prepare(what: str = "all") -> None:
@@ -55,8 +54,7 @@ def prepare(what: str = "all") -> None:
              "all": [emu_dir() / "qemu/.installed", emu_dir() / "arm64-root/.installed"]}[what]
     if all(p.exists() for p in ready):
         return
-    run = subprocess.run(["bash", str(REPO / "scripts/emulators.sh"), what], env={**os.environ,
-                         "EDGESTACK_EMU_DIR": str(emu_dir())})
+    run = subprocess.run(["bash", str(REPO / "scripts/emulators.sh"), what])
     if run.returncode:
         raise UsageError(f"scripts/emulators.sh {what} failed (exit {run.returncode}); see its output above")
 
@@ -112,7 +110,7 @@ ARM64_CPU = "cortex-a72"  # a Raspberry Pi 4's core (NEON, no dot-product instru
 def arm64_python(onnxruntime: str | None = None, *, tokenizers: bool = False,
                  cpu: str | None = None) -> tuple[list[str], dict]:
     """(command prefix, environment) that runs the emulated arm64 python3.11 on `cpu` (a QEMU CPU
-    model, default ARM64_CPU or $EDGESTACK_ARM64_CPU) with onnxruntime (default: this venv's
+    model, default ARM64_CPU) with onnxruntime (default: this venv's
     version), numpy (and tokenizers) on its path."""
     prepare("all")
     onnxruntime = onnxruntime or installed_version("onnxruntime")
@@ -122,7 +120,7 @@ def arm64_python(onnxruntime: str | None = None, *, tokenizers: bool = False,
         paths.append(wheel("aarch64", "tokenizers", installed_version("tokenizers")))
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": os.pathsep.join(map(str, paths)),
            "PYTHONDONTWRITEBYTECODE": "1", "LANG": "C.UTF-8"}
-    cpu = cpu or os.environ.get("EDGESTACK_ARM64_CPU") or ARM64_CPU
+    cpu = cpu or ARM64_CPU
     return [str(emu_dir() / "qemu/bin/qemu-aarch64"), "-cpu", cpu, "-L", str(root), str(root / "usr/bin/python3.11")], env
 
 

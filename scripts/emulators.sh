@@ -21,7 +21,7 @@
 #   scripts/emulators.sh qemu       the emulators only (the AVX2-only check needs nothing else)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-EMU=${EDGESTACK_EMU_DIR:-.emu}
+EMU=.emu
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 SUITE=bookworm
 what=${1:-all}
