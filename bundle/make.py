@@ -47,7 +47,7 @@ from edgestack import artifact, registry
 from edgestack.errors import UsageError
 
 EDGE_PACKAGE = Path(__file__).resolve().parent / "edge_runner"
-COMMON_FILES = ("__init__.py", "__main__.py", "health.py")
+COMMON_FILES = ("__init__.py", "__main__.py", "health.py", "agent.py")
 GOLDEN_ROWS = 8  # golden inputs kept: the ones the model answers most confidently (a health check, not a benchmark)
 BUNDLE_SCHEMA = 1
 
@@ -216,15 +216,18 @@ def golden_answers(folder: Path, inputs: dict) -> dict:
 
 def make_bundle(name: str, out_root: Path | str = "bundles", *, variant: str = "int8",
                 target_platform: str | None = None, archive: bool = True, root: Path | None = None,
-                progress: bool = True, golden: dict | None = None, runtimes: list[str] | None = None) -> Bundle:
+                progress: bool = True, golden: dict | None = None, runtimes: list[str] | None = None,
+                version: str | None = None) -> Bundle:
     """golden: real test inputs for the health check (the family's `answers` format, e.g. {"pixels":
     uint8 [N, 28, 28]}); without them the family's synthetic example. runtimes: onnxruntime
     versions to measure the oldest that loads and answers the bundle (bundle/runtimes.py); None:
-    not measured, the manifest says so and names the converter's version as the minimum."""
+    not measured, the manifest says so and names the converter's version as the minimum.
+    version: the artifact version to bundle (default: the latest)."""
     say = print if progress else (lambda *a, **k: None)
     spec = registry.get(name)
     edge = registry.stage(name, "edge")
-    art = artifact.load_latest(name, root)  # verifies every checksum of the source artifact
+    art = (artifact.load(Path(root or artifact.default_root()) / name / str(version)) if version is not None
+           else artifact.load_latest(name, root))  # verifies every checksum of the source artifact
     m = art.meta
     withheld = m.quantization.withheld_reason if m.quantization else None
     if variant == "int8" and "int8" not in m.variants and withheld:
@@ -307,7 +310,8 @@ def make_bundle(name: str, out_root: Path | str = "bundles", *, variant: str = "
         (staging / "README.txt").write_text(readme(manifest))
         manifest["files"] = {
             str(p.relative_to(staging)): {"sha256": sha256(p), "bytes": p.stat().st_size}
-            for p in sorted(staging.rglob("*")) if p.is_file() and "__pycache__" not in p.parts}
+            for p in sorted(staging.rglob("*")) if p.is_file() and "__pycache__" not in p.parts
+            and p != staging / "manifest.json"}
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         if final.exists():
             old = out_root / f".old-{final.name}-{os.getpid()}"

@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     # -- where things are ---------------------------------------------------------------
     artifacts: Path = Field(
         Path("artifacts"), description="where built models live (relative to the working directory)")
+    fleet_dir: Path = Field(
+        Path("fleet"), description="edge fleet (serving/fleet.py): the bundles the server publishes, their "
+                                   "channels, and what each device last reported")
     models: Annotated[list[str], NoDecode] = Field(
         [], description="which built models to serve: served names, comma-separated",
         json_schema_extra=_shown("every built model"))

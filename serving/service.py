@@ -34,6 +34,7 @@ from serving.admission import DRAIN, Admission
 from serving.auth import Cors, TokenAuth
 from serving.endpoints import Endpoints
 from serving.error_shape import ErrorShape, refusal
+from serving.fleet import Fleet
 from serving.inputs import api
 from serving.limits import BodySizeLimit
 from serving.playground import Playground
@@ -202,6 +203,7 @@ EdgeStack.add_asgi_middleware(Admission)
 EdgeStack.add_asgi_middleware(TokenAuth)
 EdgeStack.add_asgi_middleware(BodySizeLimit)
 EdgeStack.add_asgi_middleware(Playground)  # GET / is the playground (serving/playground.py), /docs the API docs
+EdgeStack.add_asgi_middleware(Fleet)  # /bundles and /devices: edge bundles for devices, the fleet view (serving/fleet.py)
 # The Open Inference Protocol (KServe/Triton v2 REST) on the same runners. Mounted at "/"
 # with absolute /v2/... routes: a mount at "/v2" would not match `GET /v2` itself.
 V2_APP = v2.build_app(RUNNERS)

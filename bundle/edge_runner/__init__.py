@@ -131,8 +131,19 @@ def health(bundle_dir: Path | str | None = None, *, golden: Path | str | None = 
     got = family_module(model.manifest).answers(model, inputs)
     report = compare(expected, got, float(block.get("probability_tolerance", PROBABILITY_TOLERANCE)))
     report.update(name=model.manifest["name"], version=model.manifest["version"], onnxruntime=ort.__version__,
-                  machine=platform.machine(), seconds=round(time.perf_counter() - started, 3))
+                  machine=platform.machine(), seconds=round(time.perf_counter() - started, 3),
+                  p50_ms=p50_ms(model, next(iter(inputs.values()))[0]))
     return report
+
+
+def p50_ms(model, sample, runs: int = 15) -> float:
+    """Median batch-1 latency of one golden input (a generator: one character), milliseconds."""
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        model.predict_one(sample)
+        times.append(time.perf_counter() - started)
+    return round(1000 * sorted(times)[len(times) // 2], 3)
 
 
 def run_health(argv: list[str]) -> int:

@@ -1,5 +1,5 @@
 // The playground's behaviour: plain JavaScript, no build step, talking to this server's own
-// endpoints (/models, /classify_image, /classify_text, /generate_stream, /render_midi, /metrics).
+// endpoints (/models, /classify_image, /classify_text, /generate_stream, /render_midi, /metrics, /devices).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -412,6 +412,37 @@ async function refreshLatency() {
   }
 }
 
+// ------------------------------------------------------------------ edge devices (GET /devices)
+
+function ago(seconds) {
+  if (seconds < 90) return `${Math.round(seconds)} s ago`;
+  if (seconds < 5400) return `${Math.round(seconds / 60)} min ago`;
+  return `${(seconds / 3600).toFixed(1)} h ago`;
+}
+
+async function refreshFleet() {
+  try {
+    const { response } = await call("/devices", {});
+    const body = await response.json();
+    const rows = body.devices.map((d) => el("tr", {},
+      el("td", {}, d.device_id), el("td", {}, d.model || ""), el("td", {}, d.version ? `v${d.version}` : "none"),
+      el("td", {}, d.channel || ""),
+      el("td", { class: d.health === "ok" ? "" : "error" }, d.health || "unknown"),
+      el("td", {}, d.arch || ""), el("td", {}, d.onnxruntime || ""),
+      el("td", {}, d.p50_ms != null ? `${d.p50_ms.toFixed(2)} ms` : ""),
+      el("td", {}, ago(body.now_unix - d.received_unix)),
+      el("td", { class: d.last_error ? "error" : "" }, d.last_error || (d.event || "").replace(/^\S+ /, ""))));
+    $("fleet-table").tBodies[0].replaceChildren(...(rows.length ? rows
+      : [el("tr", {}, el("td", { colspan: "10" }, "no device has reported yet"))]));
+    const channels = Object.entries(body.channels).map(([channel, models]) =>
+      `${channel}: ${Object.entries(models).map(([m, v]) => `${m} v${v}`).join(", ")}`);
+    $("fleet-channels").textContent = channels.length ? `channels — ${channels.join(" · ")}` : "nothing published yet";
+    $("fleet-status").textContent = `updated ${new Date().toLocaleTimeString()}`;
+  } catch (exc) {
+    showError($("fleet-status"), `fleet: ${exc.message}`);
+  }
+}
+
 // ------------------------------------------------------------------ start
 
 async function start() {
@@ -441,6 +472,8 @@ async function start() {
   }
   refreshLatency();
   setInterval(refreshLatency, 5000);
+  refreshFleet();
+  setInterval(refreshFleet, 10000);
   document.body.dataset.ready = "true";
 }
 

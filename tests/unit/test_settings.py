@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # Every variable the code read before Settings existed, with the default it had then.
 DEFAULTS = {
     "EDGESTACK_ARTIFACTS": Path("artifacts"),
+    "EDGESTACK_FLEET_DIR": Path("fleet"),
     "EDGESTACK_THREADS": 0,                 # 0: all cores
     "EDGESTACK_MAX_ITEMS": 256,
     "EDGESTACK_MAX_WAIT_MS": 0.0,

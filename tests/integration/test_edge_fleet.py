@@ -1,0 +1,182 @@
+"""The update agent against a real server (issue 21 items 5 and 6): a simulated device (a venv
+with only the runner's dependencies, from local wheels) on loopback follows its channel,
+refuses what does not verify or pass its health check, survives SIGKILL at every step of an
+update, and the server's fleet view shows what each device reported."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from bundle.edge_runner.agent import KILL_AT, KILL_POINTS
+from bundle.edge_runner.health import read_golden, write_golden
+from bundle.make import make_bundle, sha256, write_archive
+from serving import fleet
+from tests.clean_venv import clean_env
+from tests.conftest import serve
+
+TOKEN = "device-fleet-token"
+
+
+def reversion(folder: Path, version: str, out: Path, *, break_health: bool = False) -> Path:
+    """A copy of a bundle under another version number (an archive, as `edgestack bundle` writes);
+    break_health: its golden answers no longer match what the model computes (a model that goes
+    wrong on the device), with checksums that still verify."""
+    manifest = json.loads((folder / "manifest.json").read_text())
+    copy = out / f"{manifest['name']}-v{version}"
+    shutil.copytree(folder, copy)
+    if break_health:
+        inputs, expected = read_golden(copy / "golden.npz")
+        expected["probabilities"] = np.roll(expected["probabilities"], 1, axis=1)
+        write_golden(copy / "golden.npz", inputs, expected)
+        manifest["files"]["golden.npz"] = {"sha256": sha256(copy / "golden.npz"),
+                                           "bytes": (copy / "golden.npz").stat().st_size}
+    manifest["version"] = version
+    (copy / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return write_archive(copy, out / f"{copy.name}.tar.gz")
+
+
+@pytest.fixture(scope="module")
+def published(digits_artifact, tmp_path_factory):
+    out = tmp_path_factory.mktemp("fleet-bundles")
+    v1 = make_bundle("digits-cnn", out / "built", progress=False)
+    return {"folder": v1.path, "1": reversion(v1.path, "1", out), "2": reversion(v1.path, "2", out),
+            "3-bad": reversion(v1.path, "3", out, break_health=True)}
+
+
+@pytest.fixture(scope="module")
+def fleet_server(digits_artifact, tmp_path_factory):
+    root = tmp_path_factory.mktemp("fleet")
+    with serve(["digits-cnn"], {"EDGESTACK_FLEET_DIR": str(root), "EDGESTACK_API_KEYS": TOKEN}) as (url, _):
+        yield url, root
+
+
+@pytest.fixture(scope="module")
+def device_python(clean_venv):
+    return clean_venv("onnxruntime", "numpy")
+
+
+def agent(device_python, published, url, home, device, channel, *, kill_at=None, server=None):
+    env = {**clean_env(), "EDGE_AGENT_TOKEN": TOKEN, **({KILL_AT: kill_at} if kill_at else {})}
+    return subprocess.run([str(device_python), str(published["folder"] / "edge_runner"), "agent", "--once",
+                           "--server", server or url, "--device-id", device, "--channel", channel,
+                           "--home", str(home), "--model", "digits-cnn"],
+                          env=env, capture_output=True, text=True, timeout=300)
+
+
+def current(home: Path) -> str | None:
+    link = home / "current"
+    return Path(os.readlink(link)).name if link.is_symlink() else None
+
+
+def healthy(device_python, home: Path) -> bool:
+    """What the device serves: `current` resolves to a complete bundle that passes its health check."""
+    run = subprocess.run([str(device_python), "-m", "edge_runner", "--health", "--check"], cwd=home / "current",
+                         env=clean_env(), capture_output=True, text=True, timeout=120)
+    return run.returncode == 0
+
+
+def fleet_view(url: str) -> dict:
+    return {d["device_id"]: d for d in httpx.get(url + "/devices", headers={"Authorization": f"Bearer {TOKEN}"},
+                                                   timeout=30).json()["devices"]}
+
+
+def test_devices_follow_their_channel_canary_first_and_the_fleet_view_shows_them(
+        device_python, published, fleet_server, tmp_path):
+    url, root = fleet_server
+    fleet.publish(published["1"], "stable", root)
+    fleet.publish(published["2"], "canary", root)
+    assert httpx.get(url + "/devices", timeout=30).status_code == 401  # same token auth as every route
+    assert httpx.get(url + "/bundles/digits-cnn/latest?channel=stable", timeout=30).status_code == 401
+    stable, canary = tmp_path / "stable-1", tmp_path / "canary-1"
+    run = agent(device_python, published, url, stable, "stable-1", "stable")
+    assert run.returncode == 0 and current(stable) == "1", run.stderr
+    with pytest.raises(Exception, match="no device on 'canary' reports"):
+        fleet.promote("digits-cnn", "stable", root=root)   # canary first: nobody has run v2 yet
+    started = time.monotonic()
+    run = agent(device_python, published, url, canary, "canary-1", "canary")
+    assert run.returncode == 0 and current(canary) == "2", run.stderr
+    fleet.promote("digits-cnn", "stable", root=root)       # the canary reported v2 healthy
+    run = agent(device_python, published, url, stable, "stable-1", "stable")
+    update_seconds = time.monotonic() - started
+    assert current(stable) == "2" and sorted(os.listdir(stable / "versions")) == ["1", "2"], run.stderr
+    assert "updated to v2 (from v1)" in run.stderr and healthy(device_python, stable)
+    view = fleet_view(url)
+    for device in ("stable-1", "canary-1"):
+        assert view[device]["version"] == "2" and view[device]["health"] == "ok"
+        assert view[device]["arch"] and view[device]["onnxruntime"] and view[device]["p50_ms"] > 0
+    assert update_seconds < 120  # generous: the figure itself is measured by the fleet benchmark
+
+
+def test_a_version_failing_its_health_check_is_refused_and_a_broken_current_rolled_back(
+        device_python, published, fleet_server, tmp_path):
+    url, root = fleet_server
+    home = tmp_path / "device"
+    fleet.publish(published["1"], "health", root)
+    assert agent(device_python, published, url, home, "health-1", "health").returncode == 0
+    fleet.publish(published["3-bad"], "health", root)
+    run = agent(device_python, published, url, home, "health-1", "health")
+    assert current(home) == "1" and not (home / "versions" / "3").exists(), run.stderr
+    assert "update to v3 refused, staying on v1: v3 failed its health check: probabilities:" in run.stderr
+    report = fleet_view(url)["health-1"]
+    assert report["version"] == "1" and "v3 failed its health check" in report["last_error"]
+    again = agent(device_python, published, url, home, "health-1", "health")  # not retried: same bytes
+    assert "offered" not in again.stderr and current(home) == "1"
+    # v2 installs; then a file of the installed v2 changes under it: the device goes back to v1
+    fleet.publish(published["2"], "health", root)
+    assert agent(device_python, published, url, home, "health-1", "health").returncode == 0 and current(home) == "2"
+    model = home / "versions" / "2" / "model.ort"
+    model.write_bytes(model.read_bytes()[:-10] + b"0123456789")
+    run = agent(device_python, published, url, home, "health-1", "health")
+    assert current(home) == "1" and "rolled back to v1: v2 no longer verifies" in run.stderr
+    assert healthy(device_python, home)
+
+
+def test_tampered_truncated_and_unreachable(device_python, published, fleet_server, tmp_path):
+    url, root = fleet_server
+    home = tmp_path / "device"
+    fleet.publish(published["1"], "faults", root)
+    assert agent(device_python, published, url, home, "faults-1", "faults").returncode == 0
+    # a partial download left by a cut connection resumes where it stopped (HTTP Range)
+    fleet.publish(published["2"], "faults", root)
+    archive = published["2"].read_bytes()
+    (home / "downloads" / "digits-cnn-v2.tar.gz.part").write_bytes(archive[:len(archive) // 2])
+    run = agent(device_python, published, url, home, "faults-1", "faults")
+    assert f"resuming the download of v2 at byte {len(archive) // 2}" in run.stderr and current(home) == "2"
+    # the archive on the server no longer matches what was published: refused, the device stays
+    bad = root / "bundles" / "digits-cnn" / "1" / "digits-cnn-v1.tar.gz"
+    original = bad.read_bytes()
+    try:
+        bad.write_bytes(original[:100] + bytes([original[100] ^ 0xFF]) + original[101:])
+        fleet.publish(published["1"], "faults", root)  # the channel points back at v1: its bytes changed on the server
+        run = agent(device_python, published, url, home, "faults-1", "faults")
+        assert current(home) == "2" and "does not match the sha256 the server announced" in run.stderr
+    finally:
+        bad.write_bytes(original)
+    # the server unreachable: the device keeps running what it has and says why
+    run = agent(device_python, published, url, home, "faults-1", "faults", server="http://127.0.0.1:9")
+    assert run.returncode == 0 and current(home) == "2" and "server unreachable" in run.stderr
+    assert healthy(device_python, home)
+
+
+@pytest.mark.parametrize("point", KILL_POINTS)
+def test_sigkill_at_every_step_leaves_a_good_version(device_python, published, fleet_server, tmp_path, point):
+    url, root = fleet_server
+    home, channel = tmp_path / "device", f"kill-{point}"
+    fleet.publish(published["1"], channel, root)
+    assert agent(device_python, published, url, home, point, channel).returncode == 0
+    fleet.publish(published["2"], channel, root)
+    killed = agent(device_python, published, url, home, point, channel, kill_at=point)
+    assert killed.returncode == -9, killed.stderr
+    assert current(home) in ("1", "2") and healthy(device_python, home)  # killed: still a good version
+    run = agent(device_python, published, url, home, point, channel)      # restarted: finishes the update
+    assert run.returncode == 0 and current(home) == "2", run.stderr
+    assert not list((home / "versions").glob(".tmp-*")) and healthy(device_python, home)
