@@ -10,6 +10,10 @@
                                             runtime compatibility (ORT format, opset, ISA, oldest onnxruntime)
         golden.npz                          a few real test inputs and this bundle's answers to them
                                             (`python -m edge_runner --health`; the update agent's health check)
+        source/artifact-manifest.json,      the source artifact's manifest and signature, when it is signed:
+        source/model.sig                    proof that model.onnx is the signed artifact's int8 graph
+        model.sig                           the bundle's own signature (every file), with a signing key
+                                            (EDGESTACK_SIGNING_KEY): OpenSSF model-signing, EC P-256
         labels.txt                          one label per line
         edge_runner/                        the runner: onnxruntime + numpy only (python -m edge_runner)
         <extra files the family needs>      vocabulary / tokenizer for text models
@@ -214,15 +218,24 @@ def golden_answers(folder: Path, inputs: dict) -> dict:
             return {k: data[k] for k in data.files}
 
 
+def sign_bundle(folder: Path, key: Path) -> Path:
+    """The bundle's signature over every one of its files (edgestack/signing.py: OpenSSF model-signing,
+    EC P-256): model.sig, which the update agent checks with --trusted-key before it installs."""
+    from edgestack import signing
+
+    return signing.sign_directory(folder, key)
+
+
 def make_bundle(name: str, out_root: Path | str = "bundles", *, variant: str = "int8",
                 target_platform: str | None = None, archive: bool = True, root: Path | None = None,
                 progress: bool = True, golden: dict | None = None, runtimes: list[str] | None = None,
-                version: str | None = None) -> Bundle:
+                version: str | None = None, signing_key: Path | str | None = None) -> Bundle:
     """golden: real test inputs for the health check (the family's `answers` format, e.g. {"pixels":
     uint8 [N, 28, 28]}); without them the family's synthetic example. runtimes: onnxruntime
     versions to measure the oldest that loads and answers the bundle (bundle/runtimes.py); None:
     not measured, the manifest says so and names the converter's version as the minimum.
-    version: the artifact version to bundle (default: the latest)."""
+    version: the artifact version to bundle (default: the latest). signing_key: sign the bundle with this
+    private key (default EDGESTACK_SIGNING_KEY; none: unsigned, checksums only)."""
     say = print if progress else (lambda *a, **k: None)
     spec = registry.get(name)
     edge = registry.stage(name, "edge")
@@ -257,6 +270,11 @@ def make_bundle(name: str, out_root: Path | str = "bundles", *, variant: str = "
         runner_dir.mkdir()
         for filename in COMMON_FILES:
             shutil.copy(EDGE_PACKAGE / filename, runner_dir / filename)
+        shutil.copy(Path(importlib.util.find_spec("edgestack.signing").origin), runner_dir / "signing.py")
+        if (art.path / "model.sig").is_file():  # the artifact's own signature travels with the bundle
+            (staging / "source").mkdir()
+            shutil.copy(art.path / "model.sig", staging / "source" / "model.sig")
+            shutil.copy(art.path / "manifest.json", staging / "source" / "artifact-manifest.json")
         module_file = Path(importlib.util.find_spec(edge).origin)
         shutil.copy(module_file, runner_dir / module_file.name)
         copy_family_processing(spec.stages.processing, runner_dir / "families")
@@ -274,7 +292,9 @@ def make_bundle(name: str, out_root: Path | str = "bundles", *, variant: str = "
             "graphs": {role: {"ort": f"{role}.ort", "onnx": f"{role}.onnx"} for role in sources},
             "runner": {"module": module_file.stem, "command": "python -m edge_runner INPUT...",
                        "requires": list(getattr(edge_module, "REQUIRES", ("onnxruntime", "numpy"))),
-                       "python_api": edge_module.API_EXAMPLE},
+                       "python_api": edge_module.API_EXAMPLE,
+                       # what `python -m edge_runner agent --trusted-key` needs beyond `requires`
+                       "verifier_requires": ["cryptography"]},
             # blocks the edge runner reads, copied verbatim from the artifact's manifest (it stays on dicts)
             "inputs": as_read["inputs"], "outputs": as_read["outputs"],
             "preprocessing": as_read.get("preprocessing"), "labels": labels,
@@ -313,6 +333,12 @@ def make_bundle(name: str, out_root: Path | str = "bundles", *, variant: str = "
             for p in sorted(staging.rglob("*")) if p.is_file() and "__pycache__" not in p.parts
             and p != staging / "manifest.json"}
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        from edgestack.settings import get_settings
+
+        key = signing_key or get_settings().signing_key
+        if key:
+            sign_bundle(staging, Path(key))
+        manifest["signed"] = bool(key)
         if final.exists():
             old = out_root / f".old-{final.name}-{os.getpid()}"
             final.rename(old)

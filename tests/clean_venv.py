@@ -36,7 +36,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 WHEELHOUSE = REPO_ROOT / ".wheelhouse"
 # What clean venvs may ask for: the edge runners' whole dependency list (bundle manifests'
 # runner.requires). onnxruntime-gpu shares the import name: its CPU twin is pinned to the same version.
-PACKAGES = ("onnxruntime", "numpy", "tokenizers")
+PACKAGES = ("onnxruntime", "numpy", "tokenizers", "cryptography")  # cryptography: the update agent checks signatures
 STAMP = "requirements.txt"  # in the wheelhouse: what the last successful `fill` downloaded
 HOW = "run `make wheelhouse` (in a git worktree: `.venv/bin/python -m tests.clean_venv fill`)"
 

@@ -187,19 +187,10 @@ class Agent:
 
     # ------------------------------------------------------------ checks
 
-    def verify(self, folder: Path, expect_version: str | None = None) -> dict:
-        """Signature (when trusted keys are configured) and every file's sha256; the manifest."""
-        if self.trusted:
-            try:
-                from . import signing
-            except ImportError as exc:
-                raise AgentError("this runner has no signature verifier (edge_runner/signing.py)") from exc
-            try:
-                signing.verify_directory(folder, signing.load_trusted_keys(self.trusted))
-            except ImportError as exc:
-                raise AgentError("checking signatures needs the `cryptography` package (pip install cryptography)") from exc
-            except Exception as exc:  # signing.SignatureError and key errors: refused, in one line
-                raise AgentError(f"signature check failed: {exc}") from exc
+    def verify(self, folder: Path, expect_version: str | None = None, *, signature: bool = True) -> dict:
+        """The signature (with trusted keys; at install), then every file's sha256; the manifest."""
+        if self.trusted and signature:
+            self.verify_signature(folder)
         try:
             manifest = read_manifest(folder, check=True)
         except (BundleError, ValueError) as exc:
@@ -209,9 +200,33 @@ class Agent:
                              f"{self.model} v{expect_version}")
         return manifest
 
+    def verify_signature(self, folder: Path) -> None:
+        """model.sig must verify against a trusted key and list exactly the bundle's files; when the bundle
+        carries its source artifact's signature, that must verify too, and name the bundle's .onnx graphs."""
+        try:
+            from . import signing
+
+            keys = signing.load_trusted_keys(self.trusted)
+            signer = signing.verify_directory(folder, keys)
+            source = folder / "source"
+            if (source / signing.SIGNATURE).is_file():
+                raw = (source / "artifact-manifest.json").read_bytes()
+                files = {k: v["sha256"] for k, v in json.loads(raw)["files"].items()}
+                signing.verify_artifact(source, raw, files, keys)
+                for role, meta in json.loads((folder / "manifest.json").read_text())["source"]["files"].items():
+                    if files.get(meta["file"]) != meta["sha256"] or sha256_of(folder / f"{role}.onnx") != meta["sha256"]:
+                        raise AgentError(f"{role}.onnx is not the signed artifact's {meta['file']}")
+        except ImportError as exc:
+            raise AgentError(f"checking signatures needs the `cryptography` package ({exc})") from exc
+        except AgentError:
+            raise
+        except Exception as exc:  # signing.SignatureError, unreadable key or manifest: refused, in one line
+            raise AgentError(f"signature check failed: {exc}") from exc
+        self.state["signer"] = signer[:16]
+
     def health(self, folder: Path) -> dict:
         """The bundle's health check in a fresh process (a version that cannot even start fails here)."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}, "PYTHONDONTWRITEBYTECODE": "1"}
         try:
             run = subprocess.run([self.python, "-m", "edge_runner", "--health", "--json", "--check", "--threads", "1"],
                                  cwd=folder, capture_output=True, text=True, timeout=self.timeout, env=env)
@@ -276,7 +291,7 @@ class Agent:
         if size > offer["bytes"] or sha256_of(part) != offer["sha256"]:
             part.unlink()
             raise AgentError(f"the download of v{offer['version']} does not match the sha256 the server announced "
-                             "(corrupted or tampered): discarded")
+                             "(corrupted or tampered): discarded, fetched again next time", transient=True)
         os.replace(part, final)
         return final
 
@@ -285,7 +300,7 @@ class Agent:
         target = self.versions / version
         if target.is_dir():  # installed before (a kill after the rename, or a rollback target): check it again
             try:
-                self.verify(target, version)
+                self.verify(target, version, signature=False)
                 return target
             except AgentError:
                 shutil.rmtree(target)
@@ -314,7 +329,7 @@ class Agent:
                 self.roll_back("`current` is missing or broken")
             return
         try:
-            self.verify(self.versions / current, current)
+            self.verify(self.versions / current, current, signature=False)
         except AgentError as exc:
             self.roll_back(f"v{current} no longer verifies ({exc})")
             return
@@ -328,7 +343,7 @@ class Agent:
             if version == broken or not (self.versions / version).is_dir():
                 continue
             try:
-                self.verify(self.versions / version, version)
+                self.verify(self.versions / version, version, signature=False)
             except AgentError:
                 continue
             self.switch(version)
@@ -407,7 +422,8 @@ class Agent:
                 "arch": platform.machine(), "onnxruntime": ort.__version__, "p50_ms": self.state.get("p50_ms"),
                 "last_error": self.state.get("last_error"), "events": self.state.get("events", [])[-EVENTS_KEPT:],
                 "event": (self.state.get("events") or [""])[-1], "agent_started_at": self.started_at,
-                "signature": "checked" if self.trusted else "not checked (no --trusted-key)",
+                "signature": (f"checked (key {self.state.get('signer', '?')})" if self.trusted
+                              else "not checked (no --trusted-key)"),
                 "installed": sorted((p.name for p in self.versions.iterdir() if p.is_dir() and not p.name.startswith(".")),
                                     key=lambda v: int(v) if v.isdigit() else -1)}
 

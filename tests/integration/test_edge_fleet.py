@@ -61,14 +61,16 @@ def fleet_server(digits_artifact, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def device_python(clean_venv):
-    return clean_venv("onnxruntime", "numpy")
+    """The device: only what the runner needs, and the signature verifier's one dependency."""
+    return clean_venv("onnxruntime", "numpy", "cryptography")
 
 
-def agent(device_python, published, url, home, device, channel, *, kill_at=None, server=None):
+def agent(device_python, published, url, home, device, channel, *, kill_at=None, server=None, trusted=()):
     env = {**clean_env(), "EDGE_AGENT_TOKEN": TOKEN, **({KILL_AT: kill_at} if kill_at else {})}
     return subprocess.run([str(device_python), str(published["folder"] / "edge_runner"), "agent", "--once",
                            "--server", server or url, "--device-id", device, "--channel", channel,
-                           "--home", str(home), "--model", "digits-cnn"],
+                           "--home", str(home), "--model", "digits-cnn",
+                           *[arg for key in trusted for arg in ("--trusted-key", str(key))]],
                           env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -145,22 +147,21 @@ def test_tampered_truncated_and_unreachable(device_python, published, fleet_serv
     home = tmp_path / "device"
     fleet.publish(published["1"], "faults", root)
     assert agent(device_python, published, url, home, "faults-1", "faults").returncode == 0
-    # a partial download left by a cut connection resumes where it stopped (HTTP Range)
+    # the archive on the server no longer matches what was published: refused, the device stays on v1
     fleet.publish(published["2"], "faults", root)
-    archive = published["2"].read_bytes()
-    (home / "downloads" / "digits-cnn-v2.tar.gz.part").write_bytes(archive[:len(archive) // 2])
-    run = agent(device_python, published, url, home, "faults-1", "faults")
-    assert f"resuming the download of v2 at byte {len(archive) // 2}" in run.stderr and current(home) == "2"
-    # the archive on the server no longer matches what was published: refused, the device stays
-    bad = root / "bundles" / "digits-cnn" / "1" / "digits-cnn-v1.tar.gz"
-    original = bad.read_bytes()
+    served = root / "bundles" / "digits-cnn" / "2" / "digits-cnn-v2.tar.gz"
+    original = served.read_bytes()
     try:
-        bad.write_bytes(original[:100] + bytes([original[100] ^ 0xFF]) + original[101:])
-        fleet.publish(published["1"], "faults", root)  # the channel points back at v1: its bytes changed on the server
+        served.write_bytes(original[:100] + bytes([original[100] ^ 0xFF]) + original[101:])
         run = agent(device_python, published, url, home, "faults-1", "faults")
-        assert current(home) == "2" and "does not match the sha256 the server announced" in run.stderr
+        assert current(home) == "1" and "does not match the sha256 the server announced" in run.stderr, run.stderr
+        assert "does not match the sha256" in fleet_view(url)["faults-1"]["last_error"]
     finally:
-        bad.write_bytes(original)
+        served.write_bytes(original)
+    # a partial download left by a cut connection resumes where it stopped (HTTP Range)
+    (home / "downloads" / "digits-cnn-v2.tar.gz.part").write_bytes(original[:len(original) // 2])
+    run = agent(device_python, published, url, home, "faults-1", "faults")
+    assert f"resuming the download of v2 at byte {len(original) // 2}" in run.stderr and current(home) == "2"
     # the server unreachable: the device keeps running what it has and says why
     run = agent(device_python, published, url, home, "faults-1", "faults", server="http://127.0.0.1:9")
     assert run.returncode == 0 and current(home) == "2" and "server unreachable" in run.stderr
@@ -180,3 +181,49 @@ def test_sigkill_at_every_step_leaves_a_good_version(device_python, published, f
     run = agent(device_python, published, url, home, point, channel)      # restarted: finishes the update
     assert run.returncode == 0 and current(home) == "2", run.stderr
     assert not list((home / "versions").glob(".tmp-*")) and healthy(device_python, home)
+
+
+def test_signed_bundles_are_checked_on_the_device(device_python, published, fleet_server, digits_artifact,
+                                                  tmp_path):
+    from edgestack import signing
+
+    url, root = fleet_server
+    ours_key, ours = signing.new_key_pair(tmp_path / "ours")
+    theirs_key, _ = signing.new_key_pair(tmp_path / "theirs")
+    artifacts = tmp_path / "artifacts"
+    shutil.copytree(digits_artifact.path, artifacts / "digits-cnn" / digits_artifact.version)
+    signing.sign_artifact(artifacts / "digits-cnn" / digits_artifact.version, ours_key)  # a signed build
+
+    def signed_as(version: str, key: Path) -> Path:
+        archive = reversion(built.path, version, tmp_path)
+        signing.sign_directory(tmp_path / f"digits-cnn-v{version}", key)
+        return write_archive(tmp_path / f"digits-cnn-v{version}", archive)
+
+    built = make_bundle("digits-cnn", tmp_path / "built", root=artifacts, progress=False, signing_key=ours_key)
+    assert (built.path / "model.sig").is_file() and (built.path / "source" / "model.sig").is_file()
+    home, channel = tmp_path / "device", "signed"
+    fleet.publish(published["1"], channel, root)  # unsigned: refused by a device that trusts a key
+    run = agent(device_python, published, url, home, "signed-1", channel, trusted=[ours])
+    assert current(home) is None and "signature check failed" in run.stderr, run.stderr
+    fleet.publish(signed_as("5", theirs_key), channel, root)  # signed by a key the device does not trust
+    run = agent(device_python, published, url, home, "signed-1", channel, trusted=[ours])
+    assert current(home) is None and "signature check failed" in run.stderr, run.stderr
+    fleet.publish(signed_as("4", ours_key), channel, root)  # ours: bundle and artifact signatures verify
+    run = agent(device_python, published, url, home, "signed-1", channel, trusted=[ours])
+    assert current(home) == "4", run.stderr
+    assert fleet_view(url)["signed-1"]["signature"].startswith("checked (key ")
+    # a file changed after signing, the manifest's checksums rewritten to match (what a forger can do)
+    forged = signed_as("6", ours_key)
+    folder = tmp_path / "digits-cnn-v6"
+    labels = folder / "labels.txt"
+    labels.write_text(labels.read_text().replace("7", "1"))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files"]["labels.txt"] = {"sha256": sha256(labels), "bytes": labels.stat().st_size}
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    fleet.publish(write_archive(folder, forged), channel, root)
+    run = agent(device_python, published, url, home, "signed-1", channel, trusted=[ours])
+    assert current(home) == "4" and "signature check failed" in run.stderr, run.stderr
+    # the runner alone still checks checksums (no cryptography needed for --check)
+    check = subprocess.run([str(device_python), "-m", "edge_runner", "--health", "--check"], cwd=home / "current",
+                           env=clean_env(), capture_output=True, text=True, timeout=120)
+    assert check.returncode == 0, check.stderr
