@@ -114,8 +114,8 @@ def arm64_row(name: str, root: Path | None, out: Path, onnxruntime: str | None, 
 
 
 def arm64_table(rows: list[dict]) -> str:
-    lines = ["| model | inputs | labels agree | max probability difference | greedy tunes equal | onnxruntime "
-             "(arm64) | result |", "|---|---|---|---|---|---|---|"]
+    lines = [("| model | inputs | labels agree | max probability difference | greedy tunes equal | onnxruntime "
+              "(arm64) | result |"), "|---|---|---|---|---|---|---|"]
     for r in rows:
         if "error" in r:
             lines.append(f"| {r['model']} | {r['inputs']} | - | - | - | - | FAILED: {r['error']} |")
@@ -194,7 +194,7 @@ def avx2_row(name: str, root: Path | None, record: bool, threads: int) -> dict:
         drop, unit = scores["native"] - scores["avx2"], "accuracy"
     probe = probes["avx2"]
     recorded = art.variants["int8"].get("test_bits_per_char" if unit == "bits/char" else "test_accuracy")
-    row = {"model": name, "version": art.version, "metric": unit, "test_size": int(len(next(iter(split.values())))),
+    row = {"model": name, "version": art.version, "metric": unit, "test_size": len(next(iter(split.values()))),
            "native": scores["native"], "avx2": scores["avx2"], "manifest": recorded, "drop": drop,
            "budget": q.budget, "ok": bool(drop <= q.budget), "int8_probe": probe, "native_int8_probe": probes["native"],
            "probe_saturates": probe != emulate.EXACT_PRODUCT, "emulated_seconds": seconds["avx2"],

@@ -167,7 +167,9 @@ def copy_family_processing(module: str, folder: Path) -> None:
 
 def ort_format_version(path: Path) -> str:
     """The ORT format version an .ort file was written in (its flatbuffer's ort_version)."""
-    from onnxruntime.tools.ort_format_model.ort_flatbuffers_py.fbs import InferenceSession
+    from onnxruntime.tools.ort_format_model.ort_flatbuffers_py.fbs import (
+        InferenceSession,
+    )
 
     return InferenceSession.InferenceSession.GetRootAsInferenceSession(path.read_bytes(), 0).OrtVersion().decode()
 
@@ -197,7 +199,7 @@ def pick_golden(inputs: dict, expected: dict, rows: int = GOLDEN_ROWS) -> tuple[
     top2 = np.sort(probabilities, axis=1)[:, -2:]
     keep = np.sort(np.argsort(-(top2[:, 1] - top2[:, 0]), kind="stable")[:rows])
     n = len(probabilities)
-    cut = lambda block: {k: (v[keep] if len(v) == n else v) for k, v in block.items()}  # noqa: E731
+    cut = lambda block: {k: (v[keep] if len(v) == n else v) for k, v in block.items()}
     return cut(inputs), cut(expected)
 
 

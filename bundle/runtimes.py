@@ -38,7 +38,7 @@ def try_version(folder: Path, version: str) -> str:
     lines = [line for line in (run.stdout + run.stderr).strip().splitlines() if line.strip()]
     if run.returncode == 1 and run.stdout.startswith("{"):
         return "wrong answers: " + "; ".join(json.loads(run.stdout)["problems"])[:300]
-    return ("crashed (signal %d)" % -run.returncode) if run.returncode < 0 else "error: " + (lines[-1] if lines else "?")[:300]
+    return f"crashed (signal {-run.returncode})" if run.returncode < 0 else "error: " + (lines[-1] if lines else "?")[:300]
 
 
 def measure(folder: Path | str, versions: list[str] | tuple[str, ...] = CANDIDATES) -> dict:

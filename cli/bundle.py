@@ -66,7 +66,7 @@ def cmd_fleet(args: argparse.Namespace) -> int:
         print(f"channels: {json.dumps(fleet.channels(fleet.fleet_dir()))}")
         print(f"{'device':<16} {'model':<22} {'version':>7} {'channel':<10} {'health':<8} {'arch':<8} last report / error")
         for d in rows:
-            print(f"{d['device_id']:<16} {d.get('model', ''):<22} {str(d.get('version')):>7} {d.get('channel', ''):<10} "
+            print(f"{d['device_id']:<16} {d.get('model', ''):<22} {d.get('version')!s:>7} {d.get('channel', ''):<10} "
                   f"{d.get('health', ''):<8} {d.get('arch', ''):<8} {d.get('received_at', '')} "
                   f"{d.get('last_error') or d.get('event', '')}")
         if not rows:

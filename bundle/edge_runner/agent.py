@@ -165,6 +165,11 @@ class Agent:
         self.state["events"] = (self.state.get("events", []) + [f"{now()} {text}"])[-EVENTS_KEPT:]
         self.save_state()
 
+    @staticmethod
+    def say(text: str) -> None:
+        """A step on stderr (not an event: the report keeps events only)."""
+        print(f"edge agent: {text}", file=sys.stderr, flush=True)
+
     def current_version(self) -> str | None:
         link = self.home / "current"
         if not link.is_symlink():
@@ -373,13 +378,17 @@ class Agent:
             return
         self.event(f"v{version} offered on channel {self.channel} (running {('v' + current) if current else 'nothing'})")
         try:
-            folder = self.install(offer, self.download(offer))
+            archive = self.download(offer)
+            self.say(f"v{version}: downloaded and its sha256 checked; unpacking and verifying")
+            folder = self.install(offer, archive)
+            self.say(f"v{version}: installed beside the current version; health check")
             report = self.health(folder)
             fault("health")
             if not report["ok"]:
                 raise AgentError(f"v{version} failed its health check: {'; '.join(report['problems'])}")
             self.state.setdefault("sha256", {})[version] = offer["sha256"]
             self.save_state()
+            self.say(f"v{version}: healthy; switching `current`")
             self.switch(version)
             started = self.health(self.home / "current")  # the new version, started as the device runs it
             if not started["ok"]:

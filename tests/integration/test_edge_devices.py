@@ -62,8 +62,8 @@ def test_the_runner_refuses_an_older_onnxruntime_in_one_line(digits_bundle, tmp_
                              text=True)
     assert refused.returncode == 2 and refused.stdout == ""
     assert refused.stderr.strip().splitlines() == [
-        f"edge_runner: this bundle needs onnxruntime >= 99.0.0 (ORT format 6, opset {runtime['opset']['ai.onnx']}); "
-        f"this device has {ORT}: pip install 'onnxruntime>=99.0.0'"]
+        (f"edge_runner: this bundle needs onnxruntime >= 99.0.0 (ORT format 6, opset {runtime['opset']['ai.onnx']}); "
+         f"this device has {ORT}: pip install 'onnxruntime>=99.0.0'")]
 
 
 def test_the_oldest_onnxruntime_is_measured_not_assumed(digits_bundle):

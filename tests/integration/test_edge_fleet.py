@@ -13,35 +13,16 @@ import time
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
 
+from benchmarks.edge_fleet import reversion
 from bundle.edge_runner.agent import KILL_AT, KILL_POINTS
-from bundle.edge_runner.health import read_golden, write_golden
 from bundle.make import make_bundle, sha256, write_archive
 from serving import fleet
 from tests.clean_venv import clean_env
 from tests.conftest import serve
 
 TOKEN = "device-fleet-token"
-
-
-def reversion(folder: Path, version: str, out: Path, *, break_health: bool = False) -> Path:
-    """A copy of a bundle under another version number (an archive, as `edgestack bundle` writes);
-    break_health: its golden answers no longer match what the model computes (a model that goes
-    wrong on the device), with checksums that still verify."""
-    manifest = json.loads((folder / "manifest.json").read_text())
-    copy = out / f"{manifest['name']}-v{version}"
-    shutil.copytree(folder, copy)
-    if break_health:
-        inputs, expected = read_golden(copy / "golden.npz")
-        expected["probabilities"] = np.roll(expected["probabilities"], 1, axis=1)
-        write_golden(copy / "golden.npz", inputs, expected)
-        manifest["files"]["golden.npz"] = {"sha256": sha256(copy / "golden.npz"),
-                                           "bytes": (copy / "golden.npz").stat().st_size}
-    manifest["version"] = version
-    (copy / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    return write_archive(copy, out / f"{copy.name}.tar.gz")
 
 
 @pytest.fixture(scope="module")

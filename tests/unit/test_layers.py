@@ -25,7 +25,8 @@ ALLOWED = {
     "bundle": {"families", "core", "bundle", "edge_runner"},  # the bundle maker ships (and runs) the runner
     "edge_runner": {"families", "edge_runner"},
     "clients": {"families", "core", "clients"},
-    "benchmarks": {"families", "core", "training", "export", "serving", "batch", "bundle", "clients", "benchmarks"},
+    "benchmarks": {"families", "core", "training", "export", "serving", "batch", "bundle", "edge_runner", "clients",
+                   "benchmarks"},
     "cli": {"families", "core", "training", "export", "serving", "batch", "bundle", "clients", "benchmarks", "cli"},
 }
 # layer -> third-party packages it must not import
