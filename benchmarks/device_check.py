@@ -42,6 +42,7 @@ DEFAULT_MODELS = registry.DEFAULT_MODELS
 GOLDEN_CANDIDATES = 64   # test inputs the bundle's golden set is picked from (the 8 answered most confidently)
 ARM64_INPUTS = {"image-classification": 200, "text-classification": 100, "text-generation": 3}
 TUNE_LENGTH = 200        # greedy characters per prompt, compared character for character
+TEST_SPLIT_TASKS = ("image-classification", "text-classification", "text-generation")  # tasks with a test split here
 
 
 # ------------------------------------------------------------------ real test inputs

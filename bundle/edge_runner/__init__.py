@@ -128,11 +128,13 @@ def health(bundle_dir: Path | str | None = None, *, golden: Path | str | None = 
         raise BundleError(f"no golden answers at {path}: the bundle predates health checks")
     inputs, expected = read_golden(path)
     started = time.perf_counter()
-    got = family_module(model.manifest).answers(model, inputs)
+    family = family_module(model.manifest)
+    got = family.answers(model, inputs)
     report = compare(expected, got, float(block.get("probability_tolerance", PROBABILITY_TOLERANCE)))
+    sample = getattr(family, "latency_sample", lambda feeds: next(iter(feeds.values()))[0])(inputs)
     report.update(name=model.manifest["name"], version=model.manifest["version"], onnxruntime=ort.__version__,
                   machine=platform.machine(), seconds=round(time.perf_counter() - started, 3),
-                  p50_ms=p50_ms(model, next(iter(inputs.values()))[0]))
+                  p50_ms=p50_ms(model, sample))
     return report
 
 

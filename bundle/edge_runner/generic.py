@@ -74,6 +74,21 @@ class Model:
         return f"{result['input']}: {shown}"
 
 
+def answers(model: Model, inputs: dict) -> dict:
+    """The golden check's answers (edge_runner/health.py): the graph's feeds -> every output by name."""
+    return {name: (value.astype(str) if value.dtype == object else value) for name, value in model.run(inputs).items()}
+
+
+def example_golden(manifest: dict) -> dict:
+    """Golden inputs: example feeds built from the inputs' names, types and shapes (2 rows when batched)."""
+    return processing.example_feeds(manifest["inputs"], batch=2)
+
+
+def latency_sample(inputs: dict) -> dict:
+    """What predict_one takes for the health check's latency: the first row of every feed."""
+    return {name: value[:1] for name, value in inputs.items()}
+
+
 def example_input(manifest: dict, directory: Path) -> tuple[list[str], dict]:
     """A one-row request for benchmarks, written as a .npz file."""
     feeds = processing.example_feeds(manifest["inputs"], batch=1)

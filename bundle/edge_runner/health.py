@@ -4,11 +4,14 @@ A bundle ships `golden.npz`: a few real test inputs (`input.<name>`) and the ans
 bundle's .ort graphs gave for them on the machine that built it (`expected.<name>`). On a
 device, `python -m edge_runner --health` runs the inputs again and compares:
 
-- 2-D float outputs (class probabilities, or the next-character distribution of a generator):
-  the arg-max of every row must agree, and every probability within `probability_tolerance`
-  (the manifest's `health` block; CPUs round int8 requantization and float reductions
-  differently, so bit-equality is not expected);
-- string outputs (a greedy tune): equal, character for character.
+- `probabilities` [rows, classes] (class probabilities, or the next-character distribution of
+  a generator): the arg-max of every row must agree, and every probability within
+  `probability_tolerance` (the manifest's `health` block; CPUs round int8 requantization and
+  float reductions differently, so bit-equality is not expected);
+- other float outputs (an imported graph's tensors): within the tolerance, relative to the
+  value's size above 1;
+- integer outputs (labels, ids): equal; string outputs (a greedy tune): equal, character for
+  character.
 
 The update agent runs it after installing a version and before switching to it; the arm64
 and AVX2-only checks (scripts/) run the same comparison on larger sets of real inputs.
@@ -64,18 +67,27 @@ def compare(expected: dict, got: dict, tolerance: float = PROBABILITY_TOLERANCE)
         if want.shape != have.shape:
             report["problems"].append(f"{name}: shape {list(have.shape)}, expected {list(want.shape)}")
             continue
-        difference = float(np.max(np.abs(want.astype(np.float64) - have))) if want.size else 0.0
+        if want.dtype.kind in "biu":  # labels, token ids, counts: exactly
+            wrong = int((want != have).sum())
+            if wrong:
+                report["problems"].append(f"{name}: {wrong} of {want.size} values differ")
+            continue
+        error = np.abs(want.astype(np.float64) - have)
+        if name != "probabilities":  # any other float output: relative to its size above 1
+            error = error / np.maximum(1.0, np.abs(want.astype(np.float64)))
+        difference = float(np.max(error)) if want.size else 0.0
         if not np.isfinite(difference):
             difference = float("inf")
         report["max_probability_difference"] = max(report["max_probability_difference"], difference)
-        if want.ndim == 2:
+        if name == "probabilities" and want.ndim == 2:
             agree = int((want.argmax(1) == have.argmax(1)).sum())
             report["rows"] += len(want)
             report["labels_agree"] += agree
             if agree < len(want):
                 report["problems"].append(f"{name}: {len(want) - agree} of {len(want)} labels differ")
         if difference > tolerance:
-            report["problems"].append(f"{name}: a probability differs by {difference:.4f} (tolerance {tolerance})")
+            what = "a probability" if name == "probabilities" else "a value"
+            report["problems"].append(f"{name}: {what} differs by {difference:.4f} (tolerance {tolerance})")
     report["ok"] = not report["problems"]
     return report
 

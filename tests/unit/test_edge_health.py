@@ -47,3 +47,13 @@ def test_missing_outputs_wrong_shapes_and_nan_fail():
     broken = expected["probabilities"].copy()
     broken[1, 1] = np.nan
     assert not compare(expected, {"probabilities": broken})["ok"]
+
+
+def test_an_imported_graphs_outputs_integers_exactly_other_floats_relative_to_their_size():
+    expected = {"label": np.asarray([0, 1, 1]), "score": np.asarray([[1200.0, -3.0], [0.001, 5.0]])}
+    close = {"label": expected["label"], "score": expected["score"] * (1 + 5e-3)}  # 6 units off on 1,200: fine
+    assert compare(expected, close)["ok"]
+    report = compare(expected, {"label": np.asarray([0, 1, 0]), "score": expected["score"]})
+    assert not report["ok"] and report["problems"] == ["label: 1 of 3 values differ"]
+    far = {"label": expected["label"], "score": expected["score"] + np.asarray([[0.0, 0.0], [0.05, 0.0]])}
+    assert "score: a value differs by 0.0500" in compare(expected, far)["problems"][0]
