@@ -208,3 +208,25 @@ def test_signed_bundles_are_checked_on_the_device(device_python, published, flee
     check = subprocess.run([str(device_python), "-m", "edge_runner", "--health", "--check"], cwd=home / "current",
                            env=clean_env(), capture_output=True, text=True, timeout=120)
     assert check.returncode == 0, check.stderr
+
+
+def test_bad_fleet_requests_get_a_4xx_that_says_what_was_wrong(fleet_server):
+    url, _ = fleet_server
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    cases = [
+        ("POST", "/devices/bad%20id/status", {"model": "digits-cnn"}, 400, "device ids are"),
+        ("POST", "/devices/pi-9/status", {"model": "digits-cnn", "colour": "red"}, 400, "unknown status field 'colour'"),
+        ("POST", "/devices/pi-9/status", {"model": "digits-cnn", "p50_ms": "fast"}, 400, "'p50_ms' has the wrong type"),
+        ("POST", "/devices/pi-9/status", [1, 2], 400, "must be a JSON object"),
+        ("POST", "/devices/pi-9/status", {"version": "1"}, 400, "must name its model"),
+        ("GET", "/bundles/no-such-model/latest?channel=stable", None, 404, "not published on channel 'stable'"),
+        ("GET", "/bundles/digits-cnn/latest?channel=Bad!", None, 400, "plain names"),
+        ("GET", "/bundles/digits-cnn/99/archive", None, 404, "digits-cnn v99 is not published"),
+        ("GET", "/bundles/digits-cnn/x1/archive", None, 400, "version a number"),
+    ]
+    for method, path, body, status, words in cases:
+        answer = httpx.request(method, url + path, json=body, headers=auth, timeout=30)
+        assert answer.status_code == status and words in answer.json()["error"], (path, answer.text)
+    broken = httpx.post(url + "/devices/pi-9/status", content=b"{not json", headers=auth, timeout=30)
+    assert broken.status_code == 400 and "JSON object" in broken.json()["error"]
+    assert "pi-9" not in fleet_view(url)
