@@ -58,7 +58,10 @@ def test_split(art: artifact.Artifact) -> tuple[dict, np.ndarray | None]:
     if art.task == "image-classification":
         from training.data import images
 
-        data = (images.fashion_mnist if config.get("dataset") == "fashion" else images.digits)(seed=config.get("seed", 0))
+        loaders = {"fashion": images.fashion_mnist, "digits": images.digits}
+        if config.get("dataset", "fashion") not in loaders:
+            raise UsageError(f"{art.name}: trained on {config.get('dataset')!r} data, which has no packaged test split")
+        data = loaders[config.get("dataset", "fashion")](config.get("data_dir"), seed=config.get("seed", 0))
         return {"pixels": data.test.images}, data.test.labels
     if art.task == "text-classification":
         from training.data import text
