@@ -280,6 +280,14 @@ def test_bad_input_gets_one_line_and_exit_status_1(imported, files, tmp_path, ca
     (artifact.default_root() / "orphan-import" / "1").mkdir(parents=True)
     (artifact.default_root() / "orphan-import" / "1" / "manifest.json").write_text("{}")
     assert "already holds artifacts of another model" in refusal(capsys, [onnx_file, "--name", "orphan-import"])
+    # --family image with a graph of two channels: neither grey nor colour, the image family cannot feed it
+    import torch
+
+    two = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()).eval()
+    torch.onnx.export(two, (torch.zeros(2, 2, 8, 8),), tmp_path / "two.onnx", dynamo=False, input_names=["input"],
+                      output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+    assert "takes 2 channels, which the image family's processing does not feed" in refusal(
+        capsys, [str(tmp_path / "two.onnx"), "--name", "x1", "--family", "image", "--labels", "a,b,c"])
     # calibration and evaluation data
     assert "--calibration" in refusal(capsys, [onnx_file, "--name", "x1", "--calibration", str(tmp_path / "no.npy")])
     np.save(tmp_path / "narrow.npy", files["x"][:, :29])
