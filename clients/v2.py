@@ -203,7 +203,7 @@ def predict_files_v2(client, model: str, paths: list[str], *, top_k: int = 3, hi
     session = RemoteSession(client, model, binary=binary)
     input_name = session.get_inputs()[0].name
     names, images, errors = processing.read_inputs(paths, pre["height"], pre["width"], pre.get("dark_background", False),
-                                                   pre.get("drawn_layout"))
+                                                   pre.get("drawn_layout"), pre.get("channels") or 1)
     names, images = names[:limit], images[:limit]
     good = [image for image in images if image is not None]
     rows = [processing.probabilities(session.run(None, {input_name: processing.to_model_input(np.stack(good[i:i + 256]),

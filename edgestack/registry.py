@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from edgestack import specs
-from edgestack.errors import UnknownName, UsageError
+from edgestack.errors import DataError, UnknownName, UsageError
 
 
 @dataclass(frozen=True)
@@ -230,6 +230,32 @@ class _DefaultModels(Sequence):
 
 
 DEFAULT_MODELS: Sequence[str] = _DefaultModels()
+
+
+def check_new_name(name: str, *, force: bool = False) -> None:
+    """A new model's name (`edgestack new`, `edgestack import`): a served name, not taken by a
+    spec or by a built model (DataError, one line, otherwise). `force` may replace a spec of
+    your own (never the repository's) that has nothing built."""
+    from edgestack import artifact
+
+    if not specs.NAME.match(name):
+        raise DataError(f"name {name!r} is not a served name: lower-case letters, digits, '.', '_' and '-', "
+                        "starting with a letter or digit, at most 63 characters")
+    built = artifact.latest_version_dir(name)
+    if built is not None:
+        raise DataError(f"{name!r} clashes with a built model ({built}); pick another name, or remove that "
+                        "artifact folder first")
+    existing = MODELS.get(name)
+    path = existing.path if existing is not None else None
+    if name in spec_errors():
+        path = next((p for p in specs.spec_files() if p.stem == name), None)
+    if existing is None and path is None:
+        return
+    mine = path is not None and path.parent != specs.REPO_MODELS
+    if force and mine:
+        return
+    raise DataError(f"{name!r} is already a model ({path or 'registered in code'}); pick another name"
+                    + (", or --force to replace its spec" if mine else ""))
 
 
 def get(name: str) -> ModelSpec:

@@ -119,7 +119,7 @@ def build(name: str, overrides: dict[str, Any] | None = None, *, root: Path | No
                   f"exporting it again (--retrain trains anew)", flush=True)
     else:
         if progress:
-            print(f"[{name}] building: training then export ({spec.description})", flush=True)
+            print(f"[{name}] building: training then export ({spec.description or spec.family})", flush=True)
         train(name, overrides, run_dir=run_dir, progress=progress)
     built = export(name, run_dir, root=root, progress=progress, **export_options)
     if progress:

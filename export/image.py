@@ -27,7 +27,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from edgestack import artifact
 from edgestack.runtime import open_session
-from export import int8_search
+from export import int8_search, quality
 from export.onnx_utils import (check_parity, convert_fp16, export_module, keep_training_run, manifest_head,
                                 nodes_of, op_types, versions)
 from training import image as image_training
@@ -56,14 +56,16 @@ class _Calibration(CalibrationDataReader):
         return {INPUT: self.batches[self.position - 1]}
 
 
-def ort_accuracy(path: Path, images: np.ndarray, labels: np.ndarray, batch: int = 500) -> float:
+def ort_predictions(path: Path, images: np.ndarray, batch: int = 500) -> np.ndarray:
+    """The predicted class of every image with ONNX Runtime."""
     session = open_session(path, device="cpu")
     dtype = session.input_dtype()
-    correct = 0
-    for i in range(0, len(images), batch):
-        logits = session.run({INPUT: image_training.to_tensor(images[i:i + batch]).numpy().astype(dtype)})[0]
-        correct += int((logits.argmax(1) == labels[i:i + batch]).sum())
-    return correct / len(labels)
+    return np.concatenate([session.run({INPUT: image_training.to_tensor(images[i:i + batch]).numpy().astype(dtype)})[0]
+                           .argmax(1) for i in range(0, len(images), batch)])
+
+
+def ort_accuracy(path: Path, images: np.ndarray, labels: np.ndarray, batch: int = 500) -> float:
+    return int((ort_predictions(path, images, batch) == labels).sum()) / len(labels)
 
 
 def calibration_candidates(train_size: int) -> list[dict]:
@@ -97,8 +99,9 @@ def export(run_dir: Path, staging: Path, *, name: str, max_int8_drop: float = MA
     """Write model.{fp32,int8,fp16}.onnx and the manifest into `staging`; return the manifest."""
     say = print if progress else (lambda *a, **k: None)
     model, config = image_training.load_checkpoint(run_dir)
-    data = image_training.load_dataset(image_training.Config(dataset=config["dataset"], data_dir=config["data_dir"], seed=config["seed"]))
+    data = image_training.load_dataset(image_training.config_for_run(config))
     labels = json.loads((Path(run_dir) / "labels.json").read_text())
+    channels, height, width = config.get("input_shape") or [1, 28, 28]
     fp32 = staging / "model.fp32.onnx"
 
     say(f"[{name}] exporting ONNX (dynamic batch axis)")
@@ -132,17 +135,20 @@ def export(run_dir: Path, staging: Path, *, name: str, max_int8_drop: float = MA
     say(f"[{name}] fp16 variant (for GPU)")
     fp16 = convert_fp16(fp32, staging / "model.fp16.onnx")
 
-    variants = {}
-    # fp32's and the chosen int8's test accuracy were measured by the search: only fp16 is new here
-    known = {"fp32": reference["test"], **({"int8": result.chosen.test} if int8 is not None else {})}
+    variants, reports = {}, {}
     for variant, path in (("fp32", fp32), ("int8", int8), ("fp16", fp16)):
         if path is None:
             continue
         started = time.time()
-        acc = known[variant] if variant in known else ort_accuracy(path, data.test.images, data.test.labels)
-        say(f"[{name}] {variant}: test accuracy {acc:.4f} on {len(data.test)} images ({time.time() - started:.1f}s)")
+        predicted = ort_predictions(path, data.test.images)
+        reports[variant] = quality.report(data.test.labels, predicted, labels)
+        acc = reports[variant]["accuracy"]
+        say(f"[{name}] {variant}: test accuracy {acc:.4f}, macro-F1 {reports[variant]['macro_f1']:.4f} on "
+            f"{len(data.test)} images ({time.time() - started:.1f}s)")
         variants[variant] = {"file": path.name, "test_accuracy": acc, "test_size": len(data.test),
                              "op_types": op_types(path), "target": "gpu" if variant == "fp16" else "cpu"}
+    served = "int8" if int8 is not None else "fp32"
+    say(f"[{name}] quality report ({served}, test split):\n" + quality.table(reports[served], labels))
     if int8 is not None:
         variants["int8"]["val_accuracy"] = result.chosen.val
     drop = variants["fp32"]["test_accuracy"] - variants["int8"]["test_accuracy"] if int8 else None
@@ -151,17 +157,19 @@ def export(run_dir: Path, staging: Path, *, name: str, max_int8_drop: float = MA
                                                    "metrics.json", "curves.png", "confusion.png"))
     manifest = {
         **manifest_head(name, staging, "image", "image-classification"),
-        "inputs": [{"name": INPUT, "dtype": "float32", "shape": [-1, 1, 28, 28]}],
+        "inputs": [{"name": INPUT, "dtype": "float32", "shape": [-1, channels, height, width]}],
         "outputs": [{"name": OUTPUT, "dtype": "float32", "shape": [-1, len(labels)]}],
-        "preprocessing": image_training.preprocess_for(config["dataset"]),
+        "preprocessing": image_training.preprocess_for_run(config),
         "labels": labels,
         "variants": variants,
         "parity": parity,
         "int8_accuracy_drop": drop,
+        "quality_report": reports,
         "quantization": {**result.record, "format": "QDQ static", "activations": "uint8", "weights": "int8"},
         "versions": versions(),
         "training": {"config": config, "best_epoch": metrics["best_epoch"], "val_acc": metrics["val_acc"],
-                     "train_seconds": metrics["train_seconds"], "data_source": data.source},
+                     "train_seconds": metrics["train_seconds"], "data_source": data.source,
+                     "skipped_files": len(data.skipped), "skipped_examples": data.skipped[:10]},
     }
     artifact.write_manifest(staging, manifest)
     return manifest

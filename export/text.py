@@ -37,7 +37,7 @@ from edgestack import artifact
 from edgestack.errors import QualityGateError
 from edgestack.families.text import Encoder
 from edgestack.runtime import open_session
-from export import int8_search
+from export import int8_search, quality
 from export.onnx_utils import (MAX_IR_VERSION, check_parity, finalize, keep_training_run, manifest_head, nodes_of,
                                 op_types, versions)
 from training import text as tt
@@ -151,7 +151,8 @@ def export(run_dir: Path, staging: Path, *, name: str, max_int8_drop: float = MA
     say = print if progress else (lambda *a, **k: None)
     run_dir, staging = Path(run_dir), Path(staging)
     model, tokenizer, config = tt.load_checkpoint(run_dir)
-    data = text_data.load(config["dataset"], config["data_dir"], config["seed"])
+    data = text_data.load(config["dataset"], config["data_dir"], config["seed"], config.get("text_column", "text"),
+                          config.get("label_column", "label"))
     labels = json.loads((run_dir / "labels.json").read_text())
     max_length = config["max_length"]
     shutil.copy(run_dir / "tokenizer.json", staging / "tokenizer.json")
@@ -205,7 +206,7 @@ def export(run_dir: Path, staging: Path, *, name: str, max_int8_drop: float = MA
     say(f"[{name}] fp16 variant (for GPU)", flush=True)
     fp16 = to_fp16(fusion.pop("optimized_model"), staging / "model.fp16.onnx")
 
-    variants, reference = {}, None
+    variants, reference, reports = {}, None, {}
     for variant, path in (("fp32", fp32), ("fp32-opt", opt), ("int8", int8), ("fp16", fp16)):
         if path is None:
             continue
@@ -214,6 +215,7 @@ def export(run_dir: Path, staging: Path, *, name: str, max_int8_drop: float = MA
         if pred is None:
             pred = ort_logits(path, encoder, data.test.texts).argmax(1)
         acc = float((pred == data.test.labels).mean())
+        reports[variant] = quality.report(data.test.labels, pred, labels)
         if reference is None:
             reference = pred
         say(f"[{name}] {variant}: test accuracy {acc:.4f} on {len(data.test)} texts ({time.time() - started:.1f}s)",
@@ -222,6 +224,8 @@ def export(run_dir: Path, staging: Path, *, name: str, max_int8_drop: float = MA
                              "agreement_with_fp32": float((pred == reference).mean()),
                              "op_types": op_types(path), "target": "gpu" if variant == "fp16" else "cpu"}
     drop = variants["fp32"]["test_accuracy"] - variants["int8"]["test_accuracy"] if int8 else None
+    served = "int8" if int8 is not None else "fp32-opt"
+    say(f"[{name}] quality report ({served}, test split):\n" + quality.table(reports[served], labels), flush=True)
 
     metrics = keep_training_run(run_dir, staging, ("model/model.safetensors", "model/encoder.json", "tokenizer.json",
                                                    "config.json", "labels.json", "metrics.json", "curves.png",
@@ -241,6 +245,7 @@ def export(run_dir: Path, staging: Path, *, name: str, max_int8_drop: float = MA
         "parity": parity,
         "fusions": fusion,
         "int8_accuracy_drop": drop,
+        "quality_report": reports,
         "quantization": {**result.record, "format": "dynamic", "activations": "uint8 (at run time)",
                          "weights": "int8"},
         "baseline": metrics.get("baseline"),

@@ -41,6 +41,10 @@ class ImageRequests(ModelView):
         pre = self.meta.preprocessing
         return pre.height, pre.width
 
+    @property
+    def channels(self) -> int:
+        return self.meta.preprocessing.channels or 1
+
     @cached_property
     def preprocessing(self) -> dict:
         """The manifest's preprocessing as the image family's processing takes it (a dict)."""
@@ -50,7 +54,8 @@ class ImageRequests(ModelView):
         """PNG/JPEG/... bytes -> uint8 [H, W] grey, light-on-dark like the training data, laid
         out as the manifest's `drawn_layout` says (digits-cnn: as MNIST was made)."""
         return processing.decode_image(data, *self.size, what=what, layout=self.meta.preprocessing.drawn_layout,
-                                       dark_background=self.meta.preprocessing.dark_background)
+                                       dark_background=self.meta.preprocessing.dark_background,
+                                       channels=self.channels)
 
     def decode_all(self, images: Sequence[bytes | str | Path]) -> np.ndarray:
         """Uploads -> uint8 [N, H, W], in order; the first bad one's InputError (blocking)."""
@@ -63,10 +68,20 @@ class ImageRequests(ModelView):
     def pixels_from_array(self, values, layout: str | None = None) -> np.ndarray:
         """A nested list of pixel intensities 0..255: [H, W], [N, H, W] or [N, 1, H, W]; with a
         `layout` ("mnist"), drawings of any size, laid out at the model's size."""
-        return processing.check_drawings(values, *self.size, layout)
+        return processing.check_drawings(values, *self.size, layout, channels=self.channels)
+
+    def image_info(self) -> dict:
+        """What a client (the playground) needs to know of the input: size, channels, and
+        whether drawn input fits (the manifest lays drawings out: `drawn_layout`)."""
+        height, width = self.size
+        return {"height": height, "width": width, "channels": self.channels,
+                "drawing": self.meta.preprocessing.drawn_layout is not None}
 
 
 class ImageClassifier(ImageRequests, ModelRunner):
+    def describe(self) -> dict:
+        return {**super().describe(), "image": self.image_info()}
+
     async def classify(self, pixels: np.ndarray, top_k: int = 3, return_input: bool = False) -> list[dict]:
         """pixels [N, H, W] 0..255 -> per image: top-k labels with probabilities; with
         `return_input`, also `input`: the image as the model saw it ([H][W] 0..255 integers)."""
@@ -84,4 +99,4 @@ class ImageClassifier(ImageRequests, ModelRunner):
     def warm_up(self) -> None:
         height, width = self.size
         for batch in (1, min(8, self.options.max_batch)):
-            self._run_rows(np.zeros((batch, 1, height, width), np.float32))
+            self._run_rows(np.zeros((batch, self.channels, height, width), np.float32))

@@ -22,7 +22,7 @@ class ImageConfig:
     input_shape: list[int] | None = None
     # seed-cnn: the seeds' conv32-pool-conv64-pool-fc128 (grey, any size); cnn: a plain CNN sized to
     # the input; dwsep: depthwise-separable blocks (MobileNet-style) for RGB on edge CPUs;
-    # auto: seed-cnn for IDX data, dwsep for RGB folders, cnn for grey folders
+    # auto: seed-cnn for IDX data and grey folders up to 48 px, dwsep for RGB, cnn for larger grey images
     arch: str = "auto"
     width: int = 32                   # cnn/dwsep: channels of the first block (doubled per stage)
     dropout: float = 0.25

@@ -1,7 +1,15 @@
-"""The seeds' CNN image classifier and its training loop.
+"""Image classifiers and their training loop: the seeds' CNN on the packaged sets, any folder of images.
 
-conv 32 -> pool -> conv 64 -> pool -> fc 128 -> fc 10, Adam 1e-3, cross-entropy.
-Reads top to bottom: data, model, one epoch, the loop with early stopping, the outputs.
+The packaged IDX sets (digits, fashion) train the seeds' conv 32 -> pool -> conv 64 -> pool ->
+fc 128 -> fc 10 (Adam 1e-3, cross-entropy), as they always have. A folder of your own images
+(dataset "folder": one sub-folder per class, training/data/folders.py) trains a network sized
+to the input (training/image_nets.py): grey or RGB, any size, standardised inside the graph by
+the training set's own mean and std per channel, with photo augmentation (random crops, flips
+where the spec allows, colour jitter), optional class weights, a seeded stratified split and
+early stopping on validation accuracy. `arch = "efficientnet-lite0"` is transfer learning from
+packaged ImageNet weights (the backbone frozen by default: its features are computed once and
+only the new head is trained; `fine_tune = true` trains it all).
+Reads top to bottom: data, model, augmentation, the loop with early stopping, the outputs.
 """
 
 from __future__ import annotations
@@ -21,9 +29,11 @@ from torch import nn
 from tqdm import tqdm
 
 from edgestack.errors import UsageError
+from training import image_nets
 from training.configs import ImageConfig as Config
 from training.data import images as image_data
-from training.loop import KeepBest, save_classifier_run, set_training_threads
+from training.image_nets import ConvNet  # noqa: F401 (part of this module's API)
+from training.loop import KeepBest, class_weights, save_classifier_run, set_training_threads
 
 # What the exported graph expects; serving repeats exactly this in numpy.
 PREPROCESS = {"layout": "NCHW", "height": 28, "width": 28, "channels": 1,
@@ -33,31 +43,75 @@ PREPROCESS = {"layout": "NCHW", "height": 28, "width": 28, "channels": 1,
 DRAWN_LAYOUT = {"digits": "mnist", "fashion": None}
 
 
+PACKAGED = ("fashion", "digits")  # the IDX sets; "folder" is your own images (data_dir)
+
+
 def preprocess_for(dataset: str) -> dict:
     """PREPROCESS plus the layout the server gives uploaded files of this dataset."""
     return {**PREPROCESS, "drawn_layout": DRAWN_LAYOUT.get(dataset)}
 
 
-class ConvNet(nn.Module):
-    def __init__(self, num_classes: int = 10, dropout: float = 0.25):
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 32, 3, padding=1)
-        self.conv2 = nn.Conv2d(32, 64, 3, padding=1)
-        self.fc1 = nn.Linear(64 * 7 * 7, 128)
-        self.fc2 = nn.Linear(128, num_classes)
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
-        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
-        x = self.dropout(F.relu(self.fc1(x.flatten(1))))
-        return self.fc2(x)
+def preprocess_for_run(config: dict) -> dict:
+    """The manifest's preprocessing for a training run's config: the packaged sets as always;
+    a folder: its size and channels, pixels / 255 (the graph standardises them itself, with
+    the statistics recorded under `normalization`), photos as they are (no inversion)."""
+    if config["dataset"] in PACKAGED:
+        return preprocess_for(config["dataset"])
+    channels, height, width = config["input_shape"]
+    return {"layout": "NCHW", "height": height, "width": width, "channels": channels, "scale": 1 / 255.0,
+            "mean": 0.0, "std": 1.0, "dark_background": False, "drawn_layout": None,
+            "resize": "whole image to height x width (LANCZOS), as in training",
+            "normalization": config.get("normalization")}
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
-    """uint8 [N, 28, 28] -> float32 [N, 1, 28, 28] exactly as PREPROCESS says."""
+    """uint8 [N, H, W] -> float32 [N, 1, H, W] exactly as PREPROCESS says (pixels / 255);
+    RGB [N, H, W, 3] -> [N, 3, H, W]."""
     x = torch.from_numpy(images.astype(np.float32) * PREPROCESS["scale"])
-    return ((x - PREPROCESS["mean"]) / PREPROCESS["std"]).unsqueeze(1)
+    x = (x - PREPROCESS["mean"]) / PREPROCESS["std"]
+    return x.permute(0, 3, 1, 2).contiguous() if x.ndim == 4 else x.unsqueeze(1)
+
+
+def channel_stats(images: np.ndarray, chunk: int = 2048) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of pixels / 255 over a training split (uint8 [N, H, W(, C)])."""
+    channels = 1 if images.ndim == 3 else images.shape[3]
+    total, squares, count = np.zeros(channels), np.zeros(channels), 0
+    for i in range(0, len(images), chunk):
+        block = images[i:i + chunk].astype(np.float64).reshape(-1, channels) / 255.0
+        total += block.sum(0)
+        squares += (block ** 2).sum(0)
+        count += len(block)
+    mean = total / count
+    std = np.sqrt(np.maximum(squares / count - mean ** 2, 1e-12))
+    return [round(float(m), 6) for m in mean], [round(float(max(s, 1e-3)), 6) for s in std]
+
+
+def photo_augment(x: torch.Tensor, generator: torch.Generator, crop_scale: float = 0.8, flip: bool = False,
+                  jitter: float = 0.2) -> torch.Tensor:
+    """Photos as a camera might have framed them: a random crop keeping `crop_scale`..1 of each
+    side (scaled back to the full size), a left-right flip half the time (only with `flip`),
+    brightness, contrast and (RGB) saturation each scaled by 1 +- `jitter`. Pixels in 0..1."""
+    n = x.shape[0]
+
+    def uniform(low, high, *shape):
+        return low + (high - low) * torch.rand(n, *shape, generator=generator)
+
+    side = uniform(crop_scale, 1.0)
+    shift = uniform(-1, 1, 2) * (1 - side)[:, None]
+    mirror = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0) if flip else torch.ones(n)
+    zero = torch.zeros(n)
+    theta = torch.stack([torch.stack([side * mirror, zero, shift[:, 0]], 1),
+                         torch.stack([zero, side, shift[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, align_corners=False, padding_mode="border")
+    if jitter:
+        x = x * uniform(1 - jitter, 1 + jitter)[:, None, None, None]
+        mean = x.mean((1, 2, 3), keepdim=True)
+        x = mean + (x - mean) * uniform(1 - jitter, 1 + jitter)[:, None, None, None]
+        if x.shape[1] == 3:
+            grey = x.mean(1, keepdim=True)
+            x = grey + (x - grey) * uniform(1 - jitter, 1 + jitter)[:, None, None, None]
+    return x.clamp(0, 1)
 
 
 def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -157,14 +211,39 @@ def printed_digits(per_digit: int, seed: int) -> tuple[np.ndarray, np.ndarray, l
     return np.stack([mnist_style(c) for c in canvases]), labels, [f.name for f in files]
 
 
+def input_shape(cfg: Config) -> list[int]:
+    """[channels, height, width]: the spec's, else 1x28x28 for the IDX sets, else chosen from the folder."""
+    if cfg.input_shape is not None:
+        shape = list(cfg.input_shape)
+        if len(shape) != 3 or shape[0] not in (1, 3) or not all(8 <= side <= 512 for side in shape[1:]):
+            raise UsageError(f"input shape {shape}: give [channels, height, width] with 1 or 3 channels and "
+                             "sides of 8 to 512 pixels")
+        return shape
+    if cfg.dataset in PACKAGED:
+        return [1, 28, 28]
+    from training.data import folders
+
+    return folders.suggest_shape(folders.inspect(Path(cfg.data_dir)))
+
+
 def load_dataset(cfg: Config) -> image_data.ImageDataset:
-    loaders = {"fashion": image_data.fashion_mnist, "digits": image_data.digits}
-    if cfg.dataset not in loaders:
-        raise UsageError(f"unknown image dataset {cfg.dataset!r}; use {sorted(loaders)}")
-    if cfg.arch not in ("auto", "seed-cnn") or cfg.input_shape not in (None, [1, 28, 28]):
-        raise UsageError("the packaged IDX sets take arch 'seed-cnn' (or 'auto') and input shape [1, 28, 28]")
-    loader = loaders[cfg.dataset]
-    return loader(cfg.data_dir, seed=cfg.seed)
+    """The packaged IDX sets, or a folder of your own images at the config's input shape."""
+    if cfg.dataset in PACKAGED:
+        if cfg.arch not in ("auto", "seed-cnn") or input_shape(cfg) != [1, 28, 28]:
+            raise UsageError("the packaged IDX sets take arch 'seed-cnn' (or 'auto') and input shape [1, 28, 28]")
+        loader = {"fashion": image_data.fashion_mnist, "digits": image_data.digits}[cfg.dataset]
+        return loader(cfg.data_dir, seed=cfg.seed)
+    if cfg.dataset != "folder":
+        raise UsageError(f"unknown image dataset {cfg.dataset!r}; use {', '.join(PACKAGED)} or folder (with a path)")
+    if not cfg.data_dir:
+        raise UsageError("dataset 'folder' needs a path: [data] path = \"/your/images\" (one sub-folder per class)")
+    from training.data import folders
+
+    channels, height, width = input_shape(cfg)
+    data = folders.read_folder(Path(cfg.data_dir), height, width, channels)
+    train, val, test = folders.split(data, cfg.seed)
+    return image_data.ImageDataset(*(image_data.Split(data.images[i], data.labels[i]) for i in (train, val, test)),
+                                   labels=data.classes, source=data.source, skipped=data.skipped)
 
 
 @torch.no_grad()
@@ -174,6 +253,34 @@ def predict(model: nn.Module, images: np.ndarray, batch_size: int = 1000) -> np.
                            for i in range(0, len(images), batch_size)])
 
 
+@torch.no_grad()
+def pooled_features(model: image_nets.ImageNet, images: np.ndarray, batch_size: int = 256) -> torch.Tensor:
+    """The frozen backbone's pooled features of every image (computed once for head training)."""
+    model.eval()
+    return torch.cat([model.features(to_tensor(images[i:i + batch_size])) for i in range(0, len(images), batch_size)])
+
+
+@torch.no_grad()
+def refresh_batchnorm(model: nn.Module, images: np.ndarray, most: int = 2048, batch_size: int = 256) -> None:
+    """Re-estimate every BatchNorm's running mean and variance as exact averages over (up to
+    `most`) training images, before the model is evaluated. With a small folder an epoch is a
+    few steps, and running statistics updated with momentum 0.1 are still far from the weights'
+    own: evaluated with them, a net that learns well scores chance."""
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d) and m.track_running_stats]
+    if not norms or not any(p.requires_grad for m in norms for p in m.parameters()):
+        return  # no BN, or a frozen pretrained backbone whose statistics are ImageNet's
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches below
+    model.train()
+    for i in range(0, min(len(images), most), batch_size):
+        model(to_tensor(images[i:i + batch_size]))
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    model.eval()
+
+
 def train(cfg: Config, out_dir: Path, *, progress: bool = True) -> dict:
     """Train, keep the best epoch by validation accuracy, write checkpoint + metrics + plots."""
     out_dir = Path(out_dir)
@@ -181,47 +288,82 @@ def train(cfg: Config, out_dir: Path, *, progress: bool = True) -> dict:
     torch.manual_seed(cfg.seed)
     set_training_threads(cfg.threads)
     data = load_dataset(cfg)
+    shape = data.shape
+    arch = image_nets.resolve_arch(cfg.arch, shape, cfg.dataset in PACKAGED)
+    name = cfg.dataset if cfg.dataset in PACKAGED else Path(cfg.data_dir).name
     train_split = data.train.head(cfg.train_limit)
     printed = ([], [], [])
     if cfg.printed_digits:  # in proportion to the scans used (train_limit: quick runs stay quick)
         printed = printed_digits(max(1, round(cfg.printed_digits * len(train_split) / len(data.train))), cfg.seed)
         train_split = image_data.Split(np.concatenate([train_split.images, printed[0]]),
                                        np.concatenate([train_split.labels, printed[1]]))
-    x_train, y_train = to_tensor(train_split.images), torch.from_numpy(train_split.labels)
-    model = ConvNet(len(data.labels), cfg.dropout)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    images, y_train = train_split.images, torch.from_numpy(train_split.labels)
+    mean, std = (None, None) if cfg.dataset in PACKAGED else channel_stats(images)
+    model = image_nets.build(arch, len(data.labels), shape, width=cfg.width, dropout=cfg.dropout, mean=mean, std=std)
+    frozen = arch == "efficientnet-lite0" and not cfg.fine_tune
+    weight = class_weights(train_split.labels, len(data.labels)) if cfg.class_weights else None
+    if progress:
+        skipped = f", {len(data.skipped)} unreadable files skipped" if data.skipped else ""
+        print(f"{name}: {len(train_split)} training images (of {len(data.train)}), {len(data.val)} validation, "
+              f"{len(data.test)} test, {len(data.labels)} classes, input {'x'.join(map(str, shape))}, arch {arch}"
+              f"{' (backbone frozen: features computed once)' if frozen else ''}{skipped}", flush=True)
+    if frozen:  # transfer learning: the backbone's features once, then only the head learns
+        for param in model.net.features.parameters():
+            param.requires_grad = False
+        features = {"train": pooled_features(model, images), "val": pooled_features(model, data.val.images)}
+        head = nn.Sequential(model.net.dropout, model.net.head)
+
+        def forward(idx: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+            head.train()
+            return head(features["train"][idx])
+
+        def val_logits() -> np.ndarray:
+            head.eval()
+            with torch.no_grad():
+                return head(features["val"]).numpy()
+    else:
+        def forward(idx: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+            model.train()
+            xb = to_tensor(images[idx.numpy()])
+            if cfg.drawn:
+                xb = drawn_augment(xb, generator, clean=1 - cfg.drawn_share)
+            elif cfg.augment and cfg.dataset in PACKAGED:
+                xb = augment(xb, generator)
+            elif cfg.augment:
+                xb = photo_augment(xb, generator, cfg.crop_scale, cfg.flip, cfg.color_jitter)
+            return model(xb)
+
+        def val_logits() -> np.ndarray:
+            refresh_batchnorm(model, images)
+            return predict(model, data.val.images)
+
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
     generator = torch.Generator().manual_seed(cfg.seed)
 
     history: list[dict] = []
     best = KeepBest(cfg.patience, higher_is_better=True)
     started = time.time()
     for epoch in range(1, cfg.epochs + 1):
-        model.train()
         order = torch.randperm(len(y_train), generator=generator)
         batches = range(0, len(order), cfg.batch_size)
-        bar = tqdm(batches, desc=f"{cfg.dataset} epoch {epoch}/{cfg.epochs}", unit="batch",
+        bar = tqdm(batches, desc=f"{name} epoch {epoch}/{cfg.epochs}", unit="batch",
                    disable=not progress or not sys.stderr.isatty(), leave=False)
         total_loss, seen = 0.0, 0
         for start in bar:
             idx = order[start:start + cfg.batch_size]
-            xb, yb = x_train[idx], y_train[idx]
-            if cfg.drawn:
-                xb = drawn_augment(xb, generator, clean=1 - cfg.drawn_share)
-            elif cfg.augment:
-                xb = augment(xb, generator)
-            loss = F.cross_entropy(model(xb), yb)
+            loss = F.cross_entropy(forward(idx, generator), y_train[idx], weight=weight)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             total_loss += loss.item() * len(idx)
             seen += len(idx)
             bar.set_postfix(loss=f"{total_loss / seen:.4f}")
-        val_logits = predict(model, data.val.images)
-        val_loss = F.cross_entropy(torch.from_numpy(val_logits), torch.from_numpy(data.val.labels)).item()
-        val_acc = float((val_logits.argmax(1) == data.val.labels).mean())
+        logits = val_logits()
+        val_loss = F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(data.val.labels)).item()
+        val_acc = float((logits.argmax(1) == data.val.labels).mean())
         history.append({"epoch": epoch, "train_loss": total_loss / seen, "val_loss": val_loss, "val_acc": val_acc})
         if progress:
-            print(f"{cfg.dataset} epoch {epoch}: train loss {total_loss / seen:.4f}  "
+            print(f"{name} epoch {epoch}: train loss {total_loss / seen:.4f}  "
                   f"val loss {val_loss:.4f}  val acc {val_acc:.4f}", flush=True)
         if best.update(epoch, val_acc, model):
             if progress:
@@ -233,19 +375,34 @@ def train(cfg: Config, out_dir: Path, *, progress: bool = True) -> dict:
     test_pred = predict(model, data.test.images).argmax(1)
     test_acc = float((test_pred == data.test.labels).mean())
     save_file(best_state, str(out_dir / "model.safetensors"))
-    config = {**asdict(cfg), "num_classes": len(data.labels), "architecture": "conv32-pool-conv64-pool-fc128-fc10"}
+    config = {**asdict(cfg), "num_classes": len(data.labels), "arch": arch, "input_shape": shape,
+              "normalization": None if mean is None else {"mean": mean, "std": std, "in_graph": True,
+                                                          "of": "pixels / 255, per channel"},
+              "architecture": image_nets.describe(arch, shape, len(data.labels), cfg.width)}
     metrics = {"best_epoch": best_epoch, "val_acc": best_acc, "test_acc": test_acc,
                "test_size": len(data.test), "train_size": len(train_split),
                "printed_digits": len(printed[1]), "printed_fonts": printed[2],
-               "train_seconds": round(time.time() - started, 1), "history": history}
-    save_classifier_run(out_dir, config, data.labels, metrics, data.test.labels, test_pred, f"{cfg.dataset} CNN")
+               "skipped_files": len(data.skipped), "skipped_examples": data.skipped[:10],
+               "data_source": data.source, "train_seconds": round(time.time() - started, 1), "history": history}
+    save_classifier_run(out_dir, config, data.labels, metrics, data.test.labels, test_pred, f"{name} {arch}")
     return metrics
 
 
-def load_checkpoint(run_dir: Path) -> tuple[ConvNet, dict]:
+def config_for_run(config: dict) -> Config:
+    """The training Config a run folder's config.json was made from (its dataset and split)."""
+    fields = set(Config.__dataclass_fields__)
+    return Config(**{k: v for k, v in config.items() if k in fields})
+
+
+def load_checkpoint(run_dir: Path) -> tuple[nn.Module, dict]:
     """Rebuild the model from a run folder (safetensors only: nothing is unpickled)."""
     run_dir = Path(run_dir)
     config = json.loads((run_dir / "config.json").read_text())
-    model = ConvNet(config["num_classes"], config["dropout"])
+    arch, shape = config.get("arch", "seed-cnn"), config.get("input_shape") or [1, 28, 28]
+    if arch == "auto":  # a run of an edgestack before archs: the seeds' CNN
+        arch = "seed-cnn"
+    norm = config.get("normalization") or {}
+    model = image_nets.build(arch, config["num_classes"], shape, width=config.get("width", 32),
+                             dropout=config["dropout"], mean=norm.get("mean"), std=norm.get("std"), pretrained=False)
     model.load_state_dict(load_file(str(run_dir / "model.safetensors")))
     return model.eval(), config

@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from training.configs import TextConfig as Config
 from training.data import text as text_data
-from training.loop import KeepBest, save_classifier_run, set_training_threads
+from training.loop import KeepBest, class_weights, save_classifier_run, set_training_threads
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub: everything is on disk
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -267,7 +267,7 @@ def train(cfg: Config, out_dir: Path, *, progress: bool = True) -> dict:
     torch.manual_seed(cfg.seed)
     set_training_threads(cfg.threads)
     started = time.time()
-    data = text_data.load(cfg.dataset, cfg.data_dir, cfg.seed)
+    data = text_data.load(cfg.dataset, cfg.data_dir, cfg.seed, cfg.text_column, cfg.label_column)
     train_split = data.train.stratified_head(cfg.train_limit, cfg.seed)
     name = Path(cfg.data_dir).stem if cfg.data_dir else cfg.dataset
     say(f"{name}: {len(train_split)} training texts (of {len(data.train)}), {len(data.val)} validation, "
@@ -281,6 +281,7 @@ def train(cfg: Config, out_dir: Path, *, progress: bool = True) -> dict:
     train_len = cfg.train_max_length or cfg.max_length
     train_ids = encode(tokenizer, train_split.texts, train_len)
     y_train = torch.from_numpy(train_split.labels)
+    weight = class_weights(train_split.labels, len(data.labels)) if cfg.class_weights else None
 
     trainable = freeze_bottom(model, cfg.freeze_layers)
     say(f"{cfg.arch}: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, "
@@ -312,7 +313,7 @@ def train(cfg: Config, out_dir: Path, *, progress: bool = True) -> dict:
         for batch in bar:
             input_ids, mask = pad([train_ids[i] for i in batch])
             logits = model(input_ids, mask)
-            loss = F.cross_entropy(logits, y_train[batch])
+            loss = F.cross_entropy(logits, y_train[batch], weight=weight)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

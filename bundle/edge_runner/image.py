@@ -48,13 +48,13 @@ class Model:
     def __init__(self, bundle_dir: Path, manifest: dict, sessions: dict):
         self.bundle_dir, self.manifest, self.session = Path(bundle_dir), manifest, sessions["model"]
         self.pre = manifest["preprocessing"]
-        self.height, self.width = self.pre["height"], self.pre["width"]
+        self.height, self.width, self.channels = processing.model_size(self.pre)
         self.labels = manifest["labels"]
         self.input_name = self.session.get_inputs()[0].name
 
     def probabilities(self, pixels, batch: int = 256) -> np.ndarray:
         """pixels [N, H, W] (or [H, W]) 0..255 -> class probabilities float64 [N, classes]."""
-        array = check_pixels(pixels, self.height, self.width)
+        array = check_pixels(pixels, self.height, self.width, channels=self.channels)
         out = [processing.probabilities(self.session.run(None, {self.input_name: to_model_input(array[i:i + batch],
                                                                                                 self.pre)})[0])
                for i in range(0, len(array), batch)]
@@ -69,7 +69,7 @@ class Model:
 
     def predict_files(self, paths: list[str], top_k: int = 3) -> list[dict]:
         names, images, errors = read_inputs(paths, self.height, self.width, self.pre.get("dark_background", False),
-                                            self.pre.get("drawn_layout"))
+                                            self.pre.get("drawn_layout"), self.channels)
         good = [i for i, image in enumerate(images) if image is not None]
         answers = iter(self.classify(np.stack([images[i] for i in good]), top_k) if good else [])
         return [{"input": name, **(next(answers) if image is not None else {"error": errors[name]})}
@@ -101,6 +101,8 @@ def example_input(manifest: dict, directory: Path) -> tuple[list[str], np.ndarra
     y, x = np.mgrid[0:height, 0:width]
     blob = np.exp(-(((y - height / 2) / (height / 4)) ** 2 + ((x - width / 2) / (width / 5)) ** 2))
     pixels = (255 * blob).astype(np.uint8)
+    if (manifest["preprocessing"].get("channels") or 1) == 3:
+        pixels = np.repeat(pixels[..., None], 3, axis=-1)
     path = Path(directory) / "example.npy"
     np.save(path, pixels)
     return [str(path)], pixels

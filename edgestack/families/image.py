@@ -69,8 +69,18 @@ def _paeth(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
     return np.where((pa <= pb) & (pa <= pc), a, np.where(pb <= pc, b, c))
 
 
-def decode_png(data: bytes) -> np.ndarray:
-    """8-bit, non-interlaced PNG (grey, grey+alpha, RGB, RGBA, palette) -> uint8 grey [H, W]."""
+def colour(pixels: np.ndarray, rgb: bool) -> np.ndarray:
+    """uint8 [H, W, 1..4] (grey, grey+alpha, RGB, RGBA) -> grey [H, W] (rgb False, as Pillow's
+    convert('L')) or [H, W, 3] (rgb True, as convert('RGB'): alpha dropped, grey repeated)."""
+    if pixels.shape[-1] in (1, 2):
+        grey = pixels[..., 0]
+        return np.repeat(grey[..., None], 3, axis=-1) if rgb else grey
+    return pixels[..., :3] if rgb else luma(pixels[..., :3])
+
+
+def decode_png(data: bytes, rgb: bool = False) -> np.ndarray:
+    """8-bit, non-interlaced PNG (grey, grey+alpha, RGB, RGBA, palette) -> uint8 grey [H, W]
+    (or RGB [H, W, 3] with `rgb`)."""
     if not data.startswith(PNG_SIGNATURE):
         raise ValueError("not a PNG file")
     pos, header, palette, idat = 8, None, None, []
@@ -132,14 +142,13 @@ def decode_png(data: bytes) -> np.ndarray:
     if color == 3:
         if palette is None:
             raise ValueError("damaged PNG (palette image without a palette)")
-        return luma(palette[np.minimum(pixels[..., 0], len(palette) - 1)])
-    if channels in (1, 2):
-        return pixels[..., 0]
-    return luma(pixels[..., :3])
+        return colour(palette[np.minimum(pixels[..., 0], len(palette) - 1)], rgb)
+    return colour(pixels, rgb)
 
 
-def decode_pnm(data: bytes) -> np.ndarray:
-    """PGM/PPM, binary (P5/P6) or text (P2/P3), maxval <= 255 -> uint8 grey [H, W]."""
+def decode_pnm(data: bytes, rgb: bool = False) -> np.ndarray:
+    """PGM/PPM, binary (P5/P6) or text (P2/P3), maxval <= 255 -> uint8 grey [H, W] (or RGB
+    [H, W, 3] with `rgb`)."""
     magic = data[:2]
     if magic not in (b"P2", b"P3", b"P5", b"P6"):
         raise ValueError("not a PGM/PPM file")
@@ -169,7 +178,7 @@ def decode_pnm(data: bytes) -> np.ndarray:
     if maxval != 255:
         values = np.round(values.astype(np.float64) * 255 / maxval)
     pixels = values.astype(np.uint8).reshape(height, width, channels)
-    return pixels[..., 0] if channels == 1 else luma(pixels)
+    return colour(pixels, rgb)
 
 
 def check_pixel_count(width: int, height: int, what: str = "the image") -> None:
@@ -194,16 +203,22 @@ def _pillow():
 
 
 def decode_image(data: bytes, height: int, width: int, *, dark_background: bool = True,
-                 what: str = "image", layout: str | None = None) -> np.ndarray:
-    """Image file bytes -> uint8 [height, width] grey, light-on-dark like the training data.
+                 what: str = "image", layout: str | None = None, channels: int = 1) -> np.ndarray:
+    """Image file bytes -> uint8 [height, width] grey (channels 1), light-on-dark like the
+    training data, or [height, width, 3] RGB (channels 3).
 
-    With Pillow: grey-scale, resize with LANCZOS. Without: the numpy PNG/PGM decoders, and
-    the image must already be height x width. `layout` "mnist" (a model whose manifest says
-    `drawn_layout: mnist`): the image keeps its size and goes through lay_out() instead."""
+    With Pillow: grey-scale or RGB, resized whole with LANCZOS (large JPEGs are first decoded
+    at a reduced scale no smaller than the target: Pillow's draft mode). Without: the numpy
+    PNG/PGM decoders, and the image must already be height x width. `layout` "mnist" (a model
+    whose manifest says `drawn_layout: mnist`): the image keeps its size and goes through
+    lay_out() instead. Training reads image folders through this function too, so a model
+    sees a file exactly as it was trained to."""
     check_layout(layout)
+    check_channels(channels)
     keep_size = layout == "mnist"
     if not data:
         raise InputError(f"{what} is empty (0 bytes)")
+    mode = "L" if channels == 1 else "RGB"
     Image = _pillow()
     if Image is not None:
         import io
@@ -213,8 +228,10 @@ def decode_image(data: bytes, height: int, width: int, *, dark_background: bool 
         try:
             with Image.open(io.BytesIO(data)) as img:  # reads the header only
                 check_pixel_count(*img.size, what=what)
+                if not keep_size:
+                    img.draft(mode, (width, height))  # JPEG: decode at 1/2, 1/4, 1/8 when still >= the target
                 img.load()
-                grey = img.convert("L")
+                picture = img.convert(mode)
         except UnidentifiedImageError:
             raise InputError(f"{what} is not an image in a format we read (PNG, JPEG, GIF, BMP, TIFF, WebP)") from None
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -224,22 +241,22 @@ def decode_image(data: bytes, height: int, width: int, *, dark_background: bool 
             raise
         except (OSError, ValueError, SyntaxError) as exc:
             raise InputError(f"{what} is a damaged or truncated image ({exc})") from None
-        if grey.size != (width, height) and not keep_size:
-            grey = grey.resize((width, height), Image.Resampling.LANCZOS)
-        pixels = np.asarray(grey, dtype=np.uint8)
+        if picture.size != (width, height) and not keep_size:
+            picture = picture.resize((width, height), Image.Resampling.LANCZOS)
+        pixels = np.asarray(picture, dtype=np.uint8)
     else:
         try:
             if data.startswith(PNG_SIGNATURE):
-                pixels = decode_png(data)
+                pixels = decode_png(data, rgb=channels == 3)
             elif data[:2] in (b"P2", b"P3", b"P5", b"P6"):
-                pixels = decode_pnm(data)
+                pixels = decode_pnm(data, rgb=channels == 3)
             else:
                 raise InputError(f"{what} is not a PNG or PGM/PPM file (install Pillow to read other formats)")
         except InputError:
             raise
         except ValueError as exc:
             raise InputError(f"{what}: {exc}") from None
-        if pixels.shape != (height, width) and not keep_size:
+        if pixels.shape[:2] != (height, width) and not keep_size:
             raise InputError(f"{what} is {pixels.shape[1]}x{pixels.shape[0]}; the model takes {width}x{height}: "
                              "resize it first, or install Pillow to resize as the server does")
     # The datasets are light objects on a dark background; a photo or scan of dark ink
@@ -247,6 +264,17 @@ def decode_image(data: bytes, height: int, width: int, *, dark_background: bool 
     if dark_background and pixels.mean() > 127:
         pixels = 255 - pixels
     return lay_out(pixels, layout, height, width)
+
+
+def check_channels(channels: int) -> int:
+    if channels not in (1, 3):
+        raise InputError(f"images have 1 (grey) or 3 (RGB) channels; got {channels}")
+    return channels
+
+
+def model_size(pre: dict) -> tuple[int, int, int]:
+    """(height, width, channels) of an image model, from its manifest's preprocessing."""
+    return pre["height"], pre["width"], pre.get("channels") or 1
 
 
 # ------------------------------------------------------------------- pre/post-processing
@@ -276,19 +304,24 @@ def lay_out(pixels: np.ndarray, layout: str | None, height: int, width: int) -> 
     return np.asarray(pixels).clip(0, 255).astype(np.uint8)
 
 
-def check_drawings(values, height: int, width: int, layout: str | None, what: str = "`pixels`") -> np.ndarray:
+def check_drawings(values, height: int, width: int, layout: str | None, what: str = "`pixels`",
+                   channels: int = 1) -> np.ndarray:
     """check_pixels(), except that with a layout the images may have any size (up to
     MAX_DRAWING_SIDE per side) and come back laid out at the model's size: float32 [N, H, W]."""
     if check_layout(layout) is None:
-        return check_pixels(values, height, width, what)
+        return check_pixels(values, height, width, what, channels)
+    if channels != 1:
+        raise InputError("`layout` applies to grey models only; this model takes RGB images")
     drawings = check_pixels(values, None, None, what)
     return np.stack([lay_out(d, layout, height, width) for d in drawings]).astype(np.float32)
 
 
-def check_pixels(values, height: int | None, width: int | None, what: str = "`pixels`") -> np.ndarray:
+def check_pixels(values, height: int | None, width: int | None, what: str = "`pixels`",
+                 channels: int = 1) -> np.ndarray:
     """Intensities 0..255 as [H, W], [N, H, W] or [N, 1, H, W] (nested lists or an array)
     -> float32 [N, H, W]; InputError saying what is wrong otherwise. height and width None:
-    any size up to MAX_DRAWING_SIDE (drawings that a layout fits to the model)."""
+    any size up to MAX_DRAWING_SIDE (drawings that a layout fits to the model). channels 3
+    (RGB models): [H, W, 3], [N, H, W, 3] or [N, 3, H, W] -> float32 [N, H, W, 3]."""
     if values is None:
         raise InputError(f"no input: send {what} (0..255 intensities) or upload images")
     try:
@@ -296,6 +329,8 @@ def check_pixels(values, height: int | None, width: int | None, what: str = "`pi
     except (ValueError, TypeError):
         raise InputError(f"{what} must be a rectangular nested list of numbers "
                          "(ragged rows or non-numeric values found)") from None
+    if check_channels(channels) == 3:
+        return _check_rgb(array, height, width, what, np.shape(values))
     if array.ndim == 2:
         array = array[None]
     elif array.ndim == 4 and array.shape[1] == 1:
@@ -309,6 +344,23 @@ def check_pixels(values, height: int | None, width: int | None, what: str = "`pi
     elif array.ndim != 3 or array.shape[1:] != (height, width):
         raise InputError(f"{what} must have shape [{height}, {width}], [N, {height}, {width}] or "
                          f"[N, 1, {height}, {width}]; got {list(np.shape(values))}")
+    if array.size == 0:
+        raise InputError(f"{what} holds no images (or no pixels)")
+    if not np.isfinite(array).all():
+        raise InputError(f"{what} contains NaN or infinity")
+    if array.min() < 0 or array.max() > 255:
+        raise InputError(f"{what} must be intensities in 0..255; got range [{array.min():g}, {array.max():g}]")
+    return array.astype(np.float32)
+
+
+def _check_rgb(array: np.ndarray, height: int, width: int, what: str, given) -> np.ndarray:
+    if array.ndim == 3:
+        array = array[None]
+    if array.ndim == 4 and array.shape[1] == 3 and array.shape[-1] != 3:
+        array = array.transpose(0, 2, 3, 1)  # [N, 3, H, W], the model's layout
+    if array.ndim != 4 or array.shape[1:] != (height, width, 3):
+        raise InputError(f"{what} must have shape [{height}, {width}, 3], [N, {height}, {width}, 3] or "
+                         f"[N, 3, {height}, {width}] (RGB); got {list(given)}")
     if array.size == 0:
         raise InputError(f"{what} holds no images (or no pixels)")
     if not np.isfinite(array).all():
@@ -356,8 +408,13 @@ def mnist_style(pixels: np.ndarray, *, box: int = 20, size: int = 28, ink: float
 
 
 def to_model_input(pixels: np.ndarray, pre: dict) -> np.ndarray:
-    """float [N, H, W] 0..255 -> the model's float32 [N, 1, H, W], as the manifest says."""
+    """float [N, H, W] 0..255 -> the model's float32 [N, 1, H, W], as the manifest says;
+    RGB [N, H, W, 3] -> [N, 3, H, W]. (A model trained on its data's own mean and std per
+    channel does that standardisation inside its graph: the manifest then says scale 1/255,
+    mean 0, std 1 and records the statistics under `normalization`.)"""
     x = (np.asarray(pixels, np.float32) * pre["scale"] - pre["mean"]) / pre["std"]
+    if x.ndim == 4:
+        return np.ascontiguousarray(x.transpose(0, 3, 1, 2), dtype=np.float32)
     return x[:, None].astype(np.float32)
 
 
@@ -375,23 +432,26 @@ def probabilities(logits: np.ndarray) -> np.ndarray:
     return softmax(np.asarray(logits, np.float64))
 
 
-def read_inputs(paths: list[str], height: int, width: int, dark_background: bool = True, layout: str | None = None):
-    """Files -> (names, pixels [N, H, W] or None per failed file, errors {name: reason}).
-    `layout` (the manifest's drawn_layout) applies to image files, not to arrays and IDX."""
+def read_inputs(paths: list[str], height: int, width: int, dark_background: bool = True, layout: str | None = None,
+                channels: int = 1):
+    """Files -> (names, pixels [N, H, W] (RGB: [N, H, W, 3]) or None per failed file, errors
+    {name: reason}). `layout` (the manifest's drawn_layout) applies to image files, not to
+    arrays and IDX."""
     names, images, errors = [], [], {}
     for path in map(Path, paths):
         try:
             if path.suffix == ".npy":
-                array = check_pixels(np.load(path, allow_pickle=False), height, width, what=str(path))
+                array = check_pixels(np.load(path, allow_pickle=False), height, width, what=str(path),
+                                     channels=channels)
                 names += [f"{path}[{i}]" for i in range(len(array))] if len(array) > 1 else [str(path)]
                 images += list(array)
             elif is_idx(path):
-                array = check_pixels(read_idx(path), height, width, what=str(path))
+                array = check_pixels(read_idx(path), height, width, what=str(path), channels=channels)
                 names += [f"{path}[{i}]" for i in range(len(array))]
                 images += list(array)
             else:
                 images.append(decode_image(path.read_bytes(), height, width, dark_background=dark_background,
-                                           what=str(path), layout=layout).astype(np.float32))
+                                           what=str(path), layout=layout, channels=channels).astype(np.float32))
                 names.append(str(path))
         except (OSError, ValueError) as exc:
             names.append(str(path))

@@ -96,6 +96,7 @@ function setUpPad() {
   };
   // Pointer events: mouse, touch and pen alike (touch-action: none in the CSS keeps the page still).
   pad.addEventListener("pointerdown", (event) => {
+    if (!drawingFits()) return;  // a photo model: the pad only shows the uploaded picture
     drawing = true;
     pad.setPointerCapture(event.pointerId);
     ink.strokeStyle = "#000";
@@ -120,13 +121,47 @@ function setUpPad() {
   pad.addEventListener("pointercancel", finish);
 }
 
+// The served image model's input: its size, channels and whether drawn input fits (its manifest
+// lays drawings out, as digits-cnn's does). /models says it; the pad is a drawing pad only then.
+function imageInfo() {
+  const m = served.find((x) => x.name === $("image-model").value);
+  return (m && m.image) || { height: 28, width: 28, channels: 1, drawing: true };
+}
+
+function drawingFits() {
+  return imageInfo().drawing;
+}
+
+function applyImageModel() {
+  const info = imageInfo();
+  const drawing = info.drawing;
+  $("digits-title").textContent = drawing ? "Draw a digit" : "Classify an image";
+  $("image-hint").textContent = drawing
+    ? "Draw with the mouse, a finger or a pen, or upload a photo. The server lays a drawing out as MNIST " +
+      "was made (cropped to the ink, fitted in 20x20, centred by mass)."
+    : `Upload a photo: the server resizes it whole to ${info.width}x${info.height} ` +
+      `${info.channels === 3 ? "RGB" : "grey"}, as the model was trained. (This model was not trained on drawings.)`;
+  $("classify-drawing").hidden = !drawing;
+  $("clear-pad").hidden = !drawing;
+  pad.setAttribute("aria-label", drawing ? "drawing pad: draw one digit" : "the uploaded photo");
+  const seen = $("seen");
+  seen.width = info.width;
+  seen.height = info.height;
+  $("seen-caption").textContent = `what the model sees (${info.width}x${info.height})`;
+  clearPad();
+}
+
 function showSeen(pixels) {
-  const seen = $("seen").getContext("2d");
-  const image = seen.createImageData(28, 28);
+  const seen = $("seen");
+  const rows = pixels.length, cols = pixels[0].length;
+  seen.width = cols;
+  seen.height = rows;
+  const context = seen.getContext("2d");
+  const image = context.createImageData(cols, rows);
   pixels.flat().forEach((v, i) => {
-    image.data.set([v, v, v, 255], 4 * i);
+    image.data.set(Array.isArray(v) ? [v[0], v[1], v[2], 255] : [v, v, v, 255], 4 * i);  // RGB or grey
   });
-  seen.putImageData(image, 0, 0);
+  context.putImageData(image, 0, 0);
 }
 
 async function classifyBlob(blob, name) {
@@ -373,6 +408,7 @@ function fillModels(models) {
   $("model-table").tBodies[0].replaceChildren(...rows);
   const images = models.filter((m) => m.task === "image-classification");
   $("image-model").replaceChildren(...images.map((m) => el("option", { value: m.name }, m.name)));
+  applyImageModel();
 }
 
 // Prometheus text -> per endpoint: requests, mean seconds, responses >= 400.
@@ -450,6 +486,7 @@ async function start() {
   $("clear-pad").addEventListener("click", () => { clearPad(); $("image-result").replaceChildren(); });
   $("classify-drawing").addEventListener("click", classifyDrawing);
   $("upload").addEventListener("change", uploadChosen);
+  $("image-model").addEventListener("change", () => { applyImageModel(); $("image-result").replaceChildren(); });
   $("classify-text").addEventListener("click", classifyText);
   $("generate").addEventListener("click", generate);
   $("play").addEventListener("click", play);

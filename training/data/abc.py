@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgestack.errors import DataMissing  # noqa: F401 (raised here; callers import it from here too)
+from edgestack.errors import DataError, DataMissing  # noqa: F401 (raised here; callers import it from here too)
 from edgestack.settings import get_settings
 
 # Tunes are separated by a blank line in the training text; generation stops when the
@@ -72,7 +72,9 @@ def load_corpus(corpus: str = "irish", data_dir: str | Path | None = None) -> tu
         files = sorted(folder.rglob("*.abc")) if folder.is_dir() else ([folder] if folder.is_file() else [])
         tunes = read_abc_files(files)
         if not tunes:
-            raise DataMissing(f"no ABC tunes (lines starting with X:) in {folder}")
+            if not folder.exists():
+                raise DataMissing(f"{folder} does not exist")
+            raise DataError(f"no ABC tunes (lines starting with X:) in {folder}: give a folder of .abc files")
         return tunes, str(folder)
     if corpus == "irish":
         path = irish_abc_path()
@@ -102,7 +104,8 @@ def split_corpus(tunes: list[str], *, seed: int = 0, val_fraction: float = 0.1,
     n_val = max(1, round(len(tunes) * val_fraction))
     n_test = max(1, round(len(tunes) * test_fraction))
     if len(tunes) < n_val + n_test + 1:
-        raise ValueError(f"{len(tunes)} tunes are too few to split into train/validation/test")
+        raise DataError(f"{len(tunes)} tunes are too few to split into train/validation/test (3 at least; "
+                        "a few dozen make a model)")
     pick = [tunes[i] for i in order]
     return pick[n_val + n_test:], pick[:n_val], pick[n_val:n_val + n_test]
 

@@ -7,7 +7,7 @@ fixed by a seed and never overlap.
 from __future__ import annotations
 
 import importlib.metadata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +26,7 @@ DIGIT_LABELS = [str(d) for d in range(10)]
 
 @dataclass
 class Split:
-    images: np.ndarray  # uint8 [N, 28, 28]
+    images: np.ndarray  # uint8 [N, H, W] (grey: the IDX sets are 28x28) or [N, H, W, 3] (RGB)
     labels: np.ndarray  # int64 [N]
 
     def __len__(self) -> int:
@@ -43,6 +43,13 @@ class ImageDataset:
     test: Split
     labels: list[str]
     source: str
+    skipped: list = field(default_factory=list)  # (file, why): image files that did not decode (folders)
+
+    @property
+    def shape(self) -> list[int]:
+        """[channels, height, width] of the images."""
+        images = self.train.images
+        return [1, *images.shape[1:3]] if images.ndim == 3 else [images.shape[3], *images.shape[1:3]]
 
 
 def _find(directory: Path, stem: str) -> Path:

