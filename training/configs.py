@@ -45,6 +45,7 @@ class ImageConfig:
     seed: int = 0
     train_limit: int | None = None    # use only the first N training images (tests, quick runs)
     class_weights: bool = False       # weigh the loss by inverse class frequency (imbalanced folders)
+    fine_tune: bool = False           # efficientnet-lite0: train the pretrained backbone too (slow); else only the head
     threads: int | None = None
 
     SPEC_SECTIONS: ClassVar[dict] = {

@@ -32,8 +32,9 @@ from edgestack.errors import UsageError
 from training import image_nets
 from training.configs import ImageConfig as Config
 from training.data import images as image_data
+from training.data.splits import class_weights
 from training.image_nets import ConvNet  # noqa: F401 (part of this module's API)
-from training.loop import KeepBest, class_weights, save_classifier_run, set_training_threads
+from training.loop import KeepBest, save_classifier_run, set_training_threads
 
 # What the exported graph expects; serving repeats exactly this in numpy.
 PREPROCESS = {"layout": "NCHW", "height": 28, "width": 28, "channels": 1,
@@ -301,7 +302,7 @@ def train(cfg: Config, out_dir: Path, *, progress: bool = True) -> dict:
     mean, std = (None, None) if cfg.dataset in PACKAGED else channel_stats(images)
     model = image_nets.build(arch, len(data.labels), shape, width=cfg.width, dropout=cfg.dropout, mean=mean, std=std)
     frozen = arch == "efficientnet-lite0" and not cfg.fine_tune
-    weight = class_weights(train_split.labels, len(data.labels)) if cfg.class_weights else None
+    weight = torch.from_numpy(class_weights(train_split.labels, len(data.labels))) if cfg.class_weights else None
     if progress:
         skipped = f", {len(data.skipped)} unreadable files skipped" if data.skipped else ""
         print(f"{name}: {len(train_split)} training images (of {len(data.train)}), {len(data.val)} validation, "

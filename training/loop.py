@@ -49,15 +49,6 @@ class KeepBest:
         return self.stale >= self.patience
 
 
-def class_weights(labels: np.ndarray, num_classes: int):
-    """Inverse class frequency, mean 1 (a class with half the examples weighs twice as much):
-    the loss weights of `class_weights = true`, for imbalanced data."""
-    import torch
-
-    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
-    return torch.tensor(len(labels) / (num_classes * np.maximum(counts, 1)), dtype=torch.float32)
-
-
 def save_classifier_run(out_dir: Path, config: dict, labels: list[str], metrics: dict,
                         y_true: np.ndarray, y_pred: np.ndarray, title: str) -> None:
     """What a classifier's run folder holds beside its checkpoint: config, labels, metrics,

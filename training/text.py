@@ -36,7 +36,8 @@ from tqdm import tqdm
 from training.configs import TextConfig as Config
 from training.data import text as text_data
 from training.data.packaged import package_file
-from training.loop import KeepBest, class_weights, save_classifier_run, set_training_threads
+from training.data.splits import class_weights
+from training.loop import KeepBest, save_classifier_run, set_training_threads
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub: everything is on disk
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -275,7 +276,7 @@ def train(cfg: Config, out_dir: Path, *, progress: bool = True) -> dict:
     train_len = cfg.train_max_length or cfg.max_length
     train_ids = encode(tokenizer, train_split.texts, train_len)
     y_train = torch.from_numpy(train_split.labels)
-    weight = class_weights(train_split.labels, len(data.labels)) if cfg.class_weights else None
+    weight = torch.from_numpy(class_weights(train_split.labels, len(data.labels))) if cfg.class_weights else None
 
     trainable = freeze_bottom(model, cfg.freeze_layers)
     say(f"{cfg.arch}: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, "

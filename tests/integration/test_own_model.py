@@ -188,7 +188,9 @@ def test_images_walkthrough(tmp_path):
     assert edge.returncode == 0, edge.stderr
     assert json.loads(edge.stdout.splitlines()[0])["label"] in manifest["labels"]
     rows = [json.loads(line) for line in (tmp_path / "scenes-labels.jsonl").read_text().splitlines()]
-    assert len(rows) == 102 and sum("error" in r for r in rows) == 2
+    errors = [json.loads(line) for line in (tmp_path / "scenes-labels.errors.jsonl").read_text().splitlines()]
+    assert len(rows) == 100 and {r["label"] for r in rows} <= set(manifest["labels"])
+    assert sorted(e["key"] for e in errors) == ["cat/broken.jpg", "cat/notes.png"]
 
     clash = session.edgestack("new", "image", "scenes", "--data", "scenes-photos")
     assert clash.returncode == 1 and "clashes with a built model" in clash.stderr

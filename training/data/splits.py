@@ -1,4 +1,5 @@
-"""Seeded, stratified splits: one function for every family's own data (texts, image folders)."""
+"""The class balance of a labelled set: seeded stratified splits and loss weights, for every family's
+own data (texts, image folders)."""
 
 from __future__ import annotations
 
@@ -22,3 +23,10 @@ def stratified_indices(labels: np.ndarray, fractions=(0.8, 0.1, 0.1), seed: int 
         for part, chunk in zip(parts, np.split(members, bounds)):
             part.extend(chunk.tolist())
     return tuple(np.asarray(sorted(p), dtype=np.int64) for p in parts)
+
+
+def class_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Inverse class frequency, mean 1 (a class with half the examples weighs twice as much):
+    the loss weights of `class_weights = true`, for imbalanced data. float32 [num_classes]."""
+    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+    return (len(labels) / (num_classes * np.maximum(counts, 1))).astype(np.float32)
