@@ -13,12 +13,13 @@ def bench_image(art: artifact.Artifact, args) -> dict:
     import torch
 
     from edgestack.runtime import open_session
+    from export.image import run_config
     from training import image as image_training
 
     threads = args.threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
     model, config = image_training.load_checkpoint(art.file("checkpoint"))
-    data = image_training.load_dataset(image_training.config_for_run(config))
+    data = image_training.load_dataset(run_config(config))
     sessions = {v: open_session(art.variant_path(v), device="cpu", threads=threads) for v in ("fp32", "int8")}
     results = {"in_process": [], "http": []}
     for batch in (1, 32):

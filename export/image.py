@@ -56,6 +56,26 @@ class _Calibration(CalibrationDataReader):
         return {INPUT: self.batches[self.position - 1]}
 
 
+def run_config(config: dict) -> image_training.Config:
+    """The training Config a run folder's config.json was made from (its data, shape and split)."""
+    fields = set(image_training.Config.__dataclass_fields__)
+    return image_training.Config(**{k: v for k, v in config.items() if k in fields})
+
+
+def preprocessing(config: dict) -> dict:
+    """The manifest's preprocessing for a training run: the packaged sets as the seeds' (28x28
+    grey, light on dark, digits laid out as MNIST was made); a folder of your own images: its
+    size and channels, pixels / 255 (the graph standardises them itself, with the statistics
+    recorded under `normalization`), photos as they are (no inversion), resized whole."""
+    if config["dataset"] != "folder":
+        return image_training.preprocess_for(config["dataset"])
+    channels, height, width = config["input_shape"]
+    return {"layout": "NCHW", "height": height, "width": width, "channels": channels, "scale": 1 / 255.0,
+            "mean": 0.0, "std": 1.0, "dark_background": False, "drawn_layout": None,
+            "resize": "whole image to height x width (LANCZOS), as in training",
+            "normalization": config.get("normalization")}
+
+
 def ort_predictions(path: Path, images: np.ndarray, batch: int = 500) -> np.ndarray:
     """The predicted class of every image with ONNX Runtime."""
     session = open_session(path, device="cpu")
@@ -99,7 +119,7 @@ def export(run_dir: Path, staging: Path, *, name: str, max_int8_drop: float = MA
     """Write model.{fp32,int8,fp16}.onnx and the manifest into `staging`; return the manifest."""
     say = print if progress else (lambda *a, **k: None)
     model, config = image_training.load_checkpoint(run_dir)
-    data = image_training.load_dataset(image_training.config_for_run(config))
+    data = image_training.load_dataset(run_config(config))
     labels = json.loads((Path(run_dir) / "labels.json").read_text())
     channels, height, width = config.get("input_shape") or [1, 28, 28]
     fp32 = staging / "model.fp32.onnx"
@@ -159,7 +179,7 @@ def export(run_dir: Path, staging: Path, *, name: str, max_int8_drop: float = MA
         **manifest_head(name, staging, "image", "image-classification"),
         "inputs": [{"name": INPUT, "dtype": "float32", "shape": [-1, channels, height, width]}],
         "outputs": [{"name": OUTPUT, "dtype": "float32", "shape": [-1, len(labels)]}],
-        "preprocessing": image_training.preprocess_for_run(config),
+        "preprocessing": preprocessing(config),
         "labels": labels,
         "variants": variants,
         "parity": parity,
@@ -169,7 +189,8 @@ def export(run_dir: Path, staging: Path, *, name: str, max_int8_drop: float = MA
         "versions": versions(),
         "training": {"config": config, "best_epoch": metrics["best_epoch"], "val_acc": metrics["val_acc"],
                      "train_seconds": metrics["train_seconds"], "data_source": data.source,
-                     "skipped_files": len(data.skipped), "skipped_examples": data.skipped[:10]},
+                     "skipped_files": metrics.get("skipped_files", 0),
+                     "skipped_examples": metrics.get("skipped_examples", [])},
     }
     artifact.write_manifest(staging, manifest)
     return manifest

@@ -52,19 +52,6 @@ def preprocess_for(dataset: str) -> dict:
     return {**PREPROCESS, "drawn_layout": DRAWN_LAYOUT.get(dataset)}
 
 
-def preprocess_for_run(config: dict) -> dict:
-    """The manifest's preprocessing for a training run's config: the packaged sets as always;
-    a folder: its size and channels, pixels / 255 (the graph standardises them itself, with
-    the statistics recorded under `normalization`), photos as they are (no inversion)."""
-    if config["dataset"] in PACKAGED:
-        return preprocess_for(config["dataset"])
-    channels, height, width = config["input_shape"]
-    return {"layout": "NCHW", "height": height, "width": width, "channels": channels, "scale": 1 / 255.0,
-            "mean": 0.0, "std": 1.0, "dark_background": False, "drawn_layout": None,
-            "resize": "whole image to height x width (LANCZOS), as in training",
-            "normalization": config.get("normalization")}
-
-
 def to_tensor(images: np.ndarray) -> torch.Tensor:
     """uint8 [N, H, W] -> float32 [N, 1, H, W] exactly as PREPROCESS says (pixels / 255);
     RGB [N, H, W, 3] -> [N, 3, H, W]."""
@@ -387,12 +374,6 @@ def train(cfg: Config, out_dir: Path, *, progress: bool = True) -> dict:
                "data_source": data.source, "train_seconds": round(time.time() - started, 1), "history": history}
     save_classifier_run(out_dir, config, data.labels, metrics, data.test.labels, test_pred, f"{name} {arch}")
     return metrics
-
-
-def config_for_run(config: dict) -> Config:
-    """The training Config a run folder's config.json was made from (its dataset and split)."""
-    fields = set(Config.__dataclass_fields__)
-    return Config(**{k: v for k, v in config.items() if k in fields})
 
 
 def load_checkpoint(run_dir: Path) -> tuple[nn.Module, dict]:
