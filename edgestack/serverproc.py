@@ -9,36 +9,104 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import sysconfig
 import tempfile
 import time
+import urllib.parse
+import uuid
 from pathlib import Path
 
 import httpx
+import psutil
 
 from edgestack.settings import get_settings
 
 
 def free_port() -> int:
+    """A port nothing listens on now (another process may take it before the server binds it:
+    running_process checks that the server that answers is its own)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
+# Every process a running_process starts, and everything they start, carries this variable with a
+# value of its own (children inherit the environment): how readiness knows the server that answers
+# is this run's and not another on a reused port, and how the stop finds every process of the run.
+RUN_TOKEN = "SERVERPROC_RUN_TOKEN"
+
+
+def run_processes(token: str) -> list[psutil.Process]:
+    """The live processes whose environment carries `token` (this run's processes)."""
+    found = []
+    for process in psutil.process_iter():
+        with contextlib.suppress(psutil.Error, OSError):
+            if process.environ().get(RUN_TOKEN) == token:
+                found.append(process)
+    return found
+
+
+def _answered_by(port: int, token: str) -> bool | None:
+    """True when a process of the run listens on `port`; None when this OS does not let us see
+    (then readiness falls back to the HTTP answer alone)."""
+    try:
+        listening = {c.pid for c in psutil.net_connections("tcp")
+                     if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port and c.pid}
+    except (psutil.AccessDenied, OSError):
+        return None
+    for pid in listening:
+        with contextlib.suppress(psutil.Error, OSError):
+            if psutil.Process(pid).environ().get(RUN_TOKEN) == token:
+                return True
+    return False
+
+
+def _stop(proc: subprocess.Popen, token: str, grace: float) -> list[str]:
+    """SIGTERM the top process and give it `grace` seconds to shut its own children down; then
+    SIGKILL its process group and every process still carrying the run token (Ray starts some in
+    sessions of their own). Returns 'pid cmdline' of each process that outlived the graceful stop."""
+    if proc.poll() is None:
+        proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(grace)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)  # the group of the process, which is its own session
+    proc.wait()
+    left = run_processes(token)
+    described = []
+    for process in left:
+        with contextlib.suppress(psutil.Error):
+            described.append(f"{process.pid} {' '.join(process.cmdline())[:200]}")
+            process.kill()
+    psutil.wait_procs(left, timeout=10)
+    return described
+
+
 @contextlib.contextmanager
 def running_process(command: list[str], ready_url: str, *, env: dict | None = None, timeout: float = 120.0,
-                    log_path: Path | None = None, what: str = "server"):
-    """Start `command`, yield the process once GET `ready_url` answers 200; always stop it afterwards.
+                    log_path: Path | None = None, what: str = "server", grace: float = 20.0):
+    """Start `command`, yield the process once GET `ready_url` answers 200 from a process this
+    call started; always stop it and everything it started afterwards, also on failure.
 
+    The process runs in a session (process group) of its own with a per-run token in its
+    environment (RUN_TOKEN): readiness needs the port's listener to carry it, and the stop kills
+    the group and every process carrying it once the top process has exited (or `grace` seconds
+    after SIGTERM). The yielded Popen also has `run_token`, `log_path` (None: a temporary file)
+    and, after the stop, `leftovers`: the processes that outlived the graceful stop and were killed.
     Raises RuntimeError with the last output if it exits before it is ready, TimeoutError if it
     is not ready in `timeout` seconds (the output in both cases).
     """
+    token = uuid.uuid4().hex
+    port = urllib.parse.urlsplit(ready_url).port
     # A file, never a pipe: nobody reads a pipe while the server runs, and a full one stalls it.
     log = open(log_path, "w+") if log_path else tempfile.TemporaryFile("w+")
-    proc = subprocess.Popen(command, env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(command, env={**os.environ, **(env or {}), RUN_TOKEN: token}, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    proc.run_token, proc.log_path, proc.leftovers = token, log_path, []
 
     def output() -> str:
         log.seek(0)
@@ -50,19 +118,14 @@ def running_process(command: list[str], ready_url: str, *, env: dict | None = No
             if proc.poll() is not None:
                 raise RuntimeError(f"{what} exited with {proc.returncode}:\n{output()}")
             with contextlib.suppress(httpx.TransportError):
-                if httpx.get(ready_url, timeout=2).status_code == 200:
+                if httpx.get(ready_url, timeout=2).status_code == 200 and _answered_by(port, token) is not False:
                     break
             if time.time() > deadline:
                 raise TimeoutError(f"{what} not ready after {timeout}s:\n{output()}")
             time.sleep(0.3)
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        proc.leftovers = _stop(proc, token, grace)
         log.close()
 
 
