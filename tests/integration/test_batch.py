@@ -22,6 +22,7 @@ import pytest
 from PIL import Image
 
 from batch.job import JobError, JobOptions, output_paths, run_job
+from tests.conftest import prerequisite
 from training.data import images
 
 
@@ -49,7 +50,7 @@ def read_rows(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def test_idx_job_matches_the_server(digits_artifact, server, digits, tmp_path):
+def test_idx_job_matches_the_server(digits_artifact, artifacts_env, server, digits, tmp_path):
     pixels, labels = digits
     idx = write_idx(tmp_path / "t10k-images-idx3-ubyte", pixels[:300])
     summary = run_job("digits-cnn", str(idx), str(tmp_path / "preds.parquet"),
@@ -80,7 +81,7 @@ def png(array: np.ndarray, mode: str = "L") -> bytes:
     return buffer.getvalue()
 
 
-def test_image_folder_with_bad_files_two_workers_jsonl(digits_artifact, server, digits, tmp_path):
+def test_image_folder_with_bad_files_two_workers_jsonl(digits_artifact, artifacts_env, server, digits, tmp_path):
     pixels, _ = digits
     folder = tmp_path / "scans"
     (folder / "sub").mkdir(parents=True)
@@ -115,7 +116,7 @@ def test_image_folder_with_bad_files_two_workers_jsonl(digits_artifact, server, 
     assert summary["workers"] == 2 and summary["errors"] == 3 and summary["items_per_s"] > 0
 
 
-def test_sigkill_mid_job_then_same_command_resumes_exactly_once(digits_artifact, digits, tmp_path):
+def test_sigkill_mid_job_then_same_command_resumes_exactly_once(digits_artifact, artifacts_env, digits, tmp_path):
     pixels, _ = digits
     idx = write_idx(tmp_path / "all-images-idx3-ubyte", pixels)  # 5,000 real digits
     out = tmp_path / "preds.parquet"
@@ -155,7 +156,7 @@ def test_sigkill_mid_job_then_same_command_resumes_exactly_once(digits_artifact,
     assert again.returncode == 0 and "already complete" in again.stdout
 
 
-def test_a_changed_input_or_an_existing_output_is_refused(digits_artifact, digits, tmp_path):
+def test_a_changed_input_or_an_existing_output_is_refused(digits_artifact, artifacts_env, digits, tmp_path):
     pixels, _ = digits
     idx = write_idx(tmp_path / "a-idx3-ubyte", pixels[:50])
     out = tmp_path / "out.jsonl"
@@ -179,7 +180,7 @@ def test_a_changed_input_or_an_existing_output_is_refused(digits_artifact, digit
         run_job("digits-cnn", str(idx), str(tmp_path / "out.csv"), opts)
 
 
-def test_array_inputs_with_bad_rows_and_wrong_shapes(digits_artifact, digits, tmp_path):
+def test_array_inputs_with_bad_rows_and_wrong_shapes(digits_artifact, artifacts_env, digits, tmp_path):
     pixels, _ = digits
     array = pixels[:20].astype(np.float32)
     array[3, 0, 0] = np.nan
@@ -198,7 +199,11 @@ def test_array_inputs_with_bad_rows_and_wrong_shapes(digits_artifact, digits, tm
 @pytest.fixture(scope="module")
 def ray_cluster():
     """A real local Ray (2 CPUs) for the module; jobs connect to it by its address."""
-    ray = pytest.importorskip("ray")
+    from tests.integration.test_ray_serve import RAY_MISSING
+
+    prerequisite(RAY_MISSING)
+    import ray
+
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         yield ray.get_runtime_context().gcs_address
@@ -206,7 +211,7 @@ def ray_cluster():
         ray.shutdown()
 
 
-def test_ray_engine_against_a_cluster_address_matches_local(digits_artifact, digits, ray_cluster, tmp_path):
+def test_ray_engine_against_a_cluster_address_matches_local(digits_artifact, artifacts_env, digits, ray_cluster, tmp_path):
     pixels, _ = digits
     idx = write_idx(tmp_path / "r-idx3-ubyte", pixels[:600])
     local = run_job("digits-cnn", str(idx), str(tmp_path / "local.parquet"),
@@ -235,7 +240,7 @@ def folk_artifact(artifacts_root):
     return build("folk-lstm", TINY, root=artifacts_root, progress=False)
 
 
-def test_music_batch_from_jsonl_matches_the_servers_generator(folk_artifact, tmp_path):
+def test_music_batch_from_jsonl_matches_the_servers_generator(folk_artifact, artifacts_env, tmp_path):
     from serving.runner import RunnerOptions
     from serving.tune import MusicGenerator, SamplingParams
 

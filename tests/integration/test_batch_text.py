@@ -15,11 +15,7 @@ import sys
 import numpy as np
 import pytest
 
-from edgestack import registry
 from tests.clean_venv import clean_env
-
-pytestmark = pytest.mark.skipif("sentiment-tiny" not in registry.MODELS,
-                                reason="the text classifiers are not in this tree's registry")
 
 TINY_TEXT = {"epochs": 1, "train_limit": 400, "baseline": False, "vocab_size": 1000, "hidden_size": 32, "threads": 1}
 TEXTS = ["A warm, funny and moving film.", "Dull, far too long and badly acted.",

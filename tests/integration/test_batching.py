@@ -111,11 +111,48 @@ def test_batches_expected_to_be_quick_skip_the_worker_thread(model, rows):
         await batcher.submit(rows[:1])  # no estimate yet: the worker thread
         batcher.row_seconds = 1e-5  # as if rows took 10 us: one row is due well under 0.25 ms
         await batcher.submit(rows[:1])
-        batcher.row_seconds = 1e-3  # 20 rows at 1 ms each: the worker thread again
+        batcher.row_seconds = 10.0  # as if rows took 10 s: 20 rows are the worker thread's again
         await batcher.submit(rows[:20])
         return threading.current_thread().name
 
     loop_thread = asyncio.run(scenario())
     assert threads[0].startswith("ort-digits") and threads[2].startswith("ort-digits")
     assert threads[1] == loop_thread
-    assert batcher.row_seconds is not None and batcher.row_seconds < 1e-3  # the estimate follows real runs
+    # the estimate follows real runs: 20 real rows took far less than 200 s, however busy the machine
+    assert batcher.row_seconds is not None and batcher.row_seconds < 10.0
+
+
+def test_a_request_whose_deadline_passes_while_queued_is_refused_and_the_rest_served(model, rows):
+    """serving/batching.py: a request queued behind a running batch, with a deadline that passes
+    before the batch ends, is refused with Overloaded (the server's 503) when its turn comes; the
+    requests without a deadline behind it are served. The running batch is held until the
+    deadline has passed: no timing is assumed."""
+    from serving.batching import Overloaded, deadline
+
+    run, _ = model
+    release = threading.Event()
+
+    def held(batch):
+        release.wait(30)
+        return run(batch)
+
+    batcher = MicroBatcher(held, max_batch=4)
+
+    async def scenario():
+        first = asyncio.ensure_future(batcher.submit(rows[:4]))  # a full batch: runs alone, held
+        while batcher.running_rows == 0:
+            await asyncio.sleep(0.005)
+        with deadline(0.05):  # X-Request-Timeout-Ms: 50 as the server sets it
+            late = asyncio.ensure_future(batcher.submit(rows[4:5]))
+        patient = asyncio.ensure_future(batcher.submit(rows[5:6]))
+        await asyncio.sleep(0)
+        assert batcher.queued_rows == 2  # both admitted: nothing measured yet, so no wait was expected
+        await asyncio.sleep(0.2)  # the deadline passes while they queue
+        release.set()
+        return await asyncio.gather(first, late, patient, return_exceptions=True)
+
+    first, late, patient = asyncio.run(scenario())
+    assert isinstance(late, Overloaded) and "deadline passed after" in str(late) and "in the queue" in str(late)
+    np.testing.assert_allclose(first[0], run(rows[:4])[0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(patient[0], run(rows[5:6])[0], rtol=1e-5, atol=1e-5)
+    assert batcher.stats.shed.count == 1

@@ -19,6 +19,7 @@ from benchmarks.protocols import (
     TRITON_FIXED,
 )
 from edgestack.serverproc import kserve_missing, triton_missing
+from tests.conftest import prerequisite
 
 
 def run_bench(tmp_path, *flags) -> dict:
@@ -32,7 +33,7 @@ def run_bench(tmp_path, *flags) -> dict:
     return json.loads(path.read_text())
 
 
-@pytest.mark.usefixtures("digits_artifact")
+@pytest.mark.usefixtures("digits_artifact", "artifacts_env")
 def test_protocol_bench_measures_every_protocol_batch_and_concurrency(tmp_path):
     result = run_bench(tmp_path, "--protocols")
     cases = {(r["protocol"], r["batch"], r["concurrency"]): r for r in result["http"]}
@@ -55,7 +56,7 @@ def test_protocol_bench_measures_every_protocol_batch_and_concurrency(tmp_path):
     assert set(result["ratios"]) == {f"{p}_over_v2-binary_p50_batch{b}_conc1" for p in PROTOCOLS[1:] for b in BATCHES}
 
 
-@pytest.mark.usefixtures("digits_artifact")
+@pytest.mark.usefixtures("digits_artifact", "artifacts_env")
 def test_model_bench_compares_pytorch_and_ort_variants(tmp_path):
     result = run_bench(tmp_path, "--no-http")
     engines = {(r["engine"], r["batch"]) for r in result["in_process"]}
@@ -65,9 +66,9 @@ def test_model_bench_compares_pytorch_and_ort_variants(tmp_path):
     assert "http" not in result or not result["http"]  # --no-http starts no server
 
 
-@pytest.mark.usefixtures("digits_artifact")
-@pytest.mark.skipif(triton_missing() is not None, reason=str(triton_missing()))
+@pytest.mark.usefixtures("digits_artifact", "artifacts_env")
 def test_protocol_bench_with_a_real_triton_in_the_same_rotation(tmp_path):
+    prerequisite(triton_missing())
     result = run_bench(tmp_path, "--protocols", "--triton")
     cases = {(r["protocol"], r["batch"], r["concurrency"]): r for r in result["http"]}
     for batch in BATCHES:
@@ -80,11 +81,11 @@ def test_protocol_bench_with_a_real_triton_in_the_same_rotation(tmp_path):
     assert result["triton"] is True
 
 
-@pytest.mark.usefixtures("digits_artifact")
-@pytest.mark.skipif(kserve_missing() is not None, reason=str(kserve_missing()))
+@pytest.mark.usefixtures("digits_artifact", "artifacts_env")
 def test_protocol_bench_against_kserve_and_an_ab_server(tmp_path):
     """KServe's own ModelServer (its venv) on the same artifact, and a second server of ours
     with other settings, in the same rotation; the peer comparison names the issue's goals."""
+    prerequisite(kserve_missing())
     result = run_bench(tmp_path, "--protocols", "--peers", "kserve", "--ab", "EDGESTACK_GC_FREEZE=0", "--batches", "1")
     cases = {(r["protocol"], r["batch"], r["concurrency"]): r for r in result["http"]}
     for contender in (*PEERS["kserve"], "b:v2-binary", "b:v2-grpc"):

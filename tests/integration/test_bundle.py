@@ -21,8 +21,8 @@ from tests.unit.test_image_processing import digit_pixels, png  # noqa: F401 (di
 
 
 @pytest.fixture(scope="module")
-def digits_bundle(digits_artifact, tmp_path_factory):
-    return make_bundle("digits-cnn", tmp_path_factory.mktemp("bundles"), progress=False)
+def digits_bundle(digits_artifact, artifacts_root, tmp_path_factory):
+    return make_bundle("digits-cnn", tmp_path_factory.mktemp("bundles"), root=artifacts_root, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -142,10 +142,10 @@ def folk_artifact(artifacts_root):
     return build("folk-lstm", TINY, root=artifacts_root, progress=False)
 
 
-def test_music_bundle_in_the_clean_venv_writes_the_servers_tune(folk_artifact, edge_python, tmp_path):
+def test_music_bundle_in_the_clean_venv_writes_the_servers_tune(folk_artifact, artifacts_root, edge_python, tmp_path):
     from tests.conftest import serve
 
-    built = make_bundle("folk-lstm", tmp_path / "bundles", progress=False)
+    built = make_bundle("folk-lstm", tmp_path / "bundles", root=artifacts_root, progress=False)
     folder = built.path
     for name in ("step.onnx", "step.ort", "prompt.onnx", "prompt.ort", "vocab.json", "edge_runner/tune.py", "edge_runner/families/tune.py", "edge_runner/families/common.py"):
         assert (folder / name).is_file(), name
@@ -159,18 +159,19 @@ def test_music_bundle_in_the_clean_venv_writes_the_servers_tune(folk_artifact, e
     answers = [json.loads(line) for line in run.stdout.splitlines()]
     # --prompt values first, then prompt files; prompt i gets seed SEED + i
     assert [a.get("seed") for a in answers] == [11, None, 13] and "vocabulary" in answers[1]["error"]
-    with serve(["folk-lstm"]) as (url, _):
+    with serve(["folk-lstm"], root=artifacts_root) as (url, _):
         for answer, prompt in zip([answers[0], answers[2]], ["X:1\nT:", "X:2\nM:6/8\n"]):
             body = {"prompt": prompt, "seed": answer["seed"], "max_length": 300, "temperature": 0.9, "top_p": 0.95}
             served = httpx.post(url + "/generate", json=body, timeout=60).json()
             assert answer["tune"] == served["tune"] and answer["stop_reason"] == served["stop_reason"]
 
 
-def test_bundles_of_two_families_import_their_own_runner_in_one_process(digits_bundle, folk_artifact, tmp_path):
+def test_bundles_of_two_families_import_their_own_runner_in_one_process(digits_bundle, folk_artifact, artifacts_root,
+                                                                        tmp_path):
     """bench-bundle imports each bundle's edge_runner in turn: the second must not get the first's copy."""
     from benchmarks.bundle import import_from_bundle
 
-    music = make_bundle("folk-lstm", tmp_path / "bundles", progress=False)
+    music = make_bundle("folk-lstm", tmp_path / "bundles", root=artifacts_root, progress=False)
     image_module = import_from_bundle(digits_bundle.path, "edge_runner.image")
     music_module = import_from_bundle(music.path, "edge_runner.tune")
     assert Path(image_module.__file__).is_relative_to(digits_bundle.path)

@@ -34,7 +34,8 @@ FOLK_INFER = "/v2/models/folk-lstm/infer"
 @pytest.fixture(scope="module")
 def url(digits_artifact, artifacts_root):
     build("folk-lstm", TINY, root=artifacts_root, progress=False)  # the one test_folk_lstm.py uses, if built
-    with serve(["digits-cnn", "folk-lstm"], {**LIMITS, "EDGESTACK_MAX_BODY_BYTES": str(BODY_LIMIT)}) as (url, _):
+    with serve(["digits-cnn", "folk-lstm"], {**LIMITS, "EDGESTACK_MAX_BODY_BYTES": str(BODY_LIMIT)},
+               root=artifacts_root) as (url, _):
         yield url
 
 

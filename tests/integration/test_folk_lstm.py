@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import httpx
 import numpy as np
@@ -17,12 +18,12 @@ import pytest
 from edgestack import artifact
 from edgestack.errors import InputError
 from edgestack.runtime import open_session
-from export.onnx_utils import op_types
 from export.tune import ROLLOUT_PROMPT, greedy_rollout_ort, greedy_rollout_torch
 from serving import abc_tools
 from serving.runner import RunnerOptions
 from serving.tune import MusicGenerator
 from tests.conftest import serve
+from tests.reference import graph_ops
 from training import tune as tune_training
 from training.data import abc as abc_data
 
@@ -44,21 +45,18 @@ def splits():
 
 
 @pytest.fixture(scope="module")
-def runner(folk_artifact, monkeypatch_module) -> MusicGenerator:
-    for key, value in LIMITS.items():
-        monkeypatch_module.setenv(key, value)
-    return MusicGenerator(folk_artifact, RunnerOptions(device="cpu", threads=1))
-
-
-@pytest.fixture(scope="module")
-def monkeypatch_module():
+def runner(folk_artifact) -> MusicGenerator:
+    """The server's generator with the server's limits (read when it is made; the environment is
+    restored at once, so no other test sees them)."""
     with pytest.MonkeyPatch.context() as mp:
-        yield mp
+        for key, value in LIMITS.items():
+            mp.setenv(key, value)
+        return MusicGenerator(folk_artifact, RunnerOptions(device="cpu", threads=1))
 
 
 @pytest.fixture(scope="module")
-def folk_server(folk_artifact):
-    with serve(["folk-lstm"], LIMITS) as (url, proc):
+def folk_server(folk_artifact, artifacts_root):
+    with serve(["folk-lstm"], LIMITS, root=artifacts_root) as (url, _):
         yield url
 
 
@@ -96,8 +94,8 @@ def test_greedy_rollout_of_200_steps_matches_pytorch(folk_artifact):
 
 def test_int8_graphs_really_quantize_the_lstm(folk_artifact):
     for key in ("file", "prompt_file"):
-        fp32 = op_types(folk_artifact.file(folk_artifact.variants["fp32"][key]))
-        int8 = op_types(folk_artifact.file(folk_artifact.variants["int8"][key]))
+        fp32 = graph_ops(folk_artifact.file(folk_artifact.variants["fp32"][key]))
+        int8 = graph_ops(folk_artifact.file(folk_artifact.variants["int8"][key]))
         assert fp32.get("LSTM") == 1 and "DynamicQuantizeLSTM" not in fp32
         assert int8.get("DynamicQuantizeLSTM") == 1 and "LSTM" not in int8
         assert "MatMulInteger" in int8  # the output layer too
@@ -142,6 +140,33 @@ def test_v2_infer_runs_one_step_with_explicit_state(runner):
     assert runner.inputs[1]["shape"] == [1, -1, runner.hidden]
 
 
+
+
+def test_leaving_a_stream_early_stops_the_generation(runner, monkeypatch):
+    """The server's stream (serving/tune.py MusicGenerator.stream, what /generate_stream sends):
+    when its consumer leaves after the first piece, the worker thread stops stepping the LSTM."""
+    # a seed whose whole tune runs long, so that stopping early differs from finishing
+    params = next(p for p in (runner.check("X:1\nT:", 800, 1.0, 0, 1.0, seed) for seed in range(40))
+                  if runner.complete(p)["generated_chars"] >= 300)
+    steps = []
+    real_step = runner.generator.step
+
+    def slow_step(token, h, c):  # 5 ms a character: the whole tune would take seconds
+        steps.append(token)
+        time.sleep(0.005)
+        return real_step(token, h, c)
+
+    monkeypatch.setattr(runner.generator, "step", slow_step)
+
+    async def leave_after_the_first_piece():
+        stream = runner.stream(params)
+        first = await anext(stream)
+        await stream.aclose()  # what the server does when the client disconnects
+        return first, len(steps)
+
+    first, at_close = asyncio.run(leave_after_the_first_piece())
+    time.sleep(0.2)
+    assert first and len(steps) == at_close < 100, (at_close, len(steps))  # stopped, and nothing ran after
 
 
 # -- over HTTP ----------------------------------------------------------------------------

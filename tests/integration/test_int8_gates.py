@@ -80,7 +80,7 @@ def test_impossible_int8_budget_withholds_int8_and_the_server_serves_fp32(own_ro
         assert answer.status_code == 200 and answer.json()["variant"] == "fp32"
 
 
-def test_build_goes_on_past_a_failed_model_and_says_so(digits_artifact, capsys):
+def test_build_goes_on_past_a_failed_model_and_says_so(digits_artifact, artifacts_env, capsys):
     # digits-cnn is present; fashion-cnn cannot find its data: one line, a summary, exit 1
     code = cli.main(["build", "digits-cnn", "fashion-cnn", "--data-dir", "/nonexistent/fashion"])
     captured = capsys.readouterr()

@@ -11,14 +11,14 @@ temporary folder (printed), for people to look at.
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
 
-from edgestack import registry
-from tests.conftest import serve
+from tests.conftest import prerequisite, serve
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -26,13 +26,17 @@ FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "-
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 TINY_TOPIC = {"epochs": 1, "train_limit": 400, "baseline": False, "vocab_size": 1000, "hidden_size": 32, "threads": 1}
 
-playwright_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed (pip install playwright)")
-pytestmark = [
-    pytest.mark.skipif(not Path(CHROMIUM).is_file(),
-                       reason="chromium is not installed: `make browser` installs Debian's (as root)"),
-    pytest.mark.skipif(not {"sentiment-tiny", "topic-tiny"} <= set(registry.MODELS),
-                       reason="the tiny text classifiers are not in this tree's registry"),
-]
+try:
+    from playwright import sync_api as playwright_api
+except ImportError:
+    playwright_api = None
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _browser_installed():
+    prerequisite(None if playwright_api else "Playwright is not installed: pip install playwright (the dev extra)")
+    prerequisite(None if Path(CHROMIUM).is_file() else "chromium is not installed: `make browser` installs Debian's "
+                 "(as root: apt-get install chromium)")
 
 
 @pytest.fixture(scope="module")
@@ -44,20 +48,36 @@ def playground(digits_artifact, artifacts_root):
     build("folk-lstm", TINY, root=artifacts_root, progress=False)
     build("sentiment-tiny", TINY_TEXT, root=artifacts_root, progress=False)
     build("topic-tiny", TINY_TOPIC, root=artifacts_root, progress=False)
-    with serve(["digits-cnn", "folk-lstm", "sentiment-tiny", "topic-tiny"], LIMITS) as (url, _):
+    with serve(["digits-cnn", "folk-lstm", "sentiment-tiny", "topic-tiny"], LIMITS, root=artifacts_root) as (url, _):
         yield url
 
 
-class Browser:
-    """One headless Chromium with a fresh profile; records console errors and every request,
-    and refuses (aborts) any request that is not to localhost."""
+@pytest.fixture(scope="module")
+def context(tmp_path_factory):
+    """One headless Chromium with a fresh profile for the module; each test opens its own tab."""
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    with playwright_api.sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            str(profile), executable_path=CHROMIUM, headless=True, args=FLAGS,
+            viewport={"width": 1280, "height": 900}, accept_downloads=True)
+        try:
+            yield context
+        finally:
+            context.close()  # stops the browser process (and its children)
 
-    def __init__(self, context):
-        self.context, self.errors, self.outside, self.requests = context, [], [], []
-        context.route("**/*", self._route)
+
+class Tab:
+    """A fresh tab on the playground that records console errors and every request, and refuses
+    (aborts) any request that is not to localhost."""
+
+    def __init__(self, context, url: str):
+        self.errors, self.outside, self.requests = [], [], []
         self.page = context.new_page()
+        self.page.route("**/*", self._route)
         self.page.on("console", lambda msg: self.errors.append(msg.text) if msg.type == "error" else None)
         self.page.on("pageerror", lambda exc: self.errors.append(str(exc)))
+        self.page.goto(url + "/")
+        self.page.wait_for_selector("body[data-ready=true]", timeout=15_000)
 
     def _route(self, route):
         url = route.request.url
@@ -69,17 +89,21 @@ class Browser:
             route.abort()
 
 
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory):
-    profile = tmp_path_factory.mktemp("chromium-profile")
-    with playwright_api.sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(
-            str(profile), executable_path=CHROMIUM, headless=True, args=FLAGS,
-            viewport={"width": 1280, "height": 900}, accept_downloads=True)
-        try:
-            yield Browser(context)
-        finally:
-            context.close()  # stops the browser process (and its children)
+@pytest.fixture
+def tab(context, playground):
+    """This test's tab. Afterwards, for every test: the page made requests, none left localhost,
+    and the console stayed free of errors (a test that provokes one removes it from tab.errors)."""
+    tab = Tab(context, playground)
+    yield tab
+    tab.page.close()
+    assert tab.requests, "the page made no request at all"
+    assert not tab.outside, f"requests to the internet: {tab.outside}"
+    assert not tab.errors, f"console errors: {tab.errors}"
+
+
+@pytest.fixture
+def page(tab):
+    return tab.page
 
 
 @pytest.fixture(scope="module")
@@ -87,14 +111,6 @@ def shots(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("playground-screenshots")
     print(f"\nplayground screenshots: {folder}")
     return folder
-
-
-@pytest.fixture(scope="module")
-def page(browser, playground):
-    page = browser.page
-    page.goto(playground + "/")
-    page.wait_for_selector("body[data-ready=true]", timeout=15_000)
-    return page
 
 
 def draw(page, strokes: list[list[tuple[float, float]]]) -> None:
@@ -109,16 +125,20 @@ def draw(page, strokes: list[list[tuple[float, float]]]) -> None:
         page.mouse.up()
 
 
-def test_a_drawn_digit_is_classified_and_shown_as_the_model_sees_it(page, browser, shots):
+def test_a_drawn_digit_is_classified_and_shown_as_the_model_sees_it(page, shots):
     page.select_option("#image-model", "digits-cnn")
     # a 7, drawn small and off-centre as people do: the server lays it out as MNIST was made
-    draw(page, [[(0.15, 0.15), (0.5, 0.15), (0.3, 0.6)]])
+    with page.expect_response("**/classify_image") as answered:
+        draw(page, [[(0.15, 0.15), (0.5, 0.15), (0.3, 0.6)]])
+    served = answered.value.json()["predictions"][0]
     label = page.locator("[data-testid=image-label]")
     label.wait_for(timeout=10_000)
-    assert label.inner_text() in "0123456789"
-    assert page.locator("#image-result .bar-row").count() == 3
-    assert "digits-cnn" in page.locator("#image-result .meta").inner_text()
-    assert "ms" in page.locator("#image-result .meta").inner_text()
+    # the page shows the server's answer: its label (one of the model's ten) and its top 3
+    assert re.fullmatch(r"[0-9]", label.inner_text()) and label.inner_text() == served["label"]
+    assert page.locator("#image-result .bar-row").count() == len(served["top_k"]) == 3
+    assert page.locator("#image-result .bar-row").first.inner_text().startswith(served["top_k"][0]["label"])
+    meta = page.locator("#image-result .meta").inner_text()
+    assert "digits-cnn" in meta and re.search(r"\d+ ms", meta)
     # the 28x28 preview shows the digit laid out as MNIST was made: its centre of mass in the middle
     total, cy, cx = page.evaluate("""() => {
         const d = document.getElementById('seen').getContext('2d').getImageData(0, 0, 28, 28).data;
@@ -133,7 +153,8 @@ def test_a_drawn_digit_is_classified_and_shown_as_the_model_sees_it(page, browse
 
 def test_a_review_gets_both_text_results(page, shots):
     page.fill("#text-input", "A warm, funny and moving film; the cast is wonderful and the script sparkles.")
-    page.click("#classify-text")
+    with page.expect_response("**/classify_text") as first:
+        page.click("#classify-text")
     for model in ("sentiment-tiny", "topic-tiny"):
         page.locator(f"[data-testid=text-label-{model}]").wait_for(timeout=10_000)
     cards = page.locator("#text-result .card")
@@ -142,10 +163,13 @@ def test_a_review_gets_both_text_results(page, shots):
         text = cards.nth(i).inner_text()
         assert "tokens" in text and "truncated" in text
     assert page.locator("[data-model=topic-tiny] .bar-row").count() == 5
+    answered = first.value.json()
+    shown = page.locator(f"[data-testid=text-label-{answered['model']}]").inner_text()
+    assert shown == answered["predictions"][0]["label"]  # the page shows what the server said
     page.locator("#text").screenshot(path=str(shots / "text.png"))
 
 
-def test_a_tune_streams_renders_as_sheet_music_and_plays(page, browser, shots):
+def test_a_tune_streams_renders_as_sheet_music_and_plays(page, shots):
     page.fill("#tune-prompt", "X:1\nT:Test\nM:4/4\nL:1/8\nK:D\n")
     page.fill("#tune-seed", "5")  # a tune the tiny model writes that abcjs both renders and times
     page.click("#generate")
@@ -160,27 +184,30 @@ def test_a_tune_streams_renders_as_sheet_music_and_plays(page, browser, shots):
     page.locator("#tunes").screenshot(path=str(shots / "tunes.png"))
 
 
-def test_server_errors_are_readable_on_the_page(page, browser):
-    before = len(browser.errors)
+def test_server_errors_are_readable_on_the_page(tab):
+    page = tab.page
     page.fill("#tune-temperature", "-1")
     page.click("#generate")
     error = page.locator("#tune-status .error")
     error.wait_for(timeout=10_000)
     assert "temperature" in error.inner_text() and error.inner_text().startswith("400")
-    page.fill("#tune-temperature", "0.9")
-    # Chromium logs every 4xx response as a console error: this one was asked for
-    logged = browser.errors[before:]
-    assert logged and all("status of 400" in message for message in logged), logged
-    del browser.errors[before:]
+    # Chromium logs every 4xx response as a console error: this one was asked for, and is the only one
+    assert tab.errors and all("status of 400" in message for message in tab.errors), tab.errors
+    tab.errors.clear()
 
 
 def test_models_panel_lists_the_served_models_and_live_latency(page, shots):
     rows = page.locator("#model-table tbody tr")
+    rows.first.wait_for(timeout=10_000)
     assert rows.count() == 4
     assert "int8" in page.locator("#model-table").inner_text()
+    # this test's own request, so the latency table has a row for it whatever ran before
+    with page.expect_response("**/classify_image"):
+        draw(page, [[(0.5, 0.2), (0.5, 0.8)]])
     page.evaluate("refreshLatency()")
-    page.locator("#latency-table td", has_text="/classify_image").wait_for(timeout=10_000)
-    assert " ms" in page.locator("#latency-table").inner_text()
+    row = page.locator("#latency-table tr", has_text="/classify_image")
+    row.wait_for(timeout=10_000)
+    assert re.search(r"\d+(\.\d)? ms", row.inner_text()), row.inner_text()
     page.locator("#models").screenshot(path=str(shots / "models.png"))
 
 
@@ -196,21 +223,18 @@ def test_keyboard_reaches_every_control(page):
 
 def test_narrow_mobile_viewport_has_no_sideways_scrolling(page, shots):
     page.set_viewport_size({"width": 390, "height": 844})
-    try:
-        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
-        page.screenshot(path=str(shots / "mobile.png"), full_page=True)
-    finally:
-        page.set_viewport_size({"width": 1280, "height": 900})
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    page.screenshot(path=str(shots / "mobile.png"), full_page=True)
 
 
-def test_api_docs_moved_to_docs_and_load_nothing_from_outside(page, browser, playground, shots):
+def test_api_docs_are_served_here_and_load_nothing_from_outside(tab, playground, shots):
+    page = tab.page
+    before = len(tab.requests)
     page.goto(playground + "/docs")
     page.wait_for_selector("text=/classify_image", timeout=15_000)
+    docs_requests = tab.requests[before:]
+    # the docs page, its script and the OpenAPI document, all from this server (tab checks: nothing outside)
+    assert any(urlparse(u).path == "/docs.json" for u in docs_requests), docs_requests
+    assert all(urlparse(u).hostname in LOCAL_HOSTS for u in docs_requests if u.startswith("http"))
+    assert page.locator(".opblock").count() >= 10  # every operation rendered by swagger-ui
     page.screenshot(path=str(shots / "docs.png"))
-
-
-def test_no_request_left_localhost_and_no_console_errors(browser):
-    # runs last in this module: covers every page and action above
-    assert browser.requests, "the browser made no request at all"
-    assert not browser.outside, f"requests to the internet: {browser.outside}"
-    assert not browser.errors, f"console errors: {browser.errors}"

@@ -10,6 +10,7 @@ written to ray-serve-figures.json in the module's tmp folder.
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import shutil
@@ -24,15 +25,21 @@ import numpy as np
 import psutil
 import pytest
 
-pytest.importorskip("ray.serve")
-
 from edgestack import artifact
-from edgestack.serverproc import free_port, running_process
+from edgestack.serverproc import free_port, run_processes, running_process
 from export.build import build
 from tests.integration.test_batch_text import TINY_TEXT
+from tests.conftest import prerequisite
 from tests.integration.test_folk_lstm import LIMITS, TINY
 
 MODELS = ["digits-cnn", "folk-lstm", "sentiment-tiny"]
+RAY_MISSING = None if importlib.util.find_spec("ray") and importlib.util.find_spec("ray.serve") else \
+    "Ray Serve is not installed: pip install 'ray[data,serve]' (the batch extra; `make venv` installs it)"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _ray_installed():
+    prerequisite(RAY_MISSING)
 DIGIT = [[0] * 28] * 28
 FIGURES: dict = {}
 
@@ -66,20 +73,26 @@ def ray_server(ray_root, tmp_path_factory):
         yield f"http://127.0.0.1:{port}", proc, log
         stopping = time.perf_counter()
     FIGURES["sigterm_to_exit_s"] = round(time.perf_counter() - stopping, 1)
-    FIGURES["ray_processes_left"] = ray_processes()
+    # what outlived the server's own shutdown (running_process then killed it): processes of this
+    # run only, found by its run token, never whatever else runs Ray on the machine
+    FIGURES["processes_left"] = proc.leftovers
     print("\nRay Serve figures:", json.dumps(FIGURES), flush=True)
     (log.parent / "ray-serve-figures.json").write_text(json.dumps(FIGURES, indent=1))
-    assert FIGURES["ray_processes_left"] == [], "Ray processes outlived `edgestack serve --engine ray`"
+    assert FIGURES["processes_left"] == [], "processes outlived `edgestack serve --engine ray`"
 
 
-def ray_processes(deployment: str = "") -> list[int]:
-    """pids of this machine's Ray Serve processes (by the title Ray gives them: ray::ServeReplica:APP:NAME)."""
-    wanted = f"ray::ServeReplica:edgestack:{deployment}" if deployment else "ray::"
+def replicas(proc, deployment: str) -> list[int]:
+    """pids of this server's Ray Serve replicas of `deployment` (by the title Ray gives them:
+    ray::ServeReplica:APP:NAME), among the processes carrying its run token."""
+    wanted = f"ray::ServeReplica:edgestack:{deployment}"
     pids = []
-    for proc in psutil.process_iter(["pid", "cmdline"]):
-        cmdline = " ".join(proc.info["cmdline"] or [])
-        if cmdline.startswith(wanted) and (not deployment or cmdline.split()[0].split(".")[0] == wanted):
-            pids.append(proc.info["pid"])
+    for process in run_processes(proc.run_token):
+        try:
+            cmdline = " ".join(process.cmdline())
+        except psutil.Error:
+            continue
+        if cmdline.startswith(wanted) and cmdline.split()[0].split(".")[0] == wanted:
+            pids.append(process.pid)
     return pids
 
 
@@ -125,9 +138,48 @@ def png(pixels: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+# ---------------------------------------------------------------------------- the router's own checks
+
+class Unreachable:
+    """A Ray Serve handle that fails the test if the router calls the replica at all."""
+
+    def __getattr__(self, name):
+        raise AssertionError(f"the router called the replica ({name}) for a request it should refuse itself")
+
+
+def test_the_router_refuses_a_bad_request_as_the_runner_would_without_the_replica(ray_root):
+    """serving/ray_engine.py RemoteRunner classes carry the family's request checks: a bad request
+    is refused in the router with the runner's own message and status, never sent to a replica."""
+    import asyncio
+
+    from edgestack.errors import InputError
+    from serving.image import ImageClassifier
+    from serving.ray_engine import remote_runner_class
+    from serving.runner import RunnerOptions
+    from serving.tune import MusicGenerator
+
+    described = {"variant": "int8", "provider": "CPUExecutionProvider"}
+    for runner_cls, model, call in (
+            (ImageClassifier, "digits-cnn", lambda r: r.pixels_from_array([[1, 2]])),
+            (ImageClassifier, "digits-cnn", lambda r: r.decode_image(b"not an image")),
+            (ImageClassifier, "digits-cnn", lambda r: r.pixels_from_array([[[[0] * 28] * 28]] * 2, "squash")),
+            (MusicGenerator, "folk-lstm", lambda r: r.check(temperature=0)),
+            (MusicGenerator, "folk-lstm", lambda r: r.check(prompt="X:1\nT:caf\u00e9 \u266b")),
+            (MusicGenerator, "folk-lstm", lambda r: r.check(max_length=10**6))):
+        art = artifact.load_latest(model, ray_root)
+        with pytest.raises(InputError) as local:
+            call(runner_cls(art, RunnerOptions(device="cpu", threads=1)))
+        remote = remote_runner_class(runner_cls)(art, described, Unreachable())
+        with pytest.raises(InputError) as routed:
+            result = call(remote)
+            if asyncio.iscoroutine(result):
+                asyncio.run(result)
+        assert (str(routed.value), routed.value.status) == (str(local.value), local.value.status)
+
+
 # ---------------------------------------------------------------------------- same protocol, same answers
 
-def test_v2_check_matrix_passes_against_ray_serve(ray_server, ray_root, tmp_path, capsys):
+def test_v2_check_matrix_passes_against_ray_serve(ray_server, ray_root, independent_v2_check, tmp_path, capsys):
     from cli import main
 
     url, _, _ = ray_server
@@ -241,21 +293,21 @@ def test_back_pressure_is_a_503_in_the_error_shape(ray_server):
 
 
 def test_sigkilled_replica_is_replaced_and_only_its_requests_fail(ray_server):
-    url, _, _ = ray_server
-    replicas = ray_processes("digits-cnn")
-    assert len(replicas) == 2, replicas
+    url, proc, _ = ray_server
+    before_kill = replicas(proc, "digits-cnn")
+    assert len(before_kill) == 2, before_kill
     with Load(url) as load:
         time.sleep(2)
         before = load.ok
-        victim = replicas[0]
+        victim = before_kill[0]
         killed_at = time.perf_counter()
         psutil.Process(victim).send_signal(signal.SIGKILL)
         deadline = time.time() + 60
-        while len(set(ray_processes("digits-cnn")) - {victim}) < 2 and time.time() < deadline:
+        while len(set(replicas(proc, "digits-cnn")) - {victim}) < 2 and time.time() < deadline:
             time.sleep(0.2)
         restarted = time.perf_counter() - killed_at
         time.sleep(2)  # traffic on the new replica too
-    now = ray_processes("digits-cnn")
+    now = replicas(proc, "digits-cnn")
     FIGURES.update(kill_ok_before=before, kill_ok_total=load.ok, kill_failures=len(load.failures),
                    kill_failure_samples=load.failures[:3], kill_replacement_s=round(restarted, 1))
     assert len(now) == 2 and victim not in now, "Ray did not replace the killed replica"

@@ -10,12 +10,15 @@ from export.build import train
 def test_same_seed_same_weights_whatever_the_thread_count(tmp_path):
     import torch
 
-    digests = []
-    for threads in (1, 2):
-        torch.set_num_threads(threads)  # what the machine offers must not matter
-        run_dir, _ = train("digits-cnn", {"epochs": 1, "train_limit": 600}, run_dir=tmp_path / f"t{threads}",
-                           progress=False)
-        digests.append(hashlib.sha256((run_dir / "model.safetensors").read_bytes()).hexdigest())
+    digests, before = [], torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)  # what the machine offers must not matter
+            run_dir, _ = train("digits-cnn", {"epochs": 1, "train_limit": 600}, run_dir=tmp_path / f"t{threads}",
+                               progress=False)
+            digests.append(hashlib.sha256((run_dir / "model.safetensors").read_bytes()).hexdigest())
+    finally:
+        torch.set_num_threads(before)  # the process's setting, as the next test expects it
     assert digests[0] == digests[1]
 
 

@@ -53,7 +53,7 @@ def test_exported_repository_parses_as_triton_model_config(v2_artifacts, model, 
         assert [o.label_filename for o in config.output if list(o.dims) == [len(labels)]] == ["labels.txt"]
 
 
-def test_cpu_only_repository_and_every_version(digits_artifact, tmp_path):
+def test_cpu_only_repository_and_every_version(digits_artifact, artifacts_env, tmp_path):
     repo = tmp_path / "repo"
     written = triton.export_repository(repo, ["digits-cnn"], target="cpu", variant="int8", all_versions=True,
                                        keep_versions=2)
@@ -97,7 +97,7 @@ def test_python_backend_repository(v2_artifacts, model, tmp_path, monkeypatch):
     assert not (version_dir / "model.onnx").exists()
 
 
-def test_python_backend_refuses_gpu_targets_and_unknown_variants(digits_artifact, tmp_path):
+def test_python_backend_refuses_gpu_targets_and_unknown_variants(digits_artifact, artifacts_env, tmp_path):
     with pytest.raises(ValueError, match="--target cpu"):
         triton.export_repository(tmp_path, ["digits-cnn"], backend="python", target="both")
     with pytest.raises(artifact.ArtifactError, match="no variant 'fp64'"):

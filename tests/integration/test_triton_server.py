@@ -22,10 +22,15 @@ import tritonclient.http as tc
 from edgestack import serverproc
 from cli import v2check
 from export import triton
+from tests.conftest import prerequisite
 from tests.integration.test_v2 import MODELS, v2_artifacts  # noqa: F401  (a session fixture)
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(serverproc.triton_missing() is not None,
-                                                   reason=str(serverproc.triton_missing()))]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _triton_installed():
+    prerequisite(serverproc.triton_missing())
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +48,10 @@ def host(url: str) -> str:
     return url.removeprefix("http://")
 
 
-def test_v2_check_matrix_on_real_triton(triton_url, v2_artifacts):
+def test_v2_check_matrix_on_real_triton(triton_url, v2_artifacts, independent_v2_check):
     """Every tritonclient call of `edgestack v2-check`, sync and async, binary and JSON, per
-    model, and the answer = the variant the config names, run in this process."""
+    model, and the answer = the variant the config names, run in this process by plain ONNX
+    Runtime (tests/reference.py)."""
     matrix = v2check.check_models(triton_url, MODELS, v2_artifacts[0])
     v2check.print_matrix(matrix)
     assert set(matrix) == set(MODELS)

@@ -1,6 +1,7 @@
 """The Open Inference Protocol (v2) on a real server: the real, unmodified tritonclient
 (sync and async, binary and JSON tensors) for every model that has an artifact fixture,
-outputs compared with an in-process ONNX Runtime session; then every kind of malformed
+outputs compared with a plain in-process ONNX Runtime session on the artifact's files
+(tests/reference.py: none of the server's code); then every kind of malformed
 request over raw HTTP, each answered with a 4xx JSON error, and the server still serving.
 """
 
@@ -24,16 +25,17 @@ from tritonclient.utils import InferenceServerException
 from edgestack import artifact, registry
 from edgestack import v2protocol as v2
 from cli import v2check
-from cli.v2check import reference, triton_inputs
+from cli.v2check import triton_inputs
 from serving.v2 import tensor_specs
 from tests import conftest
 from tests.conftest import serve
+from tests.reference import plain_reference
 from training.data import images
 
 # Extension point: served name -> how these tests get a small real artifact of it: a session
 # fixture of tests/conftest.py ("fixture:NAME", copied), or "module:ATTR", the tiny build
-# overrides a family's own tests use (built here). Everything lives in a private artifacts
-# folder, so these builds never shadow another test module's. A model joins the
+# overrides a family's own tests use (built in the session's artifacts folder, as those tests
+# build them, then copied). The copies live in a private artifacts folder. A model joins the
 # compatibility matrix (and tests/integration/test_triton_export.py) once it is registered; a source
 # that does not exist is an error, not a smaller matrix.
 ARTIFACTS = {
@@ -58,8 +60,10 @@ MAX_ITEMS = 16
 
 
 @pytest.fixture(scope="session")
-def v2_artifacts(request, tmp_path_factory) -> tuple[Path, dict]:
-    """(artifacts folder, {model: Artifact}) for every model in MODELS."""
+def v2_artifacts(request, artifacts_root, tmp_path_factory) -> tuple[Path, dict]:
+    """(artifacts folder, {model: Artifact}) for every model in MODELS: copies of the session's
+    builds (the same tiny configs the family tests build in the session's artifacts folder, so
+    each is trained once per session), in a folder of their own."""
     from export.build import build
 
     root = tmp_path_factory.mktemp("v2-artifacts")
@@ -68,10 +72,10 @@ def v2_artifacts(request, tmp_path_factory) -> tuple[Path, dict]:
         kind, _, name = ARTIFACTS[model].partition(":")
         if kind == "fixture":
             source = request.getfixturevalue(name)
-            shutil.copytree(source.path, root / model / source.version)
-            built[model] = artifact.load(root / model / source.version)
         else:
-            built[model] = build(model, getattr(importlib.import_module(kind), name), root=root, progress=False)
+            source = build(model, getattr(importlib.import_module(kind), name), root=artifacts_root, progress=False)
+        shutil.copytree(source.path, root / model / source.version)
+        built[model] = artifact.load(root / model / source.version)
     return root, built
 
 
@@ -163,7 +167,7 @@ def test_infer_sync_matches_in_process_ort(v2_url, built, digit_pixels, model, b
     response = result.get_response()
     assert response["id"] == "req-7" and response["model_name"] == model
     assert all(("data" in o) != binary for o in response["outputs"])
-    assert_outputs_match(result, reference(art, variant, feeds), tolerance(art))
+    assert_outputs_match(result, plain_reference(art, variant, feeds), tolerance(art))
 
 
 @pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
@@ -186,7 +190,7 @@ def test_infer_async_matches_in_process_ort(v2_url, built, digit_pixels, model, 
     meta, results = asyncio.run(go())
     assert [i["name"] for i in meta["inputs"]] == [i["name"] for i in art.manifest["inputs"]]
     for f, result in zip(feeds, results):
-        assert_outputs_match(result, reference(art, meta["parameters"]["variant"], f), tolerance(art))
+        assert_outputs_match(result, plain_reference(art, meta["parameters"]["variant"], f), tolerance(art))
 
 
 # ------------------------------------------------------------------------ protocol details
@@ -309,7 +313,7 @@ def test_client_v2_calls_sync_and_async(v2_url, built, digit_pixels):
 
     art = built["digits-cnn"]
     x = image_tensor(art, digit_pixels[:5])
-    want = reference(art, "int8", {"images": x})["logits"]
+    want = plain_reference(art, "int8", {"images": x})["logits"]
     with Client(v2_url) as client:
         assert client.v2_live() and client.v2_ready() and client.v2_model_ready("digits-cnn")
         assert not client.v2_model_ready("digits-cnn", "99")

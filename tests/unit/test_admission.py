@@ -5,20 +5,29 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import pytest
 
 from serving.admission import Admission, DrainState
+from serving.batching import request_deadline
+
+
+PROBES = ("/readyz", "/livez", "/metrics", "/v2/health/ready", "/v2/health/live")
 
 
 def single_worker_app(seconds: float):
+    """A model route that serves one request at a time (`seconds` each); probes answer at once,
+    as the server's do (they never wait for a model). Answers 200 with the request's deadline
+    (serving.batching.request_deadline, as the route sees it) as the body."""
     lock = asyncio.Lock()
 
     async def app(scope, receive, send):
-        async with lock:  # one at a time: concurrent requests wait here, as behind a busy model or loop
-            await asyncio.sleep(seconds)
+        if scope["path"] not in PROBES:
+            async with lock:  # one at a time: concurrent requests wait here, as behind a busy model or loop
+                await asyncio.sleep(seconds)
         await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": b"ok"})
+        await send({"type": "http.response.body", "body": repr(request_deadline.get()).encode()})
     return app
 
 
@@ -37,6 +46,14 @@ async def call(app, path="/classify", headers=()):
     return start["status"], dict(start.get("headers") or []), body
 
 
+async def until(condition, seconds: float = 30.0) -> None:
+    """Wait (polling) until condition() holds; AssertionError after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        await asyncio.sleep(0.01)
+
+
 @pytest.fixture
 def budget_100ms(monkeypatch):
     monkeypatch.setenv("EDGESTACK_MAX_QUEUE_MS", "100")
@@ -46,39 +63,51 @@ def test_a_standing_queue_over_the_budget_sheds_new_requests_with_503(budget_100
     async def run():
         admission = Admission(single_worker_app(0.02), DrainState())
         assert (await call(admission))[0] == 200  # alone: 20 ms, the route's floor
-        burst = [asyncio.create_task(call(admission)) for _ in range(30)]  # the last waits 600 ms
-        await asyncio.sleep(0.3)  # the first ones are answered after queueing: the queue is standing
+        burst = [asyncio.create_task(call(admission)) for _ in range(30)]  # the last waits 600 ms or more
+        route = admission.state.routes["/classify"]
+        # answers come back after queueing: the standing delay it measures passes the 100 ms budget
+        # (however slow this machine is: every wait grows with it)
+        await until(lambda: route.queueing() > 0.1)
+        assert not any(task.done() and task.result()[0] != 200 for task in burst)
         late = await call(admission)
+        probes = [await call(admission, path) for path in PROBES]  # health and metrics: never shed
         results = await asyncio.gather(*burst)
-        return late, results, admission.state
+        return late, probes, results, admission.state
 
-    late, results, state = asyncio.run(run())
+    late, probes, results, state = asyncio.run(run())
     assert all(status == 200 for status, _, _ in results)  # admitted before the queue stood: all served
     status, headers, body = late
     assert status == 503 and headers[b"retry-after"] == b"1"
     assert "overloaded" in json.loads(body)["error"] and state.shed == 1
+    assert [status for status, _, _ in probes] == [200] * len(PROBES)
 
 
-def test_a_lone_request_is_never_shed_and_health_never(budget_100ms):
+def test_a_lone_request_is_never_shed_however_slow():
     async def run():
-        admission = Admission(single_worker_app(0.3), DrainState())  # slower than the budget, alone
-        first = await call(admission)
-        second = await call(admission)
-        return first, second
+        admission = Admission(single_worker_app(0.3), DrainState())  # 3 times the budget, alone
+        return [await call(admission) for _ in range(3)], admission.state
 
-    first, second = asyncio.run(run())
-    assert first[0] == second[0] == 200
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EDGESTACK_MAX_QUEUE_MS", "100")
+        answers, state = asyncio.run(run())
+    assert [status for status, _, _ in answers] == [200] * 3 and state.shed == 0
 
 
 def test_the_deadline_header_is_checked_and_set(budget_100ms):
     async def run():
         admission = Admission(single_worker_app(0.0), DrainState())
-        return (await call(admission, headers=[(b"x-request-timeout-ms", b"-5")]),
-                await call(admission, headers=[(b"x-request-timeout-ms", b"250")]))
+        bad = await call(admission, headers=[(b"x-request-timeout-ms", b"-5")])
+        sent = time.monotonic()
+        good = await call(admission, headers=[(b"x-request-timeout-ms", b"250")])
+        answered = time.monotonic()
+        none = await call(admission)
+        return bad, good, none, sent, answered
 
-    bad, good = asyncio.run(run())
+    bad, good, none, sent, answered = asyncio.run(run())
     assert bad[0] == 400 and b"X-Request-Timeout-Ms" in bad[2]
-    assert good[0] == 200
+    # the route saw a deadline 250 ms after the request arrived; without the header, none
+    assert good[0] == 200 and sent + 0.25 <= float(good[2]) <= answered + 0.25
+    assert none == (200, {}, b"None")
 
 
 def test_while_draining_new_work_and_readiness_get_503_and_liveness_stays():
@@ -93,12 +122,16 @@ def test_while_draining_new_work_and_readiness_get_503_and_liveness_stays():
     assert live[0] == 200 and state.refused == 1
 
 
-def test_more_requests_in_flight_than_the_limit_get_503(monkeypatch):
+def test_more_requests_in_flight_than_the_limit_get_503_but_probes_are_answered(monkeypatch):
     monkeypatch.setenv("EDGESTACK_MAX_IN_FLIGHT", "4")
 
     async def run():
         admission = Admission(single_worker_app(0.05), DrainState())
-        return await asyncio.gather(*(call(admission, f"/route-{i}") for i in range(6)))
+        work = [asyncio.create_task(call(admission, f"/route-{i}")) for i in range(6)]
+        await until(lambda: admission.state.in_flight == 4)  # the limit reached
+        probes = [await call(admission, path) for path in PROBES]
+        return await asyncio.gather(*work), probes
 
-    statuses = sorted(status for status, _, _ in asyncio.run(run()))
-    assert statuses == [200] * 4 + [503] * 2
+    work, probes = asyncio.run(run())
+    assert sorted(status for status, _, _ in work) == [200] * 4 + [503] * 2
+    assert [status for status, _, _ in probes] == [200] * len(PROBES)  # a load balancer still sees the truth

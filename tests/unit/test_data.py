@@ -1,9 +1,15 @@
 import gzip
+from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from training.data import images
+
+
+def _rows(images_: np.ndarray, labels: np.ndarray) -> list[bytes]:
+    return [image.tobytes() + bytes([int(label)]) for image, label in zip(images_, labels)]
 
 
 def _row_hashes(array: np.ndarray) -> set[bytes]:
@@ -16,9 +22,14 @@ def test_fashion_mnist_from_debian_package_has_official_sizes_and_disjoint_split
     assert data.train.images.dtype == np.uint8 and data.train.images.shape[1:] == (28, 28)
     assert set(np.unique(data.test.labels)) == set(range(10))
     assert data.labels[9] == "Ankle boot"
-    # splits come from different indices of the official files: no index reused
-    train_val = np.concatenate([data.train.images, data.val.images])
-    assert len(train_val) == 60000
+    # train and validation split the official training file: together they hold each of its
+    # 60,000 (image, label) rows exactly as often as the file does (no row reused, none lost)
+    official = Path(data.source)
+    rows = Counter(_rows(images.read_idx(official / "train-images-idx3-ubyte.gz"),
+                         images.read_idx(official / "train-labels-idx1-ubyte.gz")))
+    split = Counter(_rows(data.train.images, data.train.labels)) + Counter(_rows(data.val.images, data.val.labels))
+    assert split == rows
+    assert not set(_rows(data.test.images, data.test.labels)) <= set(rows)  # the test file is another one
 
 
 def test_fashion_split_is_fixed_by_seed():

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from edgestack.families.image import mnist_style, read_idx
+from tests.conftest import prerequisite
 
 
 def centre_of_mass(pixels: np.ndarray) -> tuple[float, float]:
@@ -34,8 +35,8 @@ def test_a_blank_canvas_stays_blank():
 def test_font_digits_are_balanced_deterministic_idx(tmp_path, monkeypatch):
     from training.data import font_digits
 
-    if not font_digits.fonts():
-        pytest.skip("no fonts under /usr/share/fonts (apt-get install fonts-dejavu-core)")
+    prerequisite(None if font_digits.fonts() else "no fonts under /usr/share/fonts: `make data` installs them "
+                 "(as root: apt-get install fonts-dejavu-core)")
     a_images, a_labels = font_digits.make(per_digit=3, seed=1)
     b_images, _ = font_digits.make(per_digit=3, seed=1)
     assert np.array_equal(a_images, b_images) and np.bincount(a_labels).tolist() == [3] * 10
@@ -91,7 +92,8 @@ def test_drawings_of_any_size_need_a_layout_and_are_checked():
 
 
 def test_writer_and_pen_augmentation_is_seeded_and_laid_out_like_drawn_input():
-    torch = pytest.importorskip("torch")
+    import torch
+
     from training.image import drawn_augment, relayout, thicken_or_thin
 
     bar = torch.zeros(8, 1, 28, 28)

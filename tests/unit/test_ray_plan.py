@@ -43,7 +43,9 @@ def test_bad_entries_are_one_line_usage_errors(entries, parse, words):
         per_model(entries, "digits-cnn", parse, "--flag")
 
 
-def test_remote_runners_take_the_familys_request_side():
+def test_remote_runners_are_made_of_the_familys_request_side():
+    # what the router does with them (refuses a request as the runner would, never asking the
+    # replica): tests/integration/test_ray_serve.py test_the_router_refuses_a_bad_request_...
     image = remote_runner_class(ImageClassifier)
     assert issubclass(image, ImageRequests) and issubclass(image, RemoteRunner)
     assert issubclass(remote_runner_class(MusicGenerator), TuneRequests)
