@@ -101,6 +101,26 @@ def server(digits_artifact, artifacts_root):
         yield url
 
 
+@pytest.fixture(scope="session")
+def folk_artifact(artifacts_root) -> artifact.Artifact:
+    """The tiny real folk-lstm of tests/integration/test_folk_lstm.py (TINY), in the session's folder."""
+    from export.build import build
+    from tests.integration.test_folk_lstm import TINY
+
+    return build("folk-lstm", TINY, root=artifacts_root, progress=False)
+
+
+@pytest.fixture(scope="session")
+def digits_folk_server(digits_artifact, folk_artifact, artifacts_root):
+    """One server of digits-cnn and the tiny folk-lstm for the session (the tune, error-shape,
+    fuzzing and bundle tests): the tune limits of test_folk_lstm.py's LIMITS, a 1 MiB body limit."""
+    from tests.integration.test_folk_lstm import LIMITS
+
+    with serve(["digits-cnn", "folk-lstm"], {**LIMITS, "EDGESTACK_MAX_BODY_BYTES": str(1024 * 1024)},
+               root=artifacts_root) as (url, _):
+        yield url
+
+
 @pytest.fixture
 def tampered_root(digits_artifact, tmp_path) -> Path:
     """A copy of the digits artifact with one byte of the int8 model changed."""

@@ -231,15 +231,6 @@ def test_ray_engine_against_a_cluster_address_matches_local(digits_artifact, art
 
 
 
-@pytest.fixture(scope="module")
-def folk_artifact(artifacts_root):
-    """The tiny real folk-lstm of tests/integration/test_folk_lstm.py (built once per session, whichever module asks first)."""
-    from export.build import build
-    from tests.integration.test_folk_lstm import TINY
-
-    return build("folk-lstm", TINY, root=artifacts_root, progress=False)
-
-
 def test_music_batch_from_jsonl_matches_the_servers_generator(folk_artifact, artifacts_env, tmp_path):
     from serving.runner import RunnerOptions
     from serving.tune import MusicGenerator, SamplingParams

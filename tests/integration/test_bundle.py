@@ -133,18 +133,8 @@ def test_a_changed_bundle_file_is_refused_with_check(digits_bundle, digit_pixels
     assert run.returncode == 2 and "model.ort does not match its sha256" in run.stderr
 
 
-@pytest.fixture(scope="module")
-def folk_artifact(artifacts_root):
-    """The tiny real folk-lstm of tests/integration/test_folk_lstm.py (built once per session, whichever module asks first)."""
-    from export.build import build
-    from tests.integration.test_folk_lstm import TINY
-
-    return build("folk-lstm", TINY, root=artifacts_root, progress=False)
-
-
-def test_music_bundle_in_the_clean_venv_writes_the_servers_tune(folk_artifact, artifacts_root, edge_python, tmp_path):
-    from tests.conftest import serve
-
+def test_music_bundle_in_the_clean_venv_writes_the_servers_tune(folk_artifact, artifacts_root, edge_python,
+                                                                digits_folk_server, tmp_path):
     built = make_bundle("folk-lstm", tmp_path / "bundles", root=artifacts_root, progress=False)
     folder = built.path
     for name in ("step.onnx", "step.ort", "prompt.onnx", "prompt.ort", "vocab.json", "edge_runner/tune.py", "edge_runner/families/tune.py", "edge_runner/families/common.py"):
@@ -159,11 +149,10 @@ def test_music_bundle_in_the_clean_venv_writes_the_servers_tune(folk_artifact, a
     answers = [json.loads(line) for line in run.stdout.splitlines()]
     # --prompt values first, then prompt files; prompt i gets seed SEED + i
     assert [a.get("seed") for a in answers] == [11, None, 13] and "vocabulary" in answers[1]["error"]
-    with serve(["folk-lstm"], root=artifacts_root) as (url, _):
-        for answer, prompt in zip([answers[0], answers[2]], ["X:1\nT:", "X:2\nM:6/8\n"]):
-            body = {"prompt": prompt, "seed": answer["seed"], "max_length": 300, "temperature": 0.9, "top_p": 0.95}
-            served = httpx.post(url + "/generate", json=body, timeout=60).json()
-            assert answer["tune"] == served["tune"] and answer["stop_reason"] == served["stop_reason"]
+    for answer, prompt in zip([answers[0], answers[2]], ["X:1\nT:", "X:2\nM:6/8\n"]):
+        body = {"prompt": prompt, "seed": answer["seed"], "max_length": 300, "temperature": 0.9, "top_p": 0.95}
+        served = httpx.post(digits_folk_server + "/generate", json=body, timeout=60).json()
+        assert answer["tune"] == served["tune"] and answer["stop_reason"] == served["stop_reason"]
 
 
 def test_bundles_of_two_families_import_their_own_runner_in_one_process(digits_bundle, folk_artifact, artifacts_root,

@@ -25,15 +25,6 @@ def result_json(out: Path, pattern: str) -> dict:
     return json.loads(path.read_text())
 
 
-@pytest.fixture(scope="module")
-def folk_artifact(artifacts_root):
-    """The tiny real folk-lstm of tests/integration/test_folk_lstm.py (built once per session)."""
-    from export.build import build
-    from tests.integration.test_folk_lstm import TINY
-
-    return build("folk-lstm", TINY, root=artifacts_root, progress=False)
-
-
 def test_abc_check_samples_the_models_tunes_and_gates_on_the_midi_share(folk_artifact, artifacts_env, tmp_path):
     from cli.abc_check import check_tune
     from serving.runner import RunnerOptions

@@ -16,9 +16,6 @@ import json
 import httpx
 import pytest
 
-from export.build import build
-from tests.conftest import serve
-from tests.integration.test_folk_lstm import LIMITS, TINY
 from tests.integration.test_security import bomb_png
 
 BODY_LIMIT = 1024 * 1024
@@ -32,11 +29,9 @@ FOLK_INFER = "/v2/models/folk-lstm/infer"
 
 
 @pytest.fixture(scope="module")
-def url(digits_artifact, artifacts_root):
-    build("folk-lstm", TINY, root=artifacts_root, progress=False)  # the one test_folk_lstm.py uses, if built
-    with serve(["digits-cnn", "folk-lstm"], {**LIMITS, "EDGESTACK_MAX_BODY_BYTES": str(BODY_LIMIT)},
-               root=artifacts_root) as (url, _):
-        yield url
+def url(digits_folk_server):
+    """The session's digits-cnn + folk-lstm server (tests/conftest.py: LIMITS, a 1 MiB body limit)."""
+    return digits_folk_server
 
 
 def json_body(text: str | bytes) -> dict:

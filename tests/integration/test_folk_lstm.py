@@ -15,14 +15,12 @@ import httpx
 import numpy as np
 import pytest
 
-from edgestack import artifact
 from edgestack.errors import InputError
 from edgestack.runtime import open_session
 from export.tune import ROLLOUT_PROMPT, greedy_rollout_ort, greedy_rollout_torch
 from serving import abc_tools
 from serving.runner import RunnerOptions
 from serving.tune import MusicGenerator
-from tests.conftest import serve
 from tests.reference import graph_ops
 from training import tune as tune_training
 from training.data import abc as abc_data
@@ -30,13 +28,6 @@ from training.data import abc as abc_data
 TINY = {"hidden_size": 48, "embedding_dim": 32, "epochs": 2, "patience": 2, "train_limit": 120, "val_limit": 30,
         "batch_size": 16, "threads": 1}
 LIMITS = {"EDGESTACK_MAX_PROMPT_CHARS": "600", "EDGESTACK_MAX_NEW_CHARS": "800"}
-
-
-@pytest.fixture(scope="module")
-def folk_artifact(artifacts_root) -> artifact.Artifact:
-    from export.build import build
-
-    return build("folk-lstm", TINY, root=artifacts_root, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -55,9 +46,14 @@ def runner(folk_artifact) -> MusicGenerator:
 
 
 @pytest.fixture(scope="module")
-def folk_server(folk_artifact, artifacts_root):
-    with serve(["folk-lstm"], LIMITS, root=artifacts_root) as (url, _):
-        yield url
+def folk_server(digits_folk_server):
+    """The session's server of digits-cnn and this tiny folk-lstm with LIMITS (tests/conftest.py);
+    folk-lstm is its only tune generator, so requests may leave `model` out."""
+    return digits_folk_server
+
+
+def described(url: str, name: str = "folk-lstm") -> dict:
+    return next(m for m in httpx.post(url + "/models", json={}).json()["models"] if m["name"] == name)
 
 
 # -- data ---------------------------------------------------------------------------------
@@ -200,7 +196,7 @@ def test_generate_whole_and_streamed_are_the_same_tune(folk_server):
 
 
 def test_render_midi_of_a_given_and_a_generated_tune(folk_server, splits):
-    vocabulary = set(httpx.post(folk_server + "/models", json={}).json()["models"][0]["vocabulary"])
+    vocabulary = set(described(folk_server)["vocabulary"])
     real = next(t for t in splits.test if set(t) <= vocabulary and len(t) < 500)
     response = httpx.post(folk_server + "/render_midi", json={"abc": real}, timeout=30)
     assert response.status_code == 200, response.text
@@ -271,9 +267,9 @@ def test_open_inference_protocol_v2_step_with_explicit_state(folk_server):
 
 
 def test_models_endpoint_and_still_serving_after_bad_input(folk_server):
-    described = httpx.post(folk_server + "/models", json={}).json()["models"][0]
-    assert described["name"] == "folk-lstm" and described["variant"] == "int8"
-    assert described["inputs"][0] == {"name": "token", "dtype": "int64", "shape": [-1]}
+    folk = described(folk_server)
+    assert folk["variant"] == "int8" and folk["limits"] == {"max_prompt_chars": 600, "max_length": 800}
+    assert folk["inputs"][0] == {"name": "token", "dtype": "int64", "shape": [-1]}
     response = httpx.post(folk_server + "/generate", json={"max_length": 5, "seed": 1}, timeout=30)
     assert response.status_code == 200 and response.json()["generated_chars"] <= 5
 

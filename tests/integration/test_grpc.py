@@ -20,25 +20,21 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 from tritonclient.utils import InferenceServerException
 
 from cli.v2check import triton_grpc_inputs, triton_inputs
-from edgestack.serverproc import free_port
-from tests.conftest import batches, serve
+from tests.conftest import batches
 from tests.integration.test_v2 import (  # noqa: F401 (v2_artifacts: the same session fixture)
     MAX_ITEMS,
     MODELS,
     digit_pixels,
     image_tensor,
     v2_artifacts,
+    v2_server,
 )
 
 
 @pytest.fixture(scope="module")
-def urls(v2_artifacts):  # noqa: F811
-    """(HTTP url, gRPC host:port) of one server."""
-    grpc_port = free_port()
-    env = {"EDGESTACK_ARTIFACTS": str(v2_artifacts[0]), "EDGESTACK_MAX_ITEMS": str(MAX_ITEMS),
-           "EDGESTACK_GRPC_PORT": str(grpc_port)}
-    with serve(MODELS, env) as (url, _):
-        yield url, f"localhost:{grpc_port}"
+def urls(v2_server):  # noqa: F811
+    """(HTTP url, gRPC host:port) of the v2 tests' server (test_v2.py)."""
+    return v2_server
 
 
 @pytest.fixture(scope="module")

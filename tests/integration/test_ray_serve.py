@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import io
 import json
+import re
 import shutil
 import signal
 import sys
@@ -62,7 +63,8 @@ def ray_server(ray_root, tmp_path_factory):
     port = free_port()
     log = tmp_path_factory.mktemp("ray-serve") / "serve.log"
     command = [sys.executable, "-m", "cli", "serve", *MODELS, "--engine", "ray", "--host", "127.0.0.1",
-               "--port", str(port), "--replicas", "1", "--replicas", "digits-cnn=2", "--num-cpus", "0.5",
+               "--port", str(port), "--replicas", "1", "--replicas", "digits-cnn=2", "--autoscale", "sentiment-tiny=1:2",
+               "--num-cpus", "0.5",
                "--max-ongoing", "16", "--max-queued", "64"]
     env = {"EDGESTACK_ARTIFACTS": str(ray_root), "EDGESTACK_THREADS": "1", "EDGESTACK_MAX_ITEMS": "16",
            "EDGESTACK_MAX_BODY_BYTES": str(1024 * 1024), **LIMITS}
@@ -266,6 +268,17 @@ def test_bad_requests_get_the_same_error_shape(ray_server, path, kwargs, status,
     r = httpx.request(method, url + path, **kwargs)
     assert r.status_code == status, r.text
     assert r.headers["content-type"].startswith("application/json") and words in r.json()["error"]
+
+
+def test_an_autoscaled_model_starts_at_its_minimum_and_is_served(ray_server):
+    """--autoscale sentiment-tiny=1:2 (beside --replicas for the others): the plan says so, Ray
+    Serve starts the deployment with its minimum (1 replica, while digits-cnn has its fixed 2),
+    and it answers. (Scaling up needs Ray's upscale delay, 30 s of sustained load: not run here.)"""
+    url, proc, log = ray_server
+    assert re.search(r"\[sentiment-tiny\] v\d+: autoscale 1:2", log.read_text()), log.read_text()[-2000:]
+    assert len(replicas(proc, "sentiment-tiny")) == 1 and len(replicas(proc, "digits-cnn")) == 2
+    answer = httpx.post(url + "/classify_text", json={"model": "sentiment-tiny", "text": "a fine film"}, timeout=60)
+    assert answer.status_code == 200 and answer.json()["predictions"][0]["label"] in ("rotten", "fresh")
 
 
 # ---------------------------------------------------------------------------- failures under load

@@ -28,6 +28,7 @@ from cli import v2check
 from cli.v2check import triton_inputs
 from serving.v2 import tensor_specs
 from tests import conftest
+from edgestack.serverproc import free_port
 from tests.conftest import serve
 from tests.reference import plain_reference
 from training.data import images
@@ -84,12 +85,20 @@ def built(v2_artifacts) -> dict:
     return v2_artifacts[1]
 
 
-@pytest.fixture(scope="module")
-def v2_url(v2_artifacts):
+@pytest.fixture(scope="session")
+def v2_server(v2_artifacts):
+    """(HTTP url, gRPC host:port) of one server of every model in MODELS, for the v2 tests over
+    HTTP (here) and gRPC (test_grpc.py)."""
+    grpc_port = free_port()
     env = {"EDGESTACK_ARTIFACTS": str(v2_artifacts[0]), "EDGESTACK_MAX_BODY_BYTES": str(1024 * 1024),
-           "EDGESTACK_MAX_ITEMS": str(MAX_ITEMS)}
+           "EDGESTACK_MAX_ITEMS": str(MAX_ITEMS), "EDGESTACK_GRPC_PORT": str(grpc_port)}
     with serve(MODELS, env) as (url, _):
-        yield url
+        yield url, f"localhost:{grpc_port}"
+
+
+@pytest.fixture(scope="module")
+def v2_url(v2_server):
+    return v2_server[0]
 
 
 @pytest.fixture(scope="module")
