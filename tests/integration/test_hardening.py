@@ -48,11 +48,11 @@ def locked(digits_artifact, artifacts_root, tmp_path_factory):
     env = {"EDGESTACK_API_KEYS": "key-a,key-b", "EDGESTACK_API_KEYS_FILE": str(keys),
            "EDGESTACK_CORS_ORIGINS": "http://playground.test", "EDGESTACK_GRPC_PORT": str(grpc_port)}
     with serve(["digits-cnn"], env, root=artifacts_root) as (url, _):
-        yield url, f"127.0.0.1:{grpc_port}"
+        yield url, f"127.0.0.1:{grpc_port}", keys
 
 
 def test_without_a_token_inference_is_refused_with_401_and_a_challenge(locked):
-    locked_server, _ = locked
+    locked_server, _, _ = locked
     r = httpx.post(locked_server + "/classify", json={"pixels": PIXELS})
     assert r.status_code == 401
     assert r.headers["www-authenticate"].startswith('Bearer realm="edgestack"')
@@ -64,13 +64,13 @@ def test_without_a_token_inference_is_refused_with_401_and_a_challenge(locked):
 
 
 def test_health_readiness_and_metrics_stay_open(locked):
-    locked_server, _ = locked
+    locked_server, _, _ = locked
     for path in ("/livez", "/readyz", "/metrics", "/v2/health/ready"):
         assert httpx.get(locked_server + path).status_code == 200, path
 
 
 def test_each_configured_key_is_accepted_by_our_client_and_tritonclient(locked):
-    locked_server, _ = locked
+    locked_server, _, _ = locked
     for key in ("key-a", "key-b", "file-key-1"):
         with Client(locked_server, token=key) as client:
             assert client.classify(PIXELS, model="digits-cnn").predictions
@@ -81,8 +81,41 @@ def test_each_configured_key_is_accepted_by_our_client_and_tritonclient(locked):
             client.infer("digits-cnn", v2_inputs())
 
 
+def test_a_key_file_edited_in_place_rotates_its_key_without_a_restart_on_both_protocols(locked):
+    """The operator rewrites the key file in place (same inode) with a key of the same length, so
+    only its modification time tells the change: the new key works over HTTP and gRPC at once,
+    the old one is refused, and the keys given in EDGESTACK_API_KEYS stay. (A file replaced in
+    one step, emptied or missing: tests/integration/test_security.py.)"""
+    url, grpc_url, keys = locked
+    before = keys.read_text()
+    inode = keys.stat().st_ino
+
+    def accepted(key: str) -> tuple[int, bool]:
+        http = httpx.post(url + "/classify", json={"pixels": PIXELS}, headers={"Authorization": f"Bearer {key}"})
+        with tc_grpc.InferenceServerClient(grpc_url) as client:
+            try:
+                client.infer("digits-cnn", v2_inputs(module=tc_grpc), headers={"authorization": f"Bearer {key}"})
+                grpc_ok = True
+            except InferenceServerException:
+                grpc_ok = False
+        return http.status_code, grpc_ok
+
+    assert accepted("file-key-1") == (200, True) and accepted("file-key-2") == (401, False)
+    try:
+        time.sleep(0.01)  # a later modification time than the file the server read
+        with open(keys, "r+") as fh:  # in place: same inode, same size
+            fh.write(before.replace("file-key-1", "file-key-2"))
+        assert keys.stat().st_ino == inode and len(keys.read_text()) == len(before)
+        assert accepted("file-key-2") == (200, True)
+        assert accepted("file-key-1") == (401, False)
+        assert accepted("key-a") == (200, True)  # the environment's keys are not the file's
+    finally:
+        keys.write_text(before)  # the other tests of this module use file-key-1
+    assert accepted("file-key-1") == (200, True)
+
+
 def test_cors_answers_preflights_for_configured_origins_only(locked):
-    locked_server, _ = locked
+    locked_server, _, _ = locked
     asked = {"Origin": "http://playground.test", "Access-Control-Request-Method": "POST",
              "Access-Control-Request-Headers": "authorization,content-type"}
     r = httpx.options(locked_server + "/classify", headers=asked)
@@ -92,7 +125,7 @@ def test_cors_answers_preflights_for_configured_origins_only(locked):
 
 
 def test_grpc_needs_the_token_too_and_v2_check_passes_with_it(locked, capsys):
-    url, grpc_url = locked
+    url, grpc_url, _ = locked
     with tc_grpc.InferenceServerClient(grpc_url) as client:
         assert client.is_server_ready()  # health stays open
         with pytest.raises(InferenceServerException, match="bearer token is required"):

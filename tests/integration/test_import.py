@@ -48,16 +48,13 @@ def files(tmp_path_factory, artifacts_root):
     paths = write_sample(folder / "cancer")
     with np.load(paths["eval"]) as held:
         x, y = held["X"], held["labels"]
-    old = os.environ.get("EDGESTACK_MODELS_DIR")
-    os.environ["EDGESTACK_MODELS_DIR"] = str(folder / "models")
-    try:
+    # for this module only (restored after it): its models folder, and the session's artifacts folder
+    # for the in-process `edgestack import` calls (tests/conftest.py: no fixture sets it for the session)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EDGESTACK_MODELS_DIR", str(folder / "models"))
+        mp.setenv("EDGESTACK_ARTIFACTS", str(artifacts_root))
         yield {"folder": folder, "onnx": paths["onnx"], "calibration": paths["calibration"], "eval": paths["eval"],
                "x": x, "y": y}
-    finally:
-        if old is None:
-            os.environ.pop("EDGESTACK_MODELS_DIR", None)
-        else:
-            os.environ["EDGESTACK_MODELS_DIR"] = old
 
 
 def minilm_tokenizer() -> Path:
@@ -95,10 +92,10 @@ def imported(files):
 
 
 @pytest.fixture(scope="module")
-def urls(imported, files):
+def urls(imported, files, artifacts_root):
     grpc_port = free_port()
     env = {"EDGESTACK_GRPC_PORT": str(grpc_port), "EDGESTACK_MODELS_DIR": os.environ["EDGESTACK_MODELS_DIR"]}
-    with serve([CANCER, FIXED, IMAGE, TEXT], env) as (url, _):
+    with serve([CANCER, FIXED, IMAGE, TEXT], env, root=artifacts_root) as (url, _):
         yield url, f"127.0.0.1:{grpc_port}"
 
 

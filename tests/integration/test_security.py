@@ -60,7 +60,7 @@ def test_serve_listens_on_localhost_by_default_and_says_how_to_open_up():
     assert "127.0.0.1" in help_text and "--host 0.0.0.0" in help_text and "EDGESTACK_API_KEYS" in help_text
 
 
-def test_model_control_without_keys_is_refused_in_one_line(digits_artifact):
+def test_model_control_without_keys_is_refused_in_one_line(digits_artifact, artifacts_env):
     import signal
 
     env = {**os.environ, "EDGESTACK_MODEL_CONTROL": "1", "EDGESTACK_API_KEYS": "", "EDGESTACK_API_KEYS_FILE": ""}
@@ -119,12 +119,12 @@ def test_model_control_needs_a_token_and_a_json_content_type(keyed):
     assert response.status_code == 200 and response.json()["versions"], response.text
 
 
-def test_a_key_file_fails_closed_through_its_life(digits_artifact, tmp_path):
+def test_a_key_file_fails_closed_through_its_life(digits_artifact, artifacts_root, tmp_path):
     """Was: a key file of comments only (or caught between truncate and write) turned auth off,
     and a missing key file turned every route, /livez included, into a 500."""
     key_file = tmp_path / "keys"
     key_file.write_text("# no key yet\n\n")
-    with serve(["digits-cnn"], {"EDGESTACK_API_KEYS_FILE": str(key_file)}) as (url, _):
+    with serve(["digits-cnn"], {"EDGESTACK_API_KEYS_FILE": str(key_file)}, root=artifacts_root) as (url, _):
         response = httpx.post(url + "/models")
         assert response.status_code == 503 and "no key can be read" in response.json()["error"], response.text
         assert httpx.get(url + "/livez").status_code == 200
@@ -333,7 +333,7 @@ def test_a_gzip_body_of_bytes_elements_gets_413_before_decoding(server):
 
 # ------------------------------------------------------------------ 11. a batch job never touches its input
 
-def test_batch_overwrite_refuses_to_touch_its_input(digits_artifact, tmp_path):
+def test_batch_overwrite_refuses_to_touch_its_input(digits_artifact, artifacts_env, tmp_path):
     """Was: `edgestack batch x.jsonl x.jsonl --overwrite` deleted its input (here: the same with an array)."""
     import numpy as np
 
@@ -418,7 +418,7 @@ def test_hot_reload_takes_only_what_a_trusted_key_signed(keyed, signing_keys):
         httpx.post(url + LOAD, headers=control, content=b"")
 
 
-def test_batch_jobs_and_triton_export_refuse_unsigned_artifacts(digits_artifact, signing_keys, tmp_path,
+def test_batch_jobs_and_triton_export_refuse_unsigned_artifacts(digits_artifact, artifacts_env, signing_keys, tmp_path,
                                                                 monkeypatch):
     import numpy as np
 
