@@ -73,15 +73,16 @@ def _stop(proc: subprocess.Popen, token: str, grace: float) -> list[str]:
         proc.terminate()
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(grace)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)  # the group of the process, which is its own session
-    proc.wait()
-    left = run_processes(token)
-    described = []
+    left, described = run_processes(token), []
     for process in left:
         with contextlib.suppress(psutil.Error):
             described.append(f"{process.pid} {' '.join(process.cmdline())[:200]}")
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)  # the group of the process, which is its own session
+    for process in left:
+        with contextlib.suppress(psutil.Error):
             process.kill()
+    proc.wait()
     psutil.wait_procs(left, timeout=10)
     return described
 

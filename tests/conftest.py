@@ -29,6 +29,7 @@ from edgestack import artifact
 from edgestack.serverproc import free_port, running_server  # noqa: F401 (tests import free_port from here)
 from edgestack.settings import env_name
 
+pytest_plugins = ["pytester"]  # tests/unit/test_suite_rules.py runs these rules on small test files
 ARTIFACTS = env_name("artifacts")  # EDGESTACK_ARTIFACTS
 
 
@@ -204,18 +205,18 @@ def pytest_runtest_makereport(item, call):
                        f"this skip is right on some machines, name the test in pyproject.toml's expected_skips)")
 
 
-_COLLECT_SKIPS: list[str] = []
-
-
-def pytest_collectreport(report):
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    outcome = yield
+    report = outcome.get_result()
     if report.skipped:  # a module-level importorskip/skip: the whole file would vanish from the run
-        _COLLECT_SKIPS.append(f"{report.nodeid}: {_reason(report)}")
+        skips = collector.config.stash[SKIPS]
+        skips["unexpected"].append(f"{report.nodeid}: {_reason(report)}")
+        skips["at_collection"] = True
 
 
 def pytest_sessionfinish(session, exitstatus):
-    skips = session.config.stash[SKIPS]
-    skips["unexpected"] += [s for s in _COLLECT_SKIPS if s not in skips["unexpected"]]
-    if _COLLECT_SKIPS and session.exitstatus == 0:
+    if session.config.stash[SKIPS].get("at_collection") and session.exitstatus == 0:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
