@@ -23,8 +23,8 @@ ORT = importlib.metadata.version("onnxruntime")
 
 
 @pytest.fixture(scope="module")
-def digits_bundle(digits_artifact, tmp_path_factory):
-    return make_bundle("digits-cnn", tmp_path_factory.mktemp("bundles"), progress=False)
+def digits_bundle(digits_artifact, artifacts_root, tmp_path_factory):
+    return make_bundle("digits-cnn", tmp_path_factory.mktemp("bundles"), root=artifacts_root, progress=False)
 
 
 def test_the_digits_bundle_answers_on_an_emulated_arm64_board_as_on_x86(digits_artifact, artifacts_root, tmp_path):

@@ -26,17 +26,18 @@ TOKEN = "device-fleet-token"
 
 
 @pytest.fixture(scope="module")
-def published(digits_artifact, tmp_path_factory):
+def published(digits_artifact, artifacts_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("fleet-bundles")
-    v1 = make_bundle("digits-cnn", out / "built", progress=False)
+    v1 = make_bundle("digits-cnn", out / "built", root=artifacts_root, progress=False)
     return {"folder": v1.path, "1": reversion(v1.path, "1", out), "2": reversion(v1.path, "2", out),
             "3-bad": reversion(v1.path, "3", out, break_health=True)}
 
 
 @pytest.fixture(scope="module")
-def fleet_server(digits_artifact, tmp_path_factory):
+def fleet_server(digits_artifact, artifacts_root, tmp_path_factory):
     root = tmp_path_factory.mktemp("fleet")
-    with serve(["digits-cnn"], {"EDGESTACK_FLEET_DIR": str(root), "EDGESTACK_API_KEYS": TOKEN}) as (url, _):
+    with serve(["digits-cnn"], {"EDGESTACK_FLEET_DIR": str(root), "EDGESTACK_API_KEYS": TOKEN},
+               root=artifacts_root) as (url, _):
         yield url, root
 
 
