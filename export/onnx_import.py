@@ -641,10 +641,13 @@ def family_checks(options: ImportOptions, tensors: Tensors) -> None:
             raise ImportRefused(f"--family image takes a graph with one float input [batch, channels, height, width]; "
                                 f"this one takes {fmt_tensors(tensors.inputs)}")
         want = [pre.get("channels"), pre.get("height"), pre.get("width")]
-        if image_family_feeds(pre) != [1, *want]:
-            raise ImportRefused(f"--family image: input {spec['name']!r} takes {pre.get('channels')} channels, which the "
-                                "image family's processing does not feed (grey: 1 channel; RGB: 3): import the graph "
-                                "as its tensors")
+        from edgestack.families import image
+
+        try:
+            image.check_channels(pre.get("channels"))  # what the family decodes uploads to
+        except ValueError as exc:
+            raise ImportRefused(f"--family image: input {spec['name']!r} takes {pre.get('channels')} channels, but "
+                                f"{exc}: import the graph as its tensors") from None
         if any(d not in (-1, w) for d, w in zip(spec["shape"][1:], want)):
             raise ImportRefused(f"the image options give [channels, height, width] {want} but input "
                                 f"{spec['name']!r} takes {spec['shape'][1:]}")
@@ -654,19 +657,6 @@ def family_checks(options: ImportOptions, tensors: Tensors) -> None:
         if unknown or "input_ids" not in names:
             raise ImportRefused("--family text takes a graph whose inputs are input_ids [, attention_mask, "
                                 f"token_type_ids] (a tokenizer's ids); this one takes {sorted(names)}")
-
-
-def image_family_feeds(pre: dict) -> list[int]:
-    """The tensor shape the image family's own processing makes of one picture with `pre`'s
-    channels (grey [1, H, W], colour [1, H, W, C]): what its runner will feed the graph."""
-    from edgestack.families import image
-
-    channels, height, width = pre["channels"], pre["height"], pre["width"]
-    picture = np.zeros((1, height, width) + ((channels,) if channels != 1 else ()), np.float32)
-    try:
-        return list(image.to_model_input(picture, pre).shape)
-    except ValueError:
-        return []
 
 
 def family_inputs(options: ImportOptions, tensors: Tensors) -> list[dict]:

@@ -26,11 +26,11 @@ def two_heads() -> nn.Module:
 
 
 class GreyCNN(nn.Module):
-    """grey images [N, 1, 16, 16] -> logits of 3 classes (an image-family import)."""
+    """grey images [N, 1, 16, 16] (or colour, [N, 3, 16, 16]) -> logits of 3 classes (an image-family import)."""
 
-    def __init__(self):
+    def __init__(self, channels: int = 1):
         super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        self.features = nn.Sequential(nn.Conv2d(channels, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
                                       nn.Conv2d(4, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1))
         self.head = nn.Linear(8, 3)
 
@@ -40,6 +40,10 @@ class GreyCNN(nn.Module):
 
 def grey_cnn() -> nn.Module:
     return GreyCNN()
+
+
+def colour_cnn() -> nn.Module:
+    return GreyCNN(channels=3)
 
 
 class BagOfTokens(nn.Module):

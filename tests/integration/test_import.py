@@ -6,9 +6,9 @@ cases, 30 measurements). The second, `sigmoid.onnx`, ships inside the onnxruntim
 its first dimension (shape [3, 4, 5]). Both are imported with the real command, served by a real
 `edgestack serve` (REST and gRPC), and must pass the whole `edgestack v2-check` matrix with the
 real tritonclient; answers are compared with a plain ONNX Runtime session on the very file.
-With `--family image` (a small CNN) and `--family text` (a graph of token ids plus the packaged
-MiniLM tokenizer.json), both exported by torch's TorchScript exporter, the same server answers
-/classify and /classify_text.
+With `--family image` (small grey and colour CNNs) and `--family text` (a graph of token ids plus
+the packaged MiniLM tokenizer.json), all exported by torch's TorchScript exporter, the same server
+answers /classify and /classify_text.
 Then: the config completed from the graph, the int8 gate, a PyTorch module through `--torch`,
 batch jobs, a bundle, and every bad input answered with one line and exit status 1.
 """
@@ -35,7 +35,7 @@ from edgestack.serverproc import free_port
 from tests.conftest import serve
 
 CANCER, FIXED, INT8, TORCH = "cancer-mlp", "sigmoid-fixed", "cancer-int8", "two-heads"
-IMAGE, TEXT = "grey-shapes", "bag-sentiment"
+IMAGE, COLOUR, TEXT = "grey-shapes", "colour-shapes", "bag-sentiment"
 ORT_DATASETS = Path(ort.__file__).parent / "datasets"
 
 
@@ -80,6 +80,11 @@ def imported(files):
                       dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
     assert main(["import", str(folder / "cnn.onnx"), "--name", IMAGE, "--family", "image",
                  "--labels", "ring,bar,dot"]) == 0
+    torch.onnx.export(import_factory.colour_cnn().eval(), (torch.zeros(2, 3, 16, 16),), folder / "rgb.onnx",
+                      dynamo=False, input_names=["input"], output_names=["logits"], opset_version=17,
+                      dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+    assert main(["import", str(folder / "rgb.onnx"), "--name", COLOUR, "--family", "image",
+                 "--labels", "ring,bar,dot", "--mean", "0.5", "--std", "0.25"]) == 0
     torch.manual_seed(2)
     ids = torch.ones(2, 5, dtype=torch.int64)
     torch.onnx.export(import_factory.BagOfTokens().eval(), (ids, ids), folder / "bag.onnx", dynamo=False,
@@ -88,14 +93,14 @@ def imported(files):
                                     "logits": {0: "batch"}})
     assert main(["import", str(folder / "bag.onnx"), "--name", TEXT, "--family", "text", "--labels", "rotten,fresh",
                  "--tokenizer", str(minilm_tokenizer()), "--max-length", "64"]) == 0
-    return {name: artifact.load_latest(name) for name in (CANCER, FIXED, IMAGE, TEXT)}
+    return {name: artifact.load_latest(name) for name in (CANCER, FIXED, IMAGE, COLOUR, TEXT)}
 
 
 @pytest.fixture(scope="module")
 def urls(imported, files, artifacts_root):
     grpc_port = free_port()
     env = {"EDGESTACK_GRPC_PORT": str(grpc_port), "EDGESTACK_MODELS_DIR": os.environ["EDGESTACK_MODELS_DIR"]}
-    with serve([CANCER, FIXED, IMAGE, TEXT], env, root=artifacts_root) as (url, _):
+    with serve([CANCER, FIXED, IMAGE, COLOUR, TEXT], env, root=artifacts_root) as (url, _):
         yield url, f"127.0.0.1:{grpc_port}"
 
 
@@ -121,7 +126,7 @@ def test_the_import_reads_the_graph_and_states_its_batching(imported, files):
 def test_imported_models_pass_v2_check_over_http_and_grpc(urls, imported):
     root = artifact.default_root()
     for url, protocol in ((urls[0], "http"), (urls[1], "grpc")):
-        matrix = check_models(url, [CANCER, FIXED, IMAGE, TEXT], root, protocol)
+        matrix = check_models(url, [CANCER, FIXED, IMAGE, COLOUR, TEXT], root, protocol)
         failed = {(m, cell): v for m, cells in matrix.items() for cell, v in cells.items() if v != "pass"}
         assert not failed, (protocol, failed)
 
@@ -173,17 +178,20 @@ def test_a_family_import_gets_that_familys_rest_endpoints(urls, imported):
     from edgestack.families import image as image_processing
     from edgestack.families import text as text_processing
 
-    pixels = np.zeros((2, 16, 16), np.float32)
-    pixels[0, 4:12, 7:9], pixels[1, 6:10, 6:10] = 255, 255
-    art = imported[IMAGE]
-    logits = plain_session(art.variant_path("fp32")).run(None, {"input": image_processing.to_model_input(
-        pixels, art.manifest["preprocessing"])})[0]
-    answer = httpx.post(f"{urls[0]}/classify", json={"model": IMAGE, "pixels": pixels.tolist(), "top_k": 3}).json()
-    assert [p["label"] for p in answer["predictions"]] == [["ring", "bar", "dot"][i] for i in logits.argmax(1)]
-    want = image_processing.probabilities(logits)
-    got = [[{s["label"]: s["probability"] for s in p["top_k"]}[label] for label in ("ring", "bar", "dot")]
-           for p in answer["predictions"]]
-    np.testing.assert_allclose(got, want, atol=1e-5)
+    grey = np.zeros((2, 16, 16), np.float32)
+    grey[0, 4:12, 7:9], grey[1, 6:10, 6:10] = 255, 255
+    colour = np.stack([grey, np.flip(grey, 1), 255 - grey], axis=-1)  # [N, H, W, 3]
+    for model, pixels in ((IMAGE, grey), (COLOUR, colour)):
+        art = imported[model]
+        assert art.manifest["preprocessing"]["channels"] == (3 if model == COLOUR else 1)
+        logits = plain_session(art.variant_path("fp32")).run(None, {"input": image_processing.to_model_input(
+            pixels, art.manifest["preprocessing"])})[0]
+        answer = httpx.post(f"{urls[0]}/classify", json={"model": model, "pixels": pixels.tolist(), "top_k": 3}).json()
+        assert [p["label"] for p in answer["predictions"]] == [["ring", "bar", "dot"][i] for i in logits.argmax(1)]
+        want = image_processing.probabilities(logits)
+        got = [[{s["label"]: s["probability"] for s in p["top_k"]}[label] for label in ("ring", "bar", "dot")]
+               for p in answer["predictions"]]
+        np.testing.assert_allclose(got, want, atol=1e-5)
 
     texts = ["a warm and funny film", "dull, predictable and far too long to sit through"]
     art = imported[TEXT]
@@ -283,7 +291,7 @@ def test_bad_input_gets_one_line_and_exit_status_1(imported, files, tmp_path, ca
     two = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()).eval()
     torch.onnx.export(two, (torch.zeros(2, 2, 8, 8),), tmp_path / "two.onnx", dynamo=False, input_names=["input"],
                       output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
-    assert "takes 2 channels, which the image family's processing does not feed" in refusal(
+    assert "takes 2 channels, but images have 1 (grey) or 3 (RGB) channels; got 2" in refusal(
         capsys, [str(tmp_path / "two.onnx"), "--name", "x1", "--family", "image", "--labels", "a,b,c"])
     # calibration and evaluation data
     assert "--calibration" in refusal(capsys, [onnx_file, "--name", "x1", "--calibration", str(tmp_path / "no.npy")])
