@@ -369,19 +369,6 @@ def test_batch_jobs_take_npy_and_parquet_tensors(imported, files, tmp_path):
     assert "'X' has shape [5]; an item is [30]" in errors[0]["error"]
 
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "your-own-model.md"
-
-
-def walkthrough(name: str) -> list[str]:
-    """The command lines of docs/your-own-model.md's `<!-- walkthrough: NAME` block, comments dropped."""
-    import re
-
-    block = re.search(rf"<!-- walkthrough: {name}\b.*?```bash\n(.*?)```", DOC.read_text(), re.DOTALL)
-    assert block, f"docs/your-own-model.md has no walkthrough {name!r}"
-    lines = [line.split("  #")[0].strip() for line in block.group(1).splitlines()]
-    return [line for line in lines if line and not line.startswith("#")]
-
-
 def test_the_onnx_walkthrough_runs_as_written(tmp_path, monkeypatch, capsys):
     """docs/your-own-model.md, "From an ONNX file": every line as written, in a fresh folder with its
     own specs and artifacts. `edgestack` lines run through the CLI's main (in this process, the same
@@ -394,6 +381,7 @@ def test_the_onnx_walkthrough_runs_as_written(tmp_path, monkeypatch, capsys):
     import pyarrow.parquet as pq
 
     from edgestack.serverproc import running_server
+    from tests.integration.test_own_model import walkthrough
 
     root = Path(__file__).resolve().parents[2]
     env = {"EDGESTACK_MODELS_DIR": str(tmp_path / "models"), "EDGESTACK_ARTIFACTS": str(tmp_path / "artifacts"),
