@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -96,7 +97,7 @@ def model_rows(root: Path | None = None) -> list[dict]:
                 row["state"] = f"v{art.version}"
                 for variant, meta in art.meta.variants.items():
                     kind, figure = meta.headline
-                    entry = {kind: figure}
+                    entry = {} if math.isnan(figure) else {kind: figure}  # NaN: not measured (an import without --eval)
                     if (report.get(variant) or {}).get("macro_f1") is not None:
                         entry["macro_f1"] = report[variant]["macro_f1"]
                     row["variants"][variant] = entry
@@ -114,8 +115,8 @@ def cmd_models(args: argparse.Namespace) -> int:
         return 0
     for row in rows:
         figures = " ".join(
-            f"{variant}=" + " ".join(f"{v:.4f}" + (" bits/char" if k == "bits/char" else " macro-F1" if k == "macro_f1"
-                                                   else "") for k, v in entry.items())
+            variant + "=" * bool(entry) + " ".join(f"{v:.4f}" + (" bits/char" if k == "bits/char" else " macro-F1"
+                                                               if k == "macro_f1" else "") for k, v in entry.items())
             for variant, entry in row["variants"].items())
         versions = f" (versions {', '.join(row['versions'])})" if len(row["versions"]) > 1 else ""
         mark = "*" if row["default"] else ("i" if row["imported"] else " ")

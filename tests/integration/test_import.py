@@ -108,7 +108,7 @@ def plain_session(path: Path) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
-def test_the_import_reads_the_graph_and_states_its_batching(imported, files):
+def test_the_import_reads_the_graph_and_states_its_batching(imported, files, capsys):
     cancer, fixed = imported[CANCER].manifest, imported[FIXED].manifest
     assert cancer["family"] == "generic" and cancer["source"]["producer"].startswith("skl2onnx")
     assert cancer["inputs"] == [{"name": "X", "dtype": "float32", "shape": [-1, 30]}]
@@ -121,6 +121,10 @@ def test_the_import_reads_the_graph_and_states_its_batching(imported, files):
     assert set(cancer["variants"]) == {"fp32", "int8-unvalidated"}
     assert cancer["quantization"]["status"] == "withheld" and "int8-unvalidated" in cancer["quantization"]["reason"]
     assert registry.get(CANCER).imported["sha256"] == artifact.sha256_file(files["onnx"])
+    capsys.readouterr()
+    assert main(["models"]) == 0  # listed as imported; a variant nothing measured shows no figure (no "nan")
+    listed = {line.split()[1]: line for line in capsys.readouterr().out.splitlines() if line.startswith("i ")}
+    assert listed[CANCER].split()[-2:] == ["fp32", "int8-unvalidated"] and "nan" not in listed[FIXED]
 
 
 def test_imported_models_pass_v2_check_over_http_and_grpc(urls, imported):
