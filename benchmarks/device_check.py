@@ -34,6 +34,7 @@ import numpy as np
 
 from bundle import emulate
 from bundle.make import PROBABILITY_TOLERANCE, golden_answers, make_bundle, write_golden
+from bundle.runtimes import CANDIDATES
 from edgestack import artifact, registry
 from edgestack.cpu import cpu_info
 from edgestack.errors import UsageError
@@ -95,9 +96,11 @@ def bundle_with_golden(name: str, out: Path, root: Path | None, **options):
 
 # ------------------------------------------------------------------ arm64
 
-def arm64_row(name: str, root: Path | None, out: Path, onnxruntime: str | None, cpu: str | None = None) -> dict:
+def arm64_row(name: str, root: Path | None, out: Path, onnxruntime: str | None, cpu: str | None = None,
+              runtimes: tuple[str, ...] | None = None) -> dict:
+    """runtimes: also measure the oldest onnxruntime (x86-64 wheels) that answers the bundle right."""
     art = artifact.load_latest(name, root)
-    built = bundle_with_golden(name, out, root)
+    built = bundle_with_golden(name, out, root, runtimes=list(runtimes) if runtimes else None)
     inputs = test_inputs(art, ARM64_INPUTS[art.task])
     check = out / f"{built.path.name}.arm64-check.npz"
     write_golden(check, inputs, golden_answers(built.path, inputs))  # this x86 machine's answers
@@ -111,7 +114,8 @@ def arm64_row(name: str, root: Path | None, out: Path, onnxruntime: str | None, 
            "bundle": str(built.path), "emulated_seconds": round(time.time() - started, 1),
            "cpu": prefix[prefix.index("-cpu") + 1], "bundle_bytes": sum(
                p.stat().st_size for p in built.path.rglob("*") if p.is_file()),
-           "archive_bytes": built.archive.stat().st_size if built.archive else None}
+           "archive_bytes": built.archive.stat().st_size if built.archive else None,
+           "min_onnxruntime": built.manifest["runtime"]["min_onnxruntime"] if runtimes else None}
     if run.returncode not in (0, 1) or not run.stdout.startswith("{"):
         return {**row, "ok": False, "error": (run.stderr.strip().splitlines() or [f"exit {run.returncode}"])[-1]}
     report = json.loads(run.stdout)
@@ -121,15 +125,15 @@ def arm64_row(name: str, root: Path | None, out: Path, onnxruntime: str | None, 
 
 def arm64_table(rows: list[dict]) -> str:
     lines = [("| model | inputs | labels agree | max probability difference | greedy tunes equal | onnxruntime "
-              "(arm64) | result |"), "|---|---|---|---|---|---|---|"]
+              "(arm64) | oldest onnxruntime (measured) | result |"), "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['model']} | {r['inputs']} | - | - | - | - | FAILED: {r['error']} |")
+            lines.append(f"| {r['model']} | {r['inputs']} | - | - | - | - | - | FAILED: {r['error']} |")
             continue
         tunes = f"{r['strings_equal']}/{r['strings']}" if r["strings"] else "-"
         lines.append(f"| {r['model']} v{r['version']} | {r['inputs']} | {r['labels_agree']}/{r['rows']} | "
                      f"{r['max_probability_difference']:.2e} | {tunes} | {r['onnxruntime']} ({r['machine']}, "
-                     f"{r['cpu']}) | "
+                     f"{r['cpu']}) | {r.get('min_onnxruntime') or '-'} | "
                      f"{'pass' if r['ok'] else 'FAIL: ' + '; '.join(r['problems'])} |")
     return "\n".join(lines)
 
@@ -254,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--onnxruntime", help="arm64: onnxruntime version on the emulated board (default: this venv's)")
     parser.add_argument("--cpu", help=f"arm64: QEMU CPU model (default {emulate.ARM64_CPU}, a Raspberry Pi 4's core; "
                                       "cortex-a76: a Pi 5's; max: every feature QEMU has, SVE and SME included)")
+    parser.add_argument("--no-runtimes", action="store_true",
+                        help="arm64: skip measuring the oldest onnxruntime that answers each bundle right")
     parser.add_argument("--record", action="store_true",
                         help="avx2: write the result into each artifact manifest's quantization entry")
     parser.add_argument("--threads", type=int, default=2, help="avx2: ORT threads of both sessions (default 2)")
@@ -270,7 +276,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[{args.check}-check] {name} ...", flush=True)
             if args.check == "arm64":
                 args.bundles.mkdir(parents=True, exist_ok=True)
-                rows.append(arm64_row(name, args.artifacts, args.bundles.resolve(), args.onnxruntime, args.cpu))
+                rows.append(arm64_row(name, args.artifacts, args.bundles.resolve(), args.onnxruntime, args.cpu,
+                                      None if args.no_runtimes else CANDIDATES))
             else:
                 rows.append(avx2_row(name, args.artifacts, args.record, args.threads))
     except UsageError as exc:

@@ -4,8 +4,9 @@
 # aarch64 onnxruntime/numpy/tokenizers wheels from PyPI) on real test inputs: 200 test images,
 # 100 test texts, folk-lstm's greedy tunes from 3 test-tune headers. Its answers are compared
 # with the same bundle's answers on this x86 machine: every label the same, every probability
-# within 0.02, every greedy tune character for character. Prints a table, writes
-# bench-results/arm64-check.json; exit 0 when every model passes.
+# within 0.02, every greedy tune character for character. It also measures the oldest onnxruntime
+# that answers each bundle right (x86-64 wheels, by bisection; --no-runtimes skips it). Prints a
+# table, writes bench-results/arm64-check.json; exit 0 when every model passes.
 #
 #   scripts/arm64-check.sh [MODEL...] [--onnxruntime 1.20.1] [--cpu cortex-a76] [--artifacts DIR]
 #
