@@ -327,7 +327,10 @@ class Agent:
     def recover(self) -> None:
         """After a crash or a kill: drop half-done work, make sure `current` is a good version."""
         for leftover in list(self.versions.glob(".tmp-*")) + list(self.home.glob(".current.tmp-*")):
-            shutil.rmtree(leftover) if leftover.is_dir() and not leftover.is_symlink() else leftover.unlink()
+            if leftover.is_dir() and not leftover.is_symlink():
+                shutil.rmtree(leftover)
+            else:
+                leftover.unlink()
         current = self.current_version()
         if current is None:
             if self.state.get("good"):
@@ -392,12 +395,16 @@ class Agent:
             self.switch(version)
             started = self.health(self.home / "current")  # the new version, started as the device runs it
             if not started["ok"]:
-                self.switch(current) if current else (self.home / "current").unlink()
+                if current:
+                    self.switch(current)
+                else:
+                    (self.home / "current").unlink()
                 raise AgentError(f"v{version} did not start through `current`: {'; '.join(started['problems'])}")
         except AgentError as exc:
             if not exc.transient:
                 self.state.setdefault("failed", {})[version] = {"reason": str(exc), "at": now(), "sha256": offer["sha256"]}
-                shutil.rmtree(self.versions / version, ignore_errors=True) if version != self.current_version() else None
+                if version != self.current_version():
+                    shutil.rmtree(self.versions / version, ignore_errors=True)
             self.state["last_error"] = str(exc)
             self.event(f"update to v{version} refused, {'staying on v' + current if current else 'nothing installed'}: "
                        f"{exc}")
