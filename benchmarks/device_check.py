@@ -239,7 +239,8 @@ def avx2_table(rows: list[dict]) -> str:
         fmt = (lambda v: f"{v:.4f} bits/char") if r["metric"] == "bits/char" else (lambda v: f"{100 * v:.2f}%")
         drop = f"{100 * r['drop']:+.2f}%" if r["metric"] == "bits/char" else f"{100 * r['drop']:+.2f} pts"
         gate = f"{100 * r['budget']:.0f}% bits/char" if r["metric"] == "bits/char" else f"{100 * r['budget']:.1f} pts"
-        lines.append(f"| {r['model']} v{r['version']} | {r['test_size']} | {fmt(r['native'])} | {fmt(r['avx2'])} | "
+        size = f"{r['test_size']} tunes" if r["metric"] == "bits/char" else str(r["test_size"])
+        lines.append(f"| {r['model']} v{r['version']} | {size} | {fmt(r['native'])} | {fmt(r['avx2'])} | "
                      f"{drop} | {gate} | {r['int8_probe']:,} | {'pass' if r['ok'] else 'FAIL'} |")
     return "\n".join(lines)
 
