@@ -168,7 +168,7 @@ arm64-check: models emulators
 	bash scripts/arm64-check.sh
 
 avx2-check: models emulators
-	bash scripts/avx2-check.sh
+	bash scripts/avx2-check.sh --record
 
 # folk-lstm at the MIT lab's size (LSTM 1024): a new artifact version (estimated an hour or more on 2 cores).
 folk-lstm-large: venv data

@@ -219,7 +219,15 @@ def avx2_row(name: str, root: Path | None, record: bool, threads: int) -> dict:
 
 def record_in_manifest(art: artifact.Artifact, row: dict) -> None:
     """The result into the artifact manifest's quantization entry, as `isa_checks.avx2-only`
-    (an extra key the schema keeps); the files' checksums are unchanged and not hashed again."""
+    (an extra key the schema keeps); the files' checksums are unchanged and not hashed again.
+    A signed artifact is signed again (its signature covers the manifest), which needs the key."""
+    from edgestack import signing
+    from edgestack.settings import get_settings
+
+    signed = (art.path / signing.SIGNATURE).is_file()
+    if signed and get_settings().signing_key is None:
+        raise UsageError(f"{art.name} v{art.version} is signed and recording changes its manifest: set "
+                         "EDGESTACK_SIGNING_KEY to sign it again, or run without --record")
     manifest = json.loads((art.path / artifact.MANIFEST).read_text())
     entry = {k: row[k] for k in ("native", "avx2", "drop", "budget", "ok", "metric", "test_size", "int8_probe",
                                  "emulator", "checked_at")}
@@ -227,6 +235,8 @@ def record_in_manifest(art: artifact.Artifact, row: dict) -> None:
     files = manifest.pop("files")
     manifest.pop("schema_version", None)
     artifact.write_manifest(art.path, manifest, files)
+    if signed:
+        signing.sign_artifact(art.path)
 
 
 def avx2_table(rows: list[dict]) -> str:
