@@ -285,12 +285,15 @@ def main(argv: list[str] | None = None) -> int:
         rows = []
         for name in models:
             print(f"[{args.check}-check] {name} ...", flush=True)
-            if args.check == "arm64":
-                args.bundles.mkdir(parents=True, exist_ok=True)
-                rows.append(arm64_row(name, args.artifacts, args.bundles.resolve(), args.onnxruntime, args.cpu,
-                                      None if args.no_runtimes else CANDIDATES))
-            else:
-                rows.append(avx2_row(name, args.artifacts, args.record, args.threads))
+            try:
+                if args.check == "arm64":
+                    args.bundles.mkdir(parents=True, exist_ok=True)
+                    rows.append(arm64_row(name, args.artifacts, args.bundles.resolve(), args.onnxruntime, args.cpu,
+                                          None if args.no_runtimes else CANDIDATES))
+                else:
+                    rows.append(avx2_row(name, args.artifacts, args.record, args.threads))
+            except (RuntimeError, subprocess.TimeoutExpired) as exc:  # this model failed; the others still run
+                rows.append({"model": name, "inputs": "-", "ok": False, "error": str(exc).splitlines()[0][:300]})
     except UsageError as exc:
         print(f"{args.check}-check: {exc}", file=sys.stderr)
         return 2
