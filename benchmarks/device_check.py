@@ -43,6 +43,7 @@ DEFAULT_MODELS = registry.DEFAULT_MODELS
 GOLDEN_CANDIDATES = 64   # test inputs the bundle's golden set is picked from (the 8 answered most confidently)
 ARM64_INPUTS = {"image-classification": 200, "text-classification": 100, "text-generation": 3}
 TUNE_LENGTH = 200        # greedy characters per prompt, compared character for character
+TEXT_LIMIT = 128         # avx2: test texts per transformer (emulated AVX2 runs a MiniLM ~500x slower than native)
 TEST_SPLIT_TASKS = ("image-classification", "text-classification", "text-generation")  # tasks with a test split here
 
 
@@ -146,15 +147,23 @@ def int8_graph(art: artifact.Artifact) -> Path:
     return art.file(meta.get("prompt_file") or meta["file"])
 
 
-def score(art: artifact.Artifact, session: emulate.RemoteSession, split: dict, labels) -> float:
-    """The build's test metric with `session`: accuracy, or bits per character for folk-lstm."""
+def score(art: artifact.Artifact, session: emulate.RemoteSession, split: dict, labels) -> tuple[float, np.ndarray]:
+    """The build's test metric with `session` (accuracy, or bits per character for folk-lstm), and
+    every output the graph gave (logits), to compare the two CPUs number by number."""
+    outputs: list[np.ndarray] = []
+
+    def run(feeds: dict) -> list[np.ndarray]:
+        answer = session.run(feeds)
+        outputs.append(answer[0].reshape(-1))
+        return answer
+
     if art.task == "image-classification":
         from edgestack.families.image import to_model_input
 
         pre, name = art.manifest["preprocessing"], session.input_names[0]
-        predicted = np.concatenate([session.run({name: to_model_input(split["pixels"][i:i + 500], pre)})[0].argmax(1)
+        predicted = np.concatenate([run({name: to_model_input(split["pixels"][i:i + 500], pre)})[0].argmax(1)
                                     for i in range(0, len(split["pixels"]), 500)])
-        return float((predicted == labels).mean())
+        return float((predicted == labels).mean()), np.concatenate(outputs)
     if art.task == "text-classification":
         from edgestack.families.text import Encoder
 
@@ -163,8 +172,8 @@ def score(art: artifact.Artifact, session: emulate.RemoteSession, split: dict, l
         for i in range(0, len(texts), 32):
             ids, mask, _, _ = encoder(texts[i:i + 32])
             known = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
-            predicted.append(session.run({k: known[k] for k in session.input_names})[0].argmax(1))
-        return float((np.concatenate(predicted) == labels).mean())
+            predicted.append(run({k: known[k] for k in session.input_names})[0].argmax(1))
+        return float((np.concatenate(predicted) == labels).mean()), np.concatenate(outputs)
     from training.data.abc import join_tunes
     from training.tune import bits_per_char
 
@@ -176,26 +185,32 @@ def score(art: artifact.Artifact, session: emulate.RemoteSession, split: dict, l
     def step(tokens, state):
         if state is None:
             state = (np.zeros((1, len(tokens), hidden), np.float32),) * 2
-        logits, h, c = session.run({"tokens": tokens.astype(np.int64), "h": state[0], "c": state[1]})
+        logits, h, c = run({"tokens": tokens.astype(np.int64), "h": state[0], "c": state[1]})
         return logits, (h, c)
-    return bits_per_char(step, ids)
+    return bits_per_char(step, ids), np.concatenate(outputs)
 
 
-def avx2_row(name: str, root: Path | None, record: bool, threads: int) -> dict:
+def avx2_row(name: str, root: Path | None, record: bool, threads: int, text_limit: int | None = TEXT_LIMIT) -> dict:
+    """text_limit: transformer text classifiers are scored on that many test texts, evenly spread over
+    the split (emulated AVX2 runs a MiniLM some 500 times slower than native); None: all."""
     art = artifact.load_latest(name, root)
     q = art.meta.quantization
     if "int8" not in art.variants or q is None or q.budget is None:
         return {"model": name, "ok": False, "error": "no int8 variant (or no int8 gate) in the artifact"}
     split, labels = test_split(art)
+    whole = len(next(iter(split.values())))
+    if art.task == "text-classification" and text_limit and whole > text_limit:
+        picks = np.linspace(0, whole - 1, text_limit).astype(int)
+        split, labels = {k: v[picks] for k, v in split.items()}, labels[picks]
     graph = int8_graph(art)
-    scores, seconds, probes = {}, {}, {}
+    scores, outputs, seconds, probes = {}, {}, {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         probe = Path(tmp) / "int8-probe.onnx"
         probe.write_bytes(emulate.int8_probe_model())
         for cpu, prefix in (("native", [sys.executable]), ("avx2", emulate.haswell_python())):
             started = time.time()
             with emulate.RemoteSession(prefix, graph, threads, probe=probe) as session:
-                scores[cpu] = score(art, session, split, labels)
+                scores[cpu], outputs[cpu] = score(art, session, split, labels)
                 probes[cpu] = session.specs["int8_probe"]
             seconds[cpu] = round(time.time() - started, 1)
     if q.metric == "-bits/char":  # lower is better; the gate is a relative increase
@@ -205,7 +220,8 @@ def avx2_row(name: str, root: Path | None, record: bool, threads: int) -> dict:
     probe = probes["avx2"]
     recorded = art.variants["int8"].get("test_bits_per_char" if unit == "bits/char" else "test_accuracy")
     row = {"model": name, "version": art.version, "metric": unit, "test_size": len(next(iter(split.values()))),
-           "native": scores["native"], "avx2": scores["avx2"], "manifest": recorded, "drop": drop,
+           "split_size": whole, "native": scores["native"], "avx2": scores["avx2"], "manifest": recorded, "drop": drop,
+           "max_output_difference": float(np.max(np.abs(outputs["native"] - outputs["avx2"]))),
            "budget": q.budget, "ok": bool(drop <= q.budget), "int8_probe": probe, "native_int8_probe": probes["native"],
            "probe_saturates": probe != emulate.EXACT_PRODUCT, "emulated_seconds": seconds["avx2"],
            "native_cpu": cpu_info(), "emulator": f"qemu-x86_64 -cpu {emulate.HASWELL}",
@@ -229,8 +245,8 @@ def record_in_manifest(art: artifact.Artifact, row: dict) -> None:
         raise UsageError(f"{art.name} v{art.version} is signed and recording changes its manifest: set "
                          "EDGESTACK_SIGNING_KEY to sign it again, or run without --record")
     manifest = json.loads((art.path / artifact.MANIFEST).read_text())
-    entry = {k: row[k] for k in ("native", "avx2", "drop", "budget", "ok", "metric", "test_size", "int8_probe",
-                                 "emulator", "checked_at")}
+    entry = {k: row[k] for k in ("native", "avx2", "drop", "budget", "ok", "metric", "test_size", "split_size",
+                                 "max_output_difference", "int8_probe", "emulator", "checked_at")}
     manifest["quantization"].setdefault("isa_checks", {})["avx2-only"] = entry
     files = manifest.pop("files")
     manifest.pop("schema_version", None)
@@ -240,18 +256,21 @@ def record_in_manifest(art: artifact.Artifact, row: dict) -> None:
 
 
 def avx2_table(rows: list[dict]) -> str:
-    lines = ["| model | test split | native int8 | AVX2-only int8 (emulated) | drop | gate | int8 probe | result |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [("| model | test inputs | native int8 | AVX2-only int8 (emulated) | drop | gate | max output difference | "
+              "int8 probe | result |"), "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if "native" not in r:
-            lines.append(f"| {r['model']} | - | - | - | - | - | - | FAILED: {r['error']} |")
+            lines.append(f"| {r['model']} | - | - | - | - | - | - | - | FAILED: {r['error']} |")
             continue
         fmt = (lambda v: f"{v:.4f} bits/char") if r["metric"] == "bits/char" else (lambda v: f"{100 * v:.2f}%")
         drop = f"{100 * r['drop']:+.2f}%" if r["metric"] == "bits/char" else f"{100 * r['drop']:+.2f} pts"
         gate = f"{100 * r['budget']:.0f}% bits/char" if r["metric"] == "bits/char" else f"{100 * r['budget']:.1f} pts"
         size = f"{r['test_size']} tunes" if r["metric"] == "bits/char" else str(r["test_size"])
+        if r["test_size"] < r["split_size"]:
+            size += f" of {r['split_size']}"
         lines.append(f"| {r['model']} v{r['version']} | {size} | {fmt(r['native'])} | {fmt(r['avx2'])} | "
-                     f"{drop} | {gate} | {r['int8_probe']:,} | {'pass' if r['ok'] else 'FAIL'} |")
+                     f"{drop} | {gate} | {r['max_output_difference']:.2e} | {r['int8_probe']:,} | "
+                     f"{'pass' if r['ok'] else 'FAIL'} |")
     return "\n".join(lines)
 
 
@@ -274,6 +293,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--record", action="store_true",
                         help="avx2: write the result into each artifact manifest's quantization entry")
     parser.add_argument("--threads", type=int, default=2, help="avx2: ORT threads of both sessions (default 2)")
+    parser.add_argument("--text-limit", type=int, default=TEXT_LIMIT,
+                        help=f"avx2: test texts per text classifier, evenly spread (default {TEXT_LIMIT}; 0: all)")
     parser.add_argument("--json", type=Path, help="JSON result file (default bench-results/<check>-check.json)")
     args = parser.parse_args(argv)
     models = args.models or [m for m in DEFAULT_MODELS if artifact.latest_version_dir(m, args.artifacts)]
@@ -291,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
                     rows.append(arm64_row(name, args.artifacts, args.bundles.resolve(), args.onnxruntime, args.cpu,
                                           None if args.no_runtimes else CANDIDATES))
                 else:
-                    rows.append(avx2_row(name, args.artifacts, args.record, args.threads))
+                    rows.append(avx2_row(name, args.artifacts, args.record, args.threads, args.text_limit or None))
             except (RuntimeError, subprocess.TimeoutExpired) as exc:  # this model failed; the others still run
                 rows.append({"model": name, "inputs": "-", "ok": False, "error": str(exc).splitlines()[0][:300]})
     except UsageError as exc:
