@@ -41,7 +41,7 @@ def _image(args, spec: dict) -> list[str]:
     spec["data"] = {"source": "folder", "path": str(info.scan.root.resolve())}
     spec["input"] = {"shape": shape}
     spec["architecture"] = {"arch": arch}
-    spec["training"] = {"epochs": args.epochs or 30, "patience": 5, "flip": bool(args.flip)}
+    spec["training"] = {"epochs": args.epochs or 20, "patience": 4, "flip": bool(args.flip)}
     notes = [f"input {'x'.join(map(str, shape))}: {'RGB' if shape[0] == 3 else 'grey'}, resized whole from the "
              "median image size (change [input] shape to taste)"]
     if shape[0] == 3 and arch == "auto" and lite0_available():

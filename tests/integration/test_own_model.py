@@ -268,3 +268,34 @@ def test_a_build_skips_and_counts_files_that_do_not_decode(tmp_path):
         (data / "light" / f"{i}.jpg").unlink()
     with pytest.raises(DataError, match="class 'light' has 2 readable images; every class needs at least 3"):
         folders.read_folder(data, 16, 16, 3)
+
+
+def test_new_tune_from_a_folder_of_abc_files(tmp_path, monkeypatch, capsys):
+    """A folder of .abc files (here the packaged Irish tunes, one file per 100) becomes a tune spec
+    that the build reads as it is; a folder with too few tunes is refused in one line."""
+    from cli import main
+    from edgestack import registry
+    from training.data import abc as abc_data
+
+    tunes = abc_data.split_tunes(abc_data.irish_abc_path().read_text(encoding="utf-8"))
+    folder = tmp_path / "reels"
+    (folder / "more").mkdir(parents=True)
+    for start in range(0, 300, 100):
+        (folder / ("more" if start else "") / f"part{start}.abc").write_text("\n\n".join(tunes[start:start + 100]))
+    monkeypatch.setenv("EDGESTACK_MODELS_DIR", str(tmp_path / "specs"))
+    assert main(["new", "tune", "reels", "--data", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert "300 tunes" in out and "next: edgestack build reels" in out
+    spec = registry.get("reels")
+    assert spec.family == "tune" and spec.defaults["data_dir"] == str(folder.resolve())
+    from export.build import make_config
+
+    cfg = make_config(spec)
+    assert len(abc_data.load_splits(cfg.corpus, cfg.data_dir, seed=cfg.seed).train) == 240
+
+    few = tmp_path / "few"
+    few.mkdir()
+    (few / "two.abc").write_text("\n\n".join(tunes[:2]))
+    assert main(["new", "tune", "duo", "--data", str(few)]) == 1
+    err = capsys.readouterr().err
+    assert "2 tunes are too few" in err and err.count("\n") == 1
