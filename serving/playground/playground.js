@@ -141,8 +141,7 @@ function applyImageModel() {
       "was made (cropped to the ink, fitted in 20x20, centred by mass)."
     : `Upload a photo: the server resizes it whole to ${info.width}x${info.height} ` +
       `${info.channels === 3 ? "RGB" : "grey"}, as the model was trained. (This model was not trained on drawings.)`;
-  $("classify-drawing").hidden = !drawing;
-  $("clear-pad").hidden = !drawing;
+  for (const id of ["classify-drawing", "clear-pad"]) $(id).style.display = drawing ? "" : "none";
   pad.setAttribute("aria-label", drawing ? "drawing pad: draw one digit" : "the uploaded photo");
   const seen = $("seen");
   seen.width = info.width;

@@ -139,6 +139,33 @@ def check_quality_report(manifest: dict) -> None:
         assert quantization["status"] == "withheld" and quantization["reason"]
 
 
+def check_playground(url: str, photo: Path, labels: list[str]) -> None:
+    """The playground with a photo model: the upload panel classifies, the drawing controls are not
+    offered (its manifest lays out no drawings). Needs Debian's chromium (`make browser`); the
+    drawing canvas of digits-cnn is tests/integration/test_playground_browser.py's."""
+    import shutil
+
+    playwright = pytest.importorskip("playwright.sync_api")
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        return
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            page.goto(url + "/")
+            page.wait_for_selector("body[data-ready=true]", timeout=60_000)
+            assert page.inner_text("#digits-title") == "Classify an image"
+            assert not page.is_visible("#classify-drawing") and not page.is_visible("#clear-pad")
+            page.set_input_files("#upload", str(photo))
+            page.wait_for_selector("[data-testid=image-label]", timeout=60_000)
+            assert page.inner_text("[data-testid=image-label]") in labels
+            assert page.evaluate("[document.getElementById('seen').width, document.getElementById('seen').height]") \
+                == [32, 32]
+        finally:
+            browser.close()
+
+
 @needs_samples
 def test_images_walkthrough(tmp_path):
     lines = walkthrough("images")
@@ -178,6 +205,7 @@ def test_images_walkthrough(tmp_path):
                 assert pixels["predictions"][0]["label"] in manifest["labels"]
                 bad = httpx.post(session.url + "/classify", json={"pixels": np.zeros((32, 32)).tolist()})
                 assert bad.status_code == 400 and "[32, 32, 3]" in bad.text
+                check_playground(session.url, photos / "cat" / "cat-00002.jpg", manifest["labels"])
                 session.close()
     finally:
         session.close()
