@@ -10,6 +10,8 @@ line is sent with httpx, same form fields or JSON.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import re
@@ -23,6 +25,7 @@ import numpy as np
 import pytest
 
 from edgestack.serverproc import running_server
+from training.data.samples import main as samples_main
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "your-own-model.md"
@@ -39,7 +42,7 @@ pytestmark = pytest.mark.slow
 def walkthrough(name: str) -> list[str]:
     """The command lines of the doc's `<!-- walkthrough: NAME` block, comments dropped."""
     text = DOC.read_text()
-    block = re.search(rf"<!-- walkthrough: {name}\b.*?```bash\n(.*?)```", text, re.S)
+    block = re.search(rf"<!-- walkthrough: {name}\b.*?```bash\n(.*?)```", text, re.DOTALL)
     assert block, f"docs/your-own-model.md has no walkthrough {name!r}"
     lines = [line.split("  #")[0].strip() for line in block.group(1).splitlines()]
     return [line for line in lines if line and not line.startswith("#")]
@@ -66,14 +69,19 @@ needs_samples = pytest.mark.skipif(not photos_installed(), reason="sample data m
 
 
 class Session:
-    """Runs walk-through lines in a folder, with its own spec folder and artifacts."""
+    """Runs walk-through lines in a folder, with its own spec folder and artifacts: `edgestack ...`
+    and `python -m training.data.samples ...` in this process (their `main`, the same code as the
+    console script, without paying an interpreter start each), the server as a real process."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, monkeypatch):
         self.folder = folder
         # PYTHONPATH: this checkout's code, whatever the venv's editable install points at
         self.env = {"EDGESTACK_MODELS_DIR": str(folder / "specs"), "EDGESTACK_ARTIFACTS": str(folder / "artifacts"),
                     "EDGESTACK_THREADS": "1", "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT),
                                                                                           os.environ.get("PYTHONPATH")]))}
+        for key, value in self.env.items():
+            monkeypatch.setenv(key, value)
+        monkeypatch.chdir(folder)
         self.server = None
         self.url = None
 
@@ -90,14 +98,17 @@ class Session:
             return None
         if words[0] == "curl":
             return self.curl(words)
-        if words[0] == "edgestack":
-            words = [sys.executable, "-m", "cli", *words[1:]]
-        elif words[0] == "python":
-            words = [sys.executable, *words[1:]]
-        done = subprocess.run(words, cwd=self.folder, env={**os.environ, **self.env}, capture_output=True, text=True,
-                              timeout=600)
+        assert words[0] == "edgestack" or words[:3] == ["python", "-m", "training.data.samples"], line
+        done = self.edgestack(*words[1:]) if words[0] == "edgestack" else self.call(samples_main, words[3:])
         assert done.returncode == 0, f"{line}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
         return done
+
+    @staticmethod
+    def call(main, args: list[str]) -> subprocess.CompletedProcess:
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(list(args))
+        return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
     def curl(self, words: list[str]) -> httpx.Response:
         url = re.sub(r"^http://localhost:\d+", self.url, words[-1])
@@ -114,8 +125,9 @@ class Session:
             self.server = None
 
     def edgestack(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "cli", *args], cwd=self.folder, env={**os.environ, **self.env},
-                              capture_output=True, text=True, timeout=300)
+        from cli import main
+
+        return self.call(main, list(args))
 
     def manifest(self, name: str) -> dict:
         folder = self.folder / "artifacts" / name
@@ -167,10 +179,10 @@ def check_playground(url: str, photo: Path, labels: list[str]) -> None:
 
 
 @needs_samples
-def test_images_walkthrough(tmp_path):
+def test_images_walkthrough(tmp_path, monkeypatch):
     lines = walkthrough("images")
     assert [line.split()[:2] for line in lines[1:4]] == [["python", "-m"], ["edgestack", "new"], ["edgestack", "build"]]
-    session = Session(tmp_path)
+    session = Session(tmp_path, monkeypatch)
     try:
         session.run(lines[1])  # the photographs, cut into class folders
         photos = tmp_path / "scenes-photos"
@@ -228,9 +240,9 @@ def test_images_walkthrough(tmp_path):
 
 
 @needs_samples
-def test_text_walkthrough(tmp_path):
+def test_text_walkthrough(tmp_path, monkeypatch):
     lines = walkthrough("text")
-    session = Session(tmp_path)
+    session = Session(tmp_path, monkeypatch)
     try:
         for line in lines:
             answer = session.run(line)
