@@ -14,7 +14,7 @@ from edgestack.settings import env_name, get_settings, help_text
 
 # Each flag is the Settings field of the same name.
 SERVE_FLAGS = tuple((flag, env_name(flag)) for flag in
-                    ("device", "variant", "threads", "max_body_bytes", "max_batch", "max_wait_ms", "grpc_port"))
+                    ("device", "variant", "threads", "workers", "max_body_bytes", "max_batch", "max_wait_ms", "grpc_port"))
 # --engine ray: flag -> Settings field (the repeatable ones are joined with commas)
 RAY_FLAGS = {"address": "ray_address", "replicas": "ray_replicas", "autoscale": "ray_autoscale",
              "num_cpus": "ray_num_cpus", "max_ongoing": "ray_max_ongoing", "max_queued": "ray_max_queued"}
@@ -48,6 +48,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UsageError(f"{', '.join(ray_only)}: Ray Serve settings; add --engine ray")
     if engine == "ray" and getattr(args, "grpc_port", None):
         raise UsageError("--grpc-port: the v2 gRPC endpoint is on the BentoML server only, not on --engine ray")
+    if engine == "ray" and getattr(args, "workers", None):
+        raise UsageError("--workers: worker processes of the BentoML server; on --engine ray use --replicas")
     # Verify every artifact before starting BentoML: a refused artifact should stop the
     # command with its reason, not leave a server that never becomes ready.
     names = args.models or artifact.built_models()
@@ -66,6 +68,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         os.environ.update(env)
         return serve_forever(names, args.host, args.port)
+    # Workers and threads decided once, here, and handed to BentoML's arbiter and every worker
+    # as EDGESTACK_WORKERS, so that all of them agree (serving/workers.py).
+    from serving.workers import plan
+
+    os.environ.update(env)  # what the settings are read from; this process becomes the server
+    workers = plan(names)
+    env[env_name("workers")] = str(workers.workers)
+    print(f"workers: {workers.describe()}", flush=True)
     root = Path(__file__).resolve().parents[1]  # the repository: cli/serve.py -> ..
     command = [sys.executable, "-m", "bentoml", "serve", "serving.service:EdgeStack",
                "--host", args.host, "--port", str(args.port), "--working-dir", str(root)]
@@ -85,7 +95,12 @@ def add_parsers(sub) -> None:
     s.add_argument("--port", type=int, default=3000)
     s.add_argument("--device", choices=["auto", "cpu", "cuda", "tensorrt"], help="auto: TensorRT > CUDA > CPU")
     s.add_argument("--variant", help="force a variant (fp32, int8, fp16); default int8 on CPU, fp16 on GPU")
-    s.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads per model (default: all cores)")
+    s.add_argument("--threads", type=int,
+                   help="ONNX Runtime intra-op threads per model in each worker (default: the build's measured choice, "
+                        "at most cores / workers)")
+    s.add_argument("--workers", type=int,
+                   help="server worker processes, each an event loop with its own copy of the models (default: the "
+                        "cores divided by the threads the served models need; printed at start)")
     s.add_argument("--max-body-bytes", type=int, help="largest accepted request body (default 8 MiB)")
     s.add_argument("--max-batch", type=int, help="adaptive batching: most rows in one ORT call (default 64)")
     s.add_argument("--max-wait-ms", type=float,

@@ -109,6 +109,11 @@ class Settings(BaseSettings):
         json_schema_extra=_shown("packaged tunes"))
 
     # -- serving performance and v2 gRPC (issue 13; serving/grpc_v2.py, serving/service.py) ----------
+    workers: NonNegativeInt = Field(
+        0, description="server worker processes, each with its own event loop and copy of the models (0: the "
+                       "cores divided by the ORT threads the served models need; `edgestack serve` prints the "
+                       "choice). EDGESTACK_THREADS unset: each session gets at most cores / workers threads",
+        json_schema_extra=_shown("0 (from the cores)"))
     grpc_port: NonNegativeInt = Field(
         0, description="port of the v2 gRPC endpoint (Triton's GRPCInferenceService) beside HTTP (0: off)",
         json_schema_extra=_shown("0 (off)"))
@@ -122,6 +127,10 @@ class Settings(BaseSettings):
         False, description="1: BentoML's OpenTelemetry middleware on every request (records nothing until a "
                            "tracing exporter is configured in BentoML's configuration); 0: skipped",
         json_schema_extra=_shown("0"))
+    v2_fast_path: bool = Field(
+        True, description="1: v2 inference requests skip the framework's routers (serving/fastpath.py; same "
+                          "answers, less CPU per request); 0: through them like every other route",
+        json_schema_extra=_shown("1"))
     gc_freeze: bool = Field(
         True, description="1: after warm-up, move everything loaded so far out of the garbage collector's "
                           "reach (gc.freeze), so no full collection walks it during a request",
@@ -194,6 +203,10 @@ class Settings(BaseSettings):
     ray_max_queued: int = Field(
         256, ge=-1, description="Ray Serve: most requests waiting per model at each caller; beyond it a "
                                 "request gets 503 (-1: no limit)")
+    ray_ingress: Literal["haproxy", "proxy"] = Field(
+        "haproxy", description="Ray Serve: what takes HTTP on a local Ray: haproxy (Ray's HAProxy ingress, "
+                               "straight to the replica that holds the models) or proxy (Ray's Python HTTP proxy, "
+                               "a hop more); a joined cluster keeps its own")
     ray_router_replicas: PositiveInt = Field(
         1, description="Ray Serve: replicas of the router (HTTP endpoints, v2 protocol) in front of the models")
 

@@ -12,7 +12,7 @@
   EDGESTACK_MAX_QUEUE_MS (or a request's own deadline), new requests to the route get 503 +
   Retry-After at once, which costs far less than serving them. Each model's queue has its own
   bound behind this one (serving/batching.py), and the server as a whole takes at most
-  EDGESTACK_MAX_IN_FLIGHT requests at once;
+  EDGESTACK_MAX_IN_FLIGHT requests at once (all worker processes together: serving/workers.py);
 - it counts the requests in flight, and while the server drains it refuses new ones with 503
   (Retry-After, `Connection: close`) and answers readiness probes (/readyz,
   /v2/health/ready) with 503, so a load balancer stops sending traffic at once.
@@ -78,6 +78,8 @@ class DrainState:
         self.refused = 0     # refused because the server was draining
         self.shed = 0        # refused because the server was overloaded
         self.routes: dict[str, RouteLoad] = {}
+        # With several worker processes: the in-flight count of the whole server (serving/workers.py)
+        self.shared = None
 
     def route(self, path: str) -> RouteLoad:
         load = self.routes.get(path)
@@ -144,6 +146,11 @@ class Admission:
         settings = get_settings()  # read once, not per request
         self.budget, self.max_in_flight = settings.max_queue_ms / 1000 or float("inf"), settings.max_in_flight
 
+    async def overloaded(self, send, inside: int) -> None:
+        self.state.shed += 1
+        await send_error(send, 503, f"the server is overloaded: {inside} requests in flight, its "
+                                    "limit (EDGESTACK_MAX_IN_FLIGHT)", [(b"retry-after", b"1")])
+
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
@@ -161,10 +168,9 @@ class Admission:
             return await send_error(send, 400, str(exc))
         path = scope.get("path", "")
         load = None if path in UNMETERED else state.route(path)
-        if load is not None and state.in_flight >= self.max_in_flight:
-            state.shed += 1
-            return await send_error(send, 503, f"the server is overloaded: {state.in_flight} requests in flight, its "
-                                            "limit (EDGESTACK_MAX_IN_FLIGHT)", [(b"retry-after", b"1")])
+        shared = state.shared if load is not None else None
+        if shared is None and load is not None and state.in_flight >= self.max_in_flight:
+            return await self.overloaded(send, state.in_flight)
         if load is not None and load.in_flight > 1:
             budget = self.budget
             limit, waiting = min(ms / 1000 if ms else budget, budget), load.queueing()
@@ -174,6 +180,10 @@ class Admission:
                 return await send_error(send, 503, f"the server is overloaded: {path} requests wait about "
                                                 f"{waiting * 1000:.0f} ms before they run ({load.in_flight} in flight), "
                                                 f"more than {why}", [(b"retry-after", b"1")])
+        if shared is not None:  # last, once nothing else refuses: counted in, it must be counted out
+            inside = shared.enter(self.max_in_flight)
+            if inside is not None:
+                return await self.overloaded(send, inside)
         token = request_deadline.set(time.monotonic() + ms / 1000) if ms else None
         arrived = time.monotonic()
         state.in_flight += 1
@@ -185,6 +195,8 @@ class Admission:
             state.completed += 1
         finally:
             state.in_flight -= 1
+            if shared is not None:
+                shared.leave()
             if load is not None:
                 load.in_flight -= 1
                 load.done(time.monotonic() - arrived)

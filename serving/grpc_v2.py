@@ -211,9 +211,12 @@ def admission_interceptor(state=None, max_in_flight: int | None = None):
                     state.refused += 1
                     await context.abort(grpc.StatusCode.UNAVAILABLE,
                                         "the server is shutting down; send the request to another instance")
-                if state.in_flight >= limit:
+                # several workers: the whole server's count (serving/workers.py), else this process's
+                inside = (state.shared.enter(limit) if state.shared is not None
+                          else state.in_flight if state.in_flight >= limit else None)
+                if inside is not None:
                     state.shed += 1
-                    await context.abort(grpc.StatusCode.UNAVAILABLE, f"the server is overloaded: {state.in_flight} "
+                    await context.abort(grpc.StatusCode.UNAVAILABLE, f"the server is overloaded: {inside} "
                                         "requests in flight, its limit (EDGESTACK_MAX_IN_FLIGHT)")
                 state.in_flight += 1
                 state.accepted += 1
@@ -223,6 +226,8 @@ def admission_interceptor(state=None, max_in_flight: int | None = None):
                     return answer
                 finally:
                     state.in_flight -= 1
+                    if state.shared is not None:
+                        state.shared.leave()
 
             return grpc.unary_unary_rpc_method_handler(admitted, request_deserializer=handler.request_deserializer,
                                                        response_serializer=handler.response_serializer)
@@ -230,9 +235,12 @@ def admission_interceptor(state=None, max_in_flight: int | None = None):
     return Admission()
 
 
-async def start(runners: Mapping, port: int, host: str | None = None, max_message_bytes: int | None = None):
+async def start(runners: Mapping, port: int, host: str | None = None, max_message_bytes: int | None = None,
+                reuse_port: bool = False):
     """Start the gRPC server on the running event loop, where HTTP listens (EDGESTACK_HOST), behind
-    the same auth and admission; returns it (await server.stop(grace) to end)."""
+    the same auth and admission; returns it (await server.stop(grace) to end). reuse_port: every
+    worker process of the server binds the same port (SO_REUSEPORT) and the kernel spreads the
+    connections over them (serving/workers.py)."""
     settings = get_settings()
     host = host or settings.host
     limit = max_message_bytes or -1
@@ -240,7 +248,7 @@ async def start(runners: Mapping, port: int, host: str | None = None, max_messag
                              maximum_concurrent_rpcs=settings.max_in_flight,
                              options=[("grpc.max_receive_message_length", limit),
                                       ("grpc.max_send_message_length", -1),
-                                      ("grpc.so_reuseport", 0)])
+                                      ("grpc.so_reuseport", 1 if reuse_port else 0)])
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(runners), server)
     if server.add_insecure_port(f"[{host}]:{port}" if ":" in host else f"{host}:{port}") == 0:
         raise OSError(f"gRPC: cannot listen on {host}:{port}")

@@ -64,6 +64,11 @@ class Models(Mapping):
                              f"it serves version(s) {', '.join(self.versions(name))}", 404)
         return versions[version]
 
+    async def statistics(self, runners: list) -> list[dict]:
+        """Triton's statistics of `runners` (serving/stats.py); a server of several worker
+        processes answers for all of them (serving/workers.py SharedModels)."""
+        return [runner.stats.triton() for runner in runners]
+
 
 class StaticModels(Models):
     """A fixed set of runners, one version each."""
@@ -81,12 +86,14 @@ class ModelRepository(Models):
         self._reasons: dict[str, str] = {}  # why a model on disk is not served
         self._locks: dict[str, asyncio.Lock] = {}
 
-    def _prepare(self, name: str) -> dict:
-        """The runners `name` should serve now: those already serving are kept, new versions are
-        loaded (verified, warmed up). Blocking: runs on a worker thread after startup."""
+    def _prepare(self, name: str, versions: list[str] | None = None) -> dict:
+        """The runners `name` should serve now (its newest versions, or exactly `versions`): those
+        already serving are kept, new versions are loaded (verified, warmed up). Blocking: runs on
+        a worker thread after startup."""
         if name not in registry.MODELS:
             raise UnknownModel(name, list(registry.MODELS))
-        dirs = artifact.version_dirs(name, self.root)[-self.keep:]
+        dirs = artifact.version_dirs(name, self.root)
+        dirs = [d for d in dirs if d.name in versions] if versions is not None else dirs[-self.keep:]
         if not dirs:
             raise InputError(f"no artifact for {name!r} under {self.root or artifact.default_root()}: "
                              f"build it with `edgestack build {name}`", 404)
@@ -126,7 +133,10 @@ class ModelRepository(Models):
             self._swap(name, runners)
         return self.versions(name)
 
-    def unload(self, name: str) -> None:
+    async def unload(self, name: str) -> None:
+        self.unload_now(name)
+
+    def unload_now(self, name: str) -> None:
         if name not in self._served:
             raise UnknownModel(name, list(self))
         for runner in self._served.pop(name).values():

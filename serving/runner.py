@@ -26,7 +26,8 @@ log = logging.getLogger("edgestack.serving")
 class RunnerOptions:
     device: str = "auto"            # auto | cpu | cuda | tensorrt
     variant: str | None = None      # None: int8 on CPU, fp16 on GPU
-    threads: int | None = None      # intra-op threads per session (None: all cores)
+    threads: int | None = None      # intra-op threads per session (None: the build's choice, at most max_threads)
+    max_threads: int | None = None  # cores / worker processes (serving/workers.py): what one worker's session may use
     max_batch: int = 64             # adaptive batching: most rows in one ORT call
     max_wait_ms: float = 0.0        # adaptive batching: extra wait for company (0: greedy, no wait)
     inline_ms: float = 0.25         # batches expected to run this fast skip the worker thread
@@ -107,8 +108,11 @@ class ModelRunner(ModelView):
         self.init_requests()
         providers = choose_providers(device=self.options.device)
         self.variant = choose_variant(list(art.meta.variants), providers, self.options.variant)
-        # EDGESTACK_THREADS wins; else the thread count the build measured fastest for this variant
-        threads = self.options.threads or art.meta.variants[self.variant].threads
+        # EDGESTACK_THREADS wins; else the thread count the build measured fastest for this variant,
+        # at most this worker's share of the cores (workers x threads fits the cores: serving/workers.py)
+        threads = self.options.threads or art.meta.variants[self.variant].threads or self.options.max_threads
+        if not self.options.threads and self.options.max_threads and threads:
+            threads = min(threads, self.options.max_threads)
         self.session = open_session(art.variant_path(self.variant), providers=providers,
                                     threads=threads, spinning=self.options.spinning,
                                     model_bytes=art.read_verified(art.meta.variants[self.variant].file))

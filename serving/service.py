@@ -18,9 +18,11 @@ No torch here: the artifacts hold everything (ONNX graphs, labels, preprocessing
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import gc
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +37,14 @@ from serving.auth import Cors, TokenAuth
 from serving.endpoints import Endpoints
 from serving.error_shape import ErrorShape, refusal
 from serving.fleet import Fleet
+from serving.fastpath import FastInfer
 from serving.inputs import api
 from serving.limits import BodySizeLimit
 from serving.playground import Playground
 from serving.repository import ModelRepository
 from serving.routes import SYSTEM_PATHS, RouteLabels, label_metrics_by_route
 from serving.runner import ModelRunner, RunnerOptions, make_runner
+from serving.workers import Control, InFlight, SharedModels, plan, run_dir, worker_index
 
 log = logging.getLogger("edgestack.serving")
 
@@ -48,17 +52,21 @@ BATCH_SIZE = bentoml.metrics.Histogram(
     name="edgestack_batch_size", documentation="rows per ONNX Runtime call after adaptive batching",
     labelnames=["model"], buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
 
-# The served models (name -> latest version's runner, and every served version), shared with
-# the v2 app mounted beside the service (same process); filled when the service starts.
-RUNNERS = ModelRepository(make_runner=None)
-
-
 def requested_models() -> list[str]:
     """EDGESTACK_MODELS=a,b picks models; by default every registered model that has an artifact."""
     wanted = get_settings().models
     if wanted:
         return wanted
     return artifact.built_models()
+
+
+# Worker processes and ORT threads per session (serving/workers.py): decided where BentoML reads
+# the service (its arbiter) and again, with the same answer, in each worker.
+PLAN = plan(requested_models())
+# The served models (name -> latest version's runner, and every served version), shared with
+# the v2 app mounted beside the service (same process); filled when the service starts. With
+# several workers, the repository answers statistics and model control for all of them.
+RUNNERS = SharedModels(make_runner=None) if PLAN.workers > 1 else ModelRepository(make_runner=None)
 
 
 def runner_factory(options: RunnerOptions):
@@ -102,17 +110,25 @@ SETTINGS = get_settings()
 # tracing middleware is skipped by excluding every URL from it.
 # No BentoML max_concurrency: its refusal is a 429 without Retry-After; serving/admission.py bounds
 # the requests in flight instead (EDGESTACK_MAX_IN_FLIGHT) with our 503.
-@bentoml.service(name="edgestack", workers=1, traffic={"timeout": 60}, http={"host": SETTINGS.host},
+@bentoml.service(name="edgestack", workers=PLAN.workers, traffic={"timeout": 60}, http={"host": SETTINGS.host},
                  metrics={"enabled": True}, logging={"access": {"enabled": SETTINGS.access_log}},
                  **({} if SETTINGS.tracing else {"tracing": {"excluded_urls": [".*"]}}))
 class EdgeStack:
     def __init__(self) -> None:
         get_settings().check_model_control()  # load/unload never without keys (serving/v2.py)
-        self.options = RunnerOptions.from_env()
+        self.options = dataclasses.replace(RunnerOptions.from_env(), max_threads=PLAN.threads)
+        self.wid = worker_index() or 1
+        if self.wid == 1:
+            log.info("workers: %s", PLAN.describe())
         self.runners = load_models(requested_models(), self.options)
         # The endpoints' logic, shared with the Ray Serve engine (serving/endpoints.py).
         self.endpoints = Endpoints(self.runners, self.options.max_items)
-        log.info("serving %s", ", ".join(f"{n} ({r.variant}, {r.session.providers[0]})" for n, r in RUNNERS.items()))
+        log.info("worker %d (pid %d) serving %s", self.wid, os.getpid(),
+                 ", ".join(f"{n} ({r.variant}, {r.session.providers[0]})" for n, r in RUNNERS.items()))
+        if isinstance(RUNNERS, SharedModels):  # what the workers of this server share (serving/workers.py)
+            self.run_dir = run_dir()
+            DRAIN.shared = InFlight(self.run_dir, self.wid)
+            RUNNERS.converge(self.run_dir)  # the versions the other workers serve, if they started first
         DRAIN.install()  # SIGTERM: drain, then exit (serving/admission.py)
 
     @bentoml.on_startup
@@ -122,11 +138,15 @@ class EdgeStack:
         that loop, then freezes the heap for the garbage collector (EDGESTACK_GC_FREEZE)."""
         self.grpc_server = None
         settings = get_settings()
+        if isinstance(RUNNERS, SharedModels):
+            RUNNERS.control = Control(self.run_dir, self.wid, RUNNERS.handlers())
+            await RUNNERS.control.start()
+            RUNNERS.converge(self.run_dir)  # a load or unload between __init__ and now is not missed
         if settings.grpc_port:
             from serving import grpc_v2
 
-            self.grpc_server = await grpc_v2.start(RUNNERS, settings.grpc_port,
-                                                   max_message_bytes=settings.max_body_bytes)
+            self.grpc_server = await grpc_v2.start(RUNNERS, settings.grpc_port, max_message_bytes=settings.max_body_bytes,
+                                                   reuse_port=PLAN.workers > 1)
         if settings.gc_freeze:  # what is loaded now lives as long as the server: no collection walks it again
             gc.collect()
             gc.freeze()
@@ -135,6 +155,8 @@ class EdgeStack:
     async def stop_grpc(self) -> None:
         if getattr(self, "grpc_server", None) is not None:
             await self.grpc_server.stop(grace=2)
+        if getattr(RUNNERS, "control", None) is not None:
+            await RUNNERS.control.stop()
 
     def __is_ready__(self) -> bool:
         return bool(self.runners) and not DRAIN.draining
@@ -196,17 +218,19 @@ class EdgeStack:
 
 # Outermost first: every error of every route in one JSON shape (serving/error_shape.py); CORS
 # (answers preflights before auth); drain and deadlines (serving/admission.py); bearer tokens
-# (serving/auth.py); the body-size limit.
+# (serving/auth.py); the body-size limit; v2 inference answered there, past the routers.
 EdgeStack.add_asgi_middleware(ErrorShape)
 EdgeStack.add_asgi_middleware(Cors)
 EdgeStack.add_asgi_middleware(Admission)
 EdgeStack.add_asgi_middleware(TokenAuth)
 EdgeStack.add_asgi_middleware(BodySizeLimit)
+V2 = v2.V2App(RUNNERS)
+EdgeStack.add_asgi_middleware(FastInfer, v2=V2)  # v2 inference past the routers (serving/fastpath.py)
 EdgeStack.add_asgi_middleware(Playground)  # GET / is the playground (serving/playground.py), /docs the API docs
 EdgeStack.add_asgi_middleware(Fleet)  # /bundles and /devices: edge bundles for devices, the fleet view (serving/fleet.py)
 # The Open Inference Protocol (KServe/Triton v2 REST) on the same runners. Mounted at "/"
 # with absolute /v2/... routes: a mount at "/v2" would not match `GET /v2` itself.
-V2_APP = v2.build_app(RUNNERS)
+V2_APP = v2.build_app(V2)
 EdgeStack.mount_asgi_app(V2_APP, path="/", name="v2")
 # /metrics labels each request by its route, not by the raw path a caller chose (serving/routes.py)
 label_metrics_by_route(RouteLabels([*SYSTEM_PATHS, *(api.route for api in EdgeStack.apis.values())], V2_APP.routes))

@@ -142,3 +142,24 @@ class ModelStats:
             },
             "batch_stats": batch_stats,
         }
+
+
+def merged(entries: list[dict]) -> dict:
+    """Several workers' `ModelStats.triton()` of one model version as one: every {count, ns}
+    and count added up, `last_inference` the latest, `batch_stats` added per batch size."""
+    def add(a, b):
+        if isinstance(a, dict):
+            return {k: add(a[k], b[k]) if k in b else a[k] for k in a} | {k: v for k, v in b.items() if k not in a}
+        return a + b if isinstance(a, int | float) and not isinstance(a, bool) else a
+
+    first, *rest = entries
+    total = {k: v for k, v in first.items() if k != "batch_stats"}
+    batches = {b["batch_size"]: b for b in first["batch_stats"]}
+    for entry in rest:
+        total = add(total, {k: v for k, v in entry.items() if k != "batch_stats"})
+        for b in entry["batch_stats"]:
+            size = b["batch_size"]
+            batches[size] = {**add(batches[size], b), "batch_size": size} if size in batches else b
+    total["last_inference"] = max(e["last_inference"] for e in entries)
+    total["batch_stats"] = [batches[size] for size in sorted(batches)]
+    return total

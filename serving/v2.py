@@ -111,10 +111,16 @@ class V2App:
         return JSONResponse({"name": runner.name, "ready": True})
 
     async def infer(self, request: Request) -> Response:
+        return await self.answer_infer(request.path_params["model"], request.path_params.get("version"),
+                                       await request.body(), request.headers)
+
+    async def answer_infer(self, model: str, version: str | None, raw: bytes, headers) -> Response:
+        """POST .../infer: the request's path parameters, body and headers (a Mapping with lower-case
+        keys) -> the answer; the Starlette route above and serving/fastpath.py both come here."""
         try:
-            runner = self.runner(request)
-            body = decompress(await request.body(), request.headers.get("content-encoding"))
-            header, binary = v2.split_body(body, request.headers.get(v2.HEADER_LENGTH))
+            runner = find_runner(self.runners, model, version)
+            body = decompress(raw, headers.get("content-encoding"))
+            header, binary = v2.split_body(body, headers.get(v2.HEADER_LENGTH.lower()))
             feeds = self.feeds(runner, header, binary)
             wanted = requested_outputs(runner, header)
             with deadline(timeout_seconds(header)):
@@ -185,9 +191,10 @@ class V2App:
                     or [self.runners.runner(name)]
             else:
                 runners = [self.runner(request)]
+            stats = await self.runners.statistics(runners)
         except InputError as exc:
             return refusal(exc)
-        return JSONResponse({"model_stats": [r.stats.triton() for r in runners]})
+        return JSONResponse({"model_stats": stats})
 
     # ------------------------------------------------------------------ model repository extension
     async def repository_index(self, request: Request) -> Response:
@@ -220,7 +227,7 @@ class V2App:
         try:
             self.check_model_control(request)
             await check_repository_body(request)
-            self.runners.unload(request.path_params["model"])
+            await self.runners.unload(request.path_params["model"])
         except (InputError, v2.ProtocolError) as exc:
             return refusal(exc)
         return JSONResponse({})
@@ -361,6 +368,7 @@ async def http_error(request: Request, exc: HTTPException) -> Response:
     return error(f"{request.method} {request.url.path}: {exc.detail}", exc.status_code)
 
 
-def build_app(runners: Models | dict) -> Starlette:
-    models = runners if isinstance(runners, Models) else StaticModels(runners)
-    return Starlette(routes=V2App(models).routes(), exception_handlers={HTTPException: http_error})
+def build_app(runners: Models | dict | V2App) -> Starlette:
+    if not isinstance(runners, V2App):
+        runners = V2App(runners if isinstance(runners, Models) else StaticModels(runners))
+    return Starlette(routes=runners.routes(), exception_handlers={HTTPException: http_error})

@@ -47,7 +47,9 @@ DEFAULTS = {
     "EDGESTACK_DEVICE": "auto",
     "EDGESTACK_INLINE_RUN_MS": 0.25,
     "EDGESTACK_ABC_DIR": None,              # None: the packaged tunes
-    "EDGESTACK_GRPC_PORT": 0,               # 0: no gRPC endpoint (v2 gRPC, issue 13)
+    "EDGESTACK_WORKERS": 0,                 # 0: from the cores and the models' thread choice (issue 22)
+    "EDGESTACK_GRPC_PORT": 0,
+    "EDGESTACK_V2_FAST_PATH": True,         # v2 infer past the routers (serving/fastpath.py, issue 22)               # 0: no gRPC endpoint (v2 gRPC, issue 13)
     "EDGESTACK_MAX_QUEUE_MS": 500.0,
     "EDGESTACK_MAX_QUEUE_ROWS": 0,          # 0: from EDGESTACK_MAX_QUEUE_MS
     "EDGESTACK_MAX_IN_FLIGHT": 512,
@@ -68,6 +70,7 @@ DEFAULTS = {
     "EDGESTACK_RAY_NUM_CPUS": ["1"],
     "EDGESTACK_RAY_MAX_ONGOING": 32,
     "EDGESTACK_RAY_MAX_QUEUED": 256,
+    "EDGESTACK_RAY_INGRESS": "haproxy",     # HAProxy ingress on a local Ray (issue 22 item 3)
     "EDGESTACK_RAY_ROUTER_REPLICAS": 1,
     # issue 20: safe by default (edgestack serve used to bind 0.0.0.0 with model control always on)
     "EDGESTACK_HOST": "127.0.0.1",
