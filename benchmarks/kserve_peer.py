@@ -48,6 +48,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(parents=[kserve.model_server.parser], conflict_handler="resolve")
     parser.add_argument("--onnx", required=True)
     parser.add_argument("--threads", type=int, default=1)
-    args, _ = parser.parse_known_args()
-    kserve.ModelServer(http_port=args.http_port, grpc_port=args.grpc_port, workers=1).start(
+    args, _ = parser.parse_known_args()  # kserve's own parser has --workers (processes)
+    kserve.ModelServer(http_port=args.http_port, grpc_port=args.grpc_port, workers=args.workers).start(
         [OnnxModel(args.model_name, args.onnx, args.threads)])

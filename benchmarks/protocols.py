@@ -159,26 +159,28 @@ def measure(cases: dict[int, dict[str, Target]], requests: int, fixed: dict[str,
 
 
 @contextlib.contextmanager
-def start_triton(model: str, variant: str, threads: int, tmp: Path):
+def start_triton(model: str, variant: str, threads: int, tmp: Path, instances: int = 1):
     """The real tritonserver of `make triton` on a Python-backend repository of `model` (the
-    same artifact, variant and threads as our server); yields (URL, gRPC host:port, process)."""
+    same artifact, variant and threads as our server; `instances` model instances, each its own
+    stub process, as our server has worker processes); yields (URL, gRPC host:port, process)."""
     from edgestack.serverproc import running_triton
     from export.triton import export_repository
 
     repo = tmp / "triton-repo"
-    export_repository(repo, [model], backend="python", target="cpu", variant=variant, threads=threads)
+    export_repository(repo, [model], backend="python", target="cpu", variant=variant, threads=threads,
+                      cpu_instances=instances)
     grpc_port = free_port()
     with running_triton(repo, log_path=tmp / "tritonserver.log", timeout=180, grpc_port=grpc_port) as (url, proc):
         yield url, f"127.0.0.1:{grpc_port}", proc
 
 
 @contextlib.contextmanager
-def start_kserve(art: artifact.Artifact, variant: str, threads: int, tmp: Path):
-    """KServe's ModelServer (`make kserve-venv`) on the same ONNX file and threads."""
+def start_kserve(art: artifact.Artifact, variant: str, threads: int, tmp: Path, workers: int = 1):
+    """KServe's ModelServer (`make kserve-venv`) on the same ONNX file and threads, `workers` processes."""
     from edgestack.serverproc import running_kserve
 
     grpc_port = free_port()
-    with running_kserve(art.name, art.variant_path(variant), threads=threads, grpc_port=grpc_port,
+    with running_kserve(art.name, art.variant_path(variant), threads=threads, grpc_port=grpc_port, workers=workers,
                         log_path=tmp / "kserve.log") as (url, proc):
         yield url, f"127.0.0.1:{grpc_port}", proc
 
@@ -263,6 +265,20 @@ def print_load_table(rows: list[dict], title: str) -> None:
               f"{shown(r['server_cpu_ms_per_request'], 14)} {100 * r['loadgen_cpu_share']:9.1f}%")
 
 
+def fair_share(args) -> tuple[int, int]:
+    """(ORT threads per session, processes) for every contender: --threads / --workers, else our
+    server's own plan for this model (serving/workers.py: cores / the threads the model needs).
+    Our server gets that many workers, Triton that many model instances (stub processes),
+    KServe that many workers, each session that many threads: the same cores for everyone."""
+    from serving.workers import plan
+
+    cores = os.cpu_count() or 1
+    chosen = plan([args.model])
+    threads = args.threads or chosen.threads
+    workers = getattr(args, "workers", None) or (chosen.workers if not args.threads else max(1, cores // threads))
+    return threads, workers
+
+
 def ab_settings(text: str) -> dict[str, str]:
     """--ab "EDGESTACK_GC_FREEZE=1,EDGESTACK_TRACING=0" -> the B server's extra environment."""
     pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
@@ -290,13 +306,14 @@ def run_protocol_bench(args) -> dict:
                          f"{args.model} does {art.task}")
     h2load_path()  # say what is missing before anything starts
     peers = requested_peers(args)
-    threads = args.threads or os.cpu_count() or 1
+    threads, workers = fair_share(args)
     variant = choose_variant(list(art.meta.variants), ["CPUExecutionProvider"], get_settings().variant)
     batches = tuple(getattr(args, "batches", None) or BATCHES)
     if any(b not in BATCHES for b in batches):
         raise UsageError(f"--batches: each of {', '.join(map(str, BATCHES))}")
     pixels = test_pixels(art, max(batches))
-    print(f"protocol benchmark: {args.model} v{art.version}, variant {variant}, {threads} threads, "
+    print(f"protocol benchmark: {args.model} v{art.version}, variant {variant}; every contender {workers} "
+          f"process(es) (our workers, Triton's model instances, KServe's workers) x {threads} ORT thread(s), "
           f"peers: {', '.join(peers) or 'none'}; {args.http_requests} requests per contender and case "
           "(h2load)", flush=True)
 
@@ -316,15 +333,16 @@ def run_protocol_bench(args) -> dict:
         grpc_port = free_port()
         # Load shedding off (EDGESTACK_MAX_QUEUE_MS=0): the peers queue without bound, and a 503 would
         # end the run; the benchmark measures how fast requests are served, not how many are refused.
-        env = {env_name("threads"): str(threads), env_name("variant"): variant, env_name("grpc_port"): str(grpc_port),
+        env = {env_name("threads"): str(threads), env_name("workers"): str(workers), env_name("variant"): variant,
+               env_name("grpc_port"): str(grpc_port),
                env_name("max_queue_ms"): "0"}
         url, proc = stack.enter_context(running_server([args.model], port=args.port or free_port(), env=env,
                                                        log_path=Path(tmp) / "server.log"))
         servers = {"ours": {"url": url, "grpc": f"127.0.0.1:{grpc_port}"}}
         cpu = {"ours": ProcessTreeCPU(proc.pid)}
         fixed = {FIXED: ready_target(url, "ours")}
-        starters = {"triton": lambda: start_triton(args.model, variant, threads, Path(tmp)),
-                    "kserve": lambda: start_kserve(art, variant, threads, Path(tmp))}
+        starters = {"triton": lambda: start_triton(args.model, variant, threads, Path(tmp), workers),
+                    "kserve": lambda: start_kserve(art, variant, threads, Path(tmp), workers)}
         if args.ab:  # a second server of ours, other settings (A/B of a change, same run)
             b_grpc = free_port()
             b_url, b_proc = stack.enter_context(running_server(
@@ -378,6 +396,7 @@ def run_protocol_bench(args) -> dict:
             for metric in ("p50_ms", "p99_ms", "requests_per_s", "server_cpu_ms_per_request")}
     result = {"model": args.model, "version": art.version, "variant": variant,
               "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(threads),
+              "processes": workers, "load_average": os.getloadavg(),
               "load_generator": "h2load (nghttp2-client), one thread, one request in flight per connection",
               "triton": "triton" in peers, "peers": peers, "ab": getattr(args, "ab", None), "in_process": in_process,
               "fixed_cost": [r for r in rows if r["protocol"] in fixed],

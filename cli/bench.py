@@ -31,7 +31,11 @@ def add_parsers(sub) -> None:
     be.add_argument("--http-requests", type=int, default=400, help="requests per HTTP concurrency level")
     be.add_argument("--no-http", action="store_true", help="skip the HTTP part (no server started)")
     be.add_argument("--port", type=int, default=0, help="port for the benchmark server (0: a free one)")
-    be.add_argument("--threads", type=int, help="intra-op threads for torch and ORT (default: all cores)")
+    be.add_argument("--threads", type=int, help="intra-op threads for torch and ORT (default: all cores; "
+                                                "--protocols: our server's plan for the model)")
+    be.add_argument("--workers", type=int,
+                    help="with --protocols: processes per contender: our server's workers, Triton's model "
+                         "instances, KServe's workers (default: the cores / --threads)")
     be.add_argument("--out", default="bench-results", help="folder for the JSON result")
     be.add_argument("--protocols", action="store_true",
                     help="instead: v2 binary vs v2 JSON vs the convenience endpoint over HTTP vs v2 gRPC, batch 1 "

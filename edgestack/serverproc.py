@@ -232,7 +232,8 @@ def kserve_missing() -> str | None:
 
 @contextlib.contextmanager
 def running_kserve(model: str, onnx_path: Path, *, threads: int, port: int | None = None,
-                   grpc_port: int | None = None, timeout: float = 120.0, log_path: Path | None = None):
+                   grpc_port: int | None = None, timeout: float = 120.0, log_path: Path | None = None,
+                   workers: int = 1):
     """KServe's own ModelServer (in .venv-kserve) serving `onnx_path` as `model` with the plain
     kserve.Model of benchmarks/kserve_peer.py: yield (url, process) once its model is ready."""
     missing = kserve_missing()
@@ -241,7 +242,7 @@ def running_kserve(model: str, onnx_path: Path, *, threads: int, port: int | Non
     port = port or free_port()
     command = [str(KSERVE_VENV / "bin" / "python"), str(REPO_ROOT / "benchmarks" / "kserve_peer.py"),
                "--model_name", model, "--onnx", str(onnx_path), "--threads", str(threads),
-               "--http_port", str(port), "--grpc_port", str(grpc_port or free_port())]
+               "--http_port", str(port), "--grpc_port", str(grpc_port or free_port()), "--workers", str(workers)]
     url = f"http://127.0.0.1:{port}"
     with running_process(command, f"{url}/v2/models/{model}/ready", timeout=timeout, log_path=log_path,
                          what="kserve ModelServer") as proc:
