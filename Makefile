@@ -151,10 +151,13 @@ $(KSERVE_STAMP):
 	$(KSERVE_VENV)/bin/pip install --quiet "kserve==$(KSERVE)" onnxruntime
 	touch $@
 
-# Our server (HTTP and gRPC) against KServe's ModelServer and Triton's Python backend, same
-# artifact and threads, one run (benchmarks/protocols.py; h2load from `make data`).
+# The peers tables of docs/benchmarks.md: our server (HTTP and gRPC) against KServe's ModelServer and
+# Triton's Python backend, same artifact, cores and threads (benchmarks/protocols.py; h2load from
+# `make data`): fashion-cnn at batch 1 and 32 in one interleaved run, then sentiment-transformer
+# (texts, v2 BYTES; KServe's plain ONNX model has no tokenizer). JSON under bench-results/.
 bench-peers: models data triton kserve-venv
 	$(BIN)/edgestack bench fashion-cnn --protocols --peers kserve,triton
+	$(BIN)/edgestack bench sentiment-transformer --protocols --peers triton --batches 1 --http-requests 200
 
 emulators: $(EMU_STAMP)
 

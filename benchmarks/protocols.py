@@ -82,37 +82,66 @@ def test_pixels(art: artifact.Artifact, count: int) -> np.ndarray:
     return data.test.images[:count]
 
 
+def test_texts(art: artifact.Artifact, count: int) -> list[str]:
+    """Real held-out texts of the model's own dataset (sentiment: movie-review snippets)."""
+    from training.data import text
+
+    config = art.meta.training.config if art.meta.training else {}
+    data = text.load(config.get("dataset", "sentiment"), config.get("data_path"))
+    return list(data.test.texts[:count])
+
+
+def model_inputs(art: artifact.Artifact, batch: int) -> dict[str, np.ndarray]:
+    """The model's v2 input tensor for `batch` real test items: images as the model takes them,
+    or texts as a BYTES tensor."""
+    name = art.meta.inputs[0].name
+    if art.task == "text-classification":
+        return {name: np.array(test_texts(art, batch), dtype=object)}
+    from edgestack.families.image import to_model_input
+
+    return {name: to_model_input(test_pixels(art, batch), art.meta.preprocessing.to_dict())}
+
+
 def grpc_target(art: artifact.Artifact, x: np.ndarray, host: str, server: str) -> Target:
     """A ModelInferRequest with the tensor in raw_input_contents (what tritonclient.grpc sends)."""
     from tritonclient.grpc import service_pb2 as pb
 
+    from edgestack import v2protocol
+
     request = pb.ModelInferRequest(model_name=art.name)
-    request.inputs.add(name=art.meta.inputs[0].name, datatype="FP32", shape=list(x.shape))
-    request.raw_input_contents.append(np.ascontiguousarray(x, np.float32).tobytes())
+    text = x.dtype == object
+    request.inputs.add(name=art.meta.inputs[0].name, datatype="BYTES" if text else "FP32", shape=list(x.shape))
+    request.raw_input_contents.append(v2protocol.serialize_bytes(x) if text
+                                      else np.ascontiguousarray(x, np.float32).tobytes())
     outputs = sum(4 * len(x) * int(np.prod([d for d in o.shape if d != -1])) for o in art.meta.outputs)
     return Target(f"http://{host}{GRPC_INFER}", grpc_frame(request.SerializeToString()),
                   {"content-type": "application/grpc", "te": "trailers"}, grpc=True, server=server,
                   min_response_bytes=5 + outputs)
 
 
-def targets_for(art: artifact.Artifact, pixels: np.ndarray, servers: dict[str, dict]) -> dict[str, Target]:
-    """Each contender's request for the same images, encoded once. `servers`: name -> {"url",
+def rest_request(art: artifact.Artifact, batch: int) -> tuple[str, bytes]:
+    """The convenience endpoint's request for the same items: /classify (pixels) or /classify_text."""
+    if art.task == "text-classification":
+        return "/classify_text", json.dumps({"model": art.name, "texts": test_texts(art, batch)}).encode()
+    return "/classify", json.dumps({"model": art.name, "pixels": test_pixels(art, batch).tolist(), "top_k": 1}).encode()
+
+
+def targets_for(art: artifact.Artifact, batch: int, servers: dict[str, dict]) -> dict[str, Target]:
+    """Each contender's request for the same `batch` items, encoded once. `servers`: name -> {"url",
     "grpc"} for "ours" and each peer started."""
     from clients.v2 import infer_request, model_path
-    from edgestack.families.image import to_model_input
 
-    x = to_model_input(pixels, art.meta.preprocessing.to_dict())
-    name = art.meta.inputs[0].name
-    binary, binary_headers = infer_request({name: x}, binary=True)
-    plain, plain_headers = infer_request({name: x}, binary=False)
+    inputs = model_inputs(art, batch)
+    (x,) = inputs.values()
+    binary, binary_headers = infer_request(inputs, binary=True)
+    plain, plain_headers = infer_request(inputs, binary=False)
     infer = model_path(art.name, suffix="/infer")
     ours = servers["ours"]
+    path, rest_body = rest_request(art, batch)
     targets = {
         "v2-binary": Target(ours["url"] + infer, binary, binary_headers),
         "v2-json": Target(ours["url"] + infer, plain, plain_headers),
-        "rest-classify": Target(ours["url"] + "/classify",
-                                json.dumps({"model": art.name, "pixels": pixels.tolist(), "top_k": 1}).encode(),
-                                {"content-type": "application/json"}),
+        "rest-classify": Target(ours["url"] + path, rest_body, {"content-type": "application/json"}),
         "v2-grpc": grpc_target(art, x, ours["grpc"], "ours"),
     }
     if "ours-b" in servers:  # --ab: the same server with other settings, in the same rotation
@@ -194,7 +223,7 @@ def check_answers(art: artifact.Artifact, x: np.ndarray, servers: dict[str, dict
     name, out = art.meta.inputs[0].name, art.meta.outputs[0].name
 
     def inputs(module):
-        item = module.InferInput(name, list(x.shape), "FP32")
+        item = module.InferInput(name, list(x.shape), "BYTES" if x.dtype == object else "FP32")
         item.set_data_from_numpy(x)  # binary (HTTP) / raw_input_contents (gRPC): tritonclient's default
         return [item]
 
@@ -241,8 +270,42 @@ def peer_comparison(rows: list[dict], peers: list[str]) -> dict:
     return {"ratios": ratios, "goals": goals}
 
 
-GOAL_LIMITS = {"<= 0.8x": (0.8, "max"), "<= 1.5x": (1.5, "max"), ">= 1.5x": (1.5, "min"),
-               "<= that peer's": (1.0, "max"), "<= 1 ms": (1.0, "max")}
+def against_triton(rows: list[dict], batch: int) -> dict:
+    """Issue 22's goals, ours over Triton on the same protocol (REST v2 binary; gRPC beside it):
+    throughput at every concurrency above 1 >= 1.3x, c1 p50 <= 1x, c1 p99 <= 1.5x."""
+    by = {(r["protocol"], r["concurrency"]): r for r in rows if r["batch"] == batch}
+    goals = {}
+    for ours, theirs in (("v2-binary", "triton-v2-binary"), ("v2-grpc", "triton-grpc")):
+        if (theirs, 1) not in by:
+            continue
+        goals[f"{ours} c1 p50 <= 1x {theirs}'s"] = ratio(by[(ours, 1)]["p50_ms"], by[(theirs, 1)]["p50_ms"])
+        goals[f"{ours} c1 p99 <= 1.5x {theirs}'s"] = ratio(by[(ours, 1)]["p99_ms"], by[(theirs, 1)]["p99_ms"])
+        for c in CONCURRENCY[batch][1:]:
+            goals[f"{ours} c{c} req/s >= 1.3x {theirs}'s"] = ratio(by[(ours, c)]["requests_per_s"],
+                                                                   by[(theirs, c)]["requests_per_s"])
+    return goals
+
+
+def print_peers_table(rows: list[dict], batch: int, title: str) -> None:
+    """The docs' peers table: per contender, c1 p50/p95/p99, each higher concurrency's req/s and p99,
+    and the server CPU per request at c16."""
+    contenders = [r["protocol"] for r in rows if r["batch"] == batch and r["concurrency"] == 1
+                  and FIXED not in r["protocol"]]
+    by = {(r["protocol"], r["concurrency"]): r for r in rows if r["batch"] == batch}
+    higher = CONCURRENCY[batch][1:]
+    print(f"\n{title}")
+    print("| contender | c1 p50 / p95 / p99 ms | " + " | ".join(f"c{c} req/s, p99 ms" for c in higher)
+          + " | server CPU ms/req (c16) |")
+    print("|---|---|" + "---|" * len(higher) + "---|")
+    for name in contenders:
+        one = by[(name, 1)]
+        cells = [f"{by[(name, c)]['requests_per_s']:,.0f}, {by[(name, c)]['p99_ms']:.1f}" for c in higher]
+        print(f"| {name} | {one['p50_ms']:.3f} / {one['p95_ms']:.3f} / {one['p99_ms']:.3f} | " + " | ".join(cells)
+              + f" | {shown(by[(name, 16)]['server_cpu_ms_per_request'], 0, 2).strip()} |")
+
+
+GOAL_LIMITS = {"<= 0.8x": (0.8, "max"), "<= 1.5x": (1.5, "max"), ">= 1.5x": (1.5, "min"), ">= 1.3x": (1.3, "min"),
+               "<= 1x": (1.0, "max"), "<= that peer's": (1.0, "max"), "<= 1 ms": (1.0, "max")}
 
 
 def goal_met(name: str, value: float | None) -> bool:
@@ -301,33 +364,35 @@ def run_protocol_bench(args) -> dict:
     from edgestack.runtime import choose_variant, open_session
 
     art = artifact.load_latest(args.model)
-    if art.task != "image-classification":
-        raise UsageError(f"--protocols compares against the /classify endpoint: needs an image classifier, "
-                         f"{args.model} does {art.task}")
+    if art.task not in ("image-classification", "text-classification"):
+        raise UsageError(f"--protocols compares v2 against /classify or /classify_text: needs an image or text "
+                         f"classifier, {args.model} does {art.task}")
     h2load_path()  # say what is missing before anything starts
     peers = requested_peers(args)
+    text = art.task == "text-classification"
+    if text and "kserve" in peers:  # its peer is a plain kserve.Model on the ONNX file: tensors in, no tokenizer
+        print("kserve: not a contender for a text model (its plain kserve.Model on the ONNX file takes token "
+              "tensors, not texts); Triton runs our runner, tokenizer included", flush=True)
+        peers.remove("kserve")
     threads, workers = fair_share(args)
     variant = choose_variant(list(art.meta.variants), ["CPUExecutionProvider"], get_settings().variant)
     batches = tuple(getattr(args, "batches", None) or BATCHES)
     if any(b not in BATCHES for b in batches):
         raise UsageError(f"--batches: each of {', '.join(map(str, BATCHES))}")
-    pixels = test_pixels(art, max(batches))
     print(f"protocol benchmark: {args.model} v{art.version}, variant {variant}; every contender {workers} "
           f"process(es) (our workers, Triton's model instances, KServe's workers) x {threads} ORT thread(s), "
           f"peers: {', '.join(peers) or 'none'}; {args.http_requests} requests per contender and case "
           "(h2load)", flush=True)
 
-    from edgestack.families.image import to_model_input
-
-    session = open_session(art.variant_path(variant), device="cpu", threads=threads)
-    name, pre = art.meta.inputs[0].name, art.meta.preprocessing.to_dict()
     in_process = []
-    for batch in batches:
-        feeds = {name: to_model_input(pixels[:batch], pre)}
-        samples = interleaved({"ort": lambda feeds=feeds: session.run(feeds)}, args.iterations)["ort"]
-        in_process.append({"case": f"ort-{variant} in-process batch={batch}", "batch": batch,
-                           **percentiles(samples, batch)})
-    session = None  # closed: the servers get the cores
+    if not text:  # the in-process reference: the image model's session on the same tensors
+        session = open_session(art.variant_path(variant), device="cpu", threads=threads)
+        for batch in batches:
+            feeds = model_inputs(art, batch)
+            samples = interleaved({"ort": lambda feeds=feeds: session.run(feeds)}, args.iterations)["ort"]
+            in_process.append({"case": f"ort-{variant} in-process batch={batch}", "batch": batch,
+                               **percentiles(samples, batch)})
+        session = None  # closed: the servers get the cores
 
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         grpc_port = free_port()
@@ -356,8 +421,8 @@ def run_protocol_bench(args) -> dict:
             servers[peer] = {"url": peer_url, "grpc": peer_grpc}
             cpu[peer] = ProcessTreeCPU(peer_proc.pid)
             fixed[fixed_name(peer)] = ready_target(peer_url, peer)
-        check_answers(art, to_model_input(pixels[:2], pre), servers)
-        cases = {batch: targets_for(art, pixels[:batch], servers) for batch in batches}
+        check_answers(art, next(iter(model_inputs(art, 2).values())), servers)
+        cases = {batch: targets_for(art, batch, servers) for batch in batches}
         rows = measure(cases, args.http_requests, fixed, cpu, per_connection=args.per_connection)
 
     by_case = {r["case"]: r for r in rows}
@@ -369,7 +434,8 @@ def run_protocol_bench(args) -> dict:
     wait_ms = RunnerOptions.from_env().max_wait_ms  # the server reads the same setting
     contenders = list(cases[batches[0]])
     ratios, checks = {}, {}
-    for batch, ort_row in zip(batches, in_process):
+    in_process_by = {r["batch"]: r for r in in_process}
+    for batch in batches:
         binary = by_case[f"v2-binary batch={batch} conc=1"]["p50_ms"]
         for protocol in contenders:
             if protocol != "v2-binary":
@@ -382,12 +448,16 @@ def run_protocol_bench(args) -> dict:
                     ratios[f"{protocol}_over_v2-binary_items_per_s_batch{batch}_conc{c}"] = theirs / ours
             ratios[f"{fixed_name(peer)}_over_{FIXED}_p50_batch{batch}"] = (
                 fixed_p50[(fixed_name(peer), batch)] / fixed_p50[(FIXED, batch)])
+        ort_row = in_process_by.get(batch)
+        if ort_row is None:  # a text model: no in-process reference (the tokenizer is the runner's)
+            continue
         budget = 1.5 * (ort_row["p50_ms"] + fixed_p50[(FIXED, batch)])
         checks[f"batch{batch}"] = {"v2_binary_p50_ms": binary, "ort_p50_ms": ort_row["p50_ms"],
                                    "fixed_p50_ms": fixed_p50[(FIXED, batch)], "budget_ms": budget,
                                    "within": binary <= budget,
                                    "batching_window_ms": wait_ms}
     comparison = peer_comparison(rows, peers)
+    comparison["against_triton"] = {batch: against_triton(rows, batch) for batch in batches} if "triton" in peers else {}
     if args.ab:  # B over A, per contender and concurrency: p50, p99, req/s, server CPU per request
         by = {(r["protocol"], r["batch"], r["concurrency"]): r for r in rows}
         comparison["ab"] = {
@@ -417,6 +487,12 @@ def run_protocol_bench(args) -> dict:
             print(f"  {key:46s} {value:6.2f}")
         print("\nthe issue's goals against the best peer:")
         for key, value in comparison["goals"].items():
+            print(f"  {key:58s} {shown(value, 10, 2)}  {'met' if goal_met(key, value) else 'NOT met'}")
+    for batch in batches:
+        print_peers_table(rows, batch, f"{args.model} batch {batch}: every contender, v2 binary (REST) and gRPC "
+                                       f"({workers} process(es) x {threads} ORT thread(s) each)")
+        goals = comparison["against_triton"].get(batch) or {}
+        for key, value in goals.items():
             print(f"  {key:58s} {shown(value, 10, 2)}  {'met' if goal_met(key, value) else 'NOT met'}")
     if args.ab:
         print(f"\nA/B: B = our server with {args.ab} (ratios B/A; < 1 is better for ms, > 1 for req/s):")
