@@ -29,6 +29,8 @@ from ..conftest import serve
 
 WORKERS = 2
 LIMIT = 4  # EDGESTACK_MAX_IN_FLIGHT of the module's server
+KEY = "workers-test-key"  # model control (the load test) needs API keys: every request sends it
+AUTH = {"authorization": f"Bearer {KEY}"}
 
 
 def infer_body() -> tuple[bytes, int]:
@@ -62,7 +64,7 @@ class HeldRequest:
         body, _ = infer_body()
         host, port = url.removeprefix("http://").split(":")
         self.sock = socket.create_connection((host, int(port)), timeout=30)
-        head = (f"POST /v2/models/digits-cnn/infer HTTP/1.1\r\nHost: {host}\r\n"
+        head = (f"POST /v2/models/digits-cnn/infer HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {KEY}\r\n"
                 f"Content-Type: application/octet-stream\r\nInference-Header-Content-Length: "
                 f"{infer_body()[1]}\r\nContent-Length: {len(body)}\r\n\r\n").encode()
         self.rest = body[len(body) // 2:]
@@ -118,12 +120,13 @@ def workers_server(digits_artifact, tmp_path_factory):
     grpc_port = free_port()
     with serve(["digits-cnn"], {"EDGESTACK_ARTIFACTS": str(root), "EDGESTACK_WORKERS": str(WORKERS),
                                 "EDGESTACK_MAX_IN_FLIGHT": str(LIMIT), "EDGESTACK_GRPC_PORT": str(grpc_port),
-                                "EDGESTACK_MAX_QUEUE_MS": "0"}) as (url, proc):
+                                "EDGESTACK_MAX_QUEUE_MS": "0", "EDGESTACK_API_KEYS": KEY,
+                                "EDGESTACK_MODEL_CONTROL": "1"}) as (url, proc):
         yield url, proc, f"127.0.0.1:{grpc_port}", root, digits_artifact.path
 
 
 def stats(url: str) -> dict:
-    (entry,) = httpx.get(url + "/v2/models/digits-cnn/stats").json()["model_stats"]
+    (entry,) = httpx.get(url + "/v2/models/digits-cnn/stats", headers=AUTH).json()["model_stats"]
     return entry
 
 
@@ -141,7 +144,8 @@ def by_worker(entry: dict) -> dict[str, int]:
 def test_the_in_flight_bound_holds_across_workers(workers_server):
     url, proc, *_ = workers_server
     body, _ = infer_body()
-    headers = {"content-type": "application/octet-stream", "Inference-Header-Content-Length": str(infer_body()[1])}
+    headers = {**AUTH, "content-type": "application/octet-stream",
+               "Inference-Header-Content-Length": str(infer_body()[1])}
     held = hold_on_every_worker(url, proc.pid, LIMIT)
     try:
         assert in_flight(proc.pid)[0] == LIMIT
@@ -164,7 +168,7 @@ def test_the_in_flight_bound_holds_across_workers(workers_server):
 def test_statistics_and_metrics_count_every_worker(workers_server):
     url, *_ = workers_server
     body, length = infer_body()
-    headers = {"content-type": "application/octet-stream", "Inference-Header-Content-Length": str(length)}
+    headers = {**AUTH, "content-type": "application/octet-stream", "Inference-Header-Content-Length": str(length)}
     before, counter_before = stats(url), success_counter(url)
     sent = 0
     while sent < 200:
@@ -193,7 +197,7 @@ def test_grpc_is_served_by_every_worker(workers_server):
         with grpcclient.InferenceServerClient(grpc_address) as client:  # a new channel: a new connection
             tensor = grpcclient.InferInput("images", [1, 1, 28, 28], "FP32")
             tensor.set_data_from_numpy(np.zeros((1, 1, 28, 28), np.float32))
-            assert client.infer("digits-cnn", [tensor]).as_numpy("logits").shape == (1, 10)
+            assert client.infer("digits-cnn", [tensor], headers=AUTH).as_numpy("logits").shape == (1, 10)
         grown = {w: n - before.get(w, 0) for w, n in by_worker(stats(url)).items()}
         if len(grown) == WORKERS and all(n > 0 for n in grown.values()):
             return
@@ -203,7 +207,7 @@ def test_grpc_is_served_by_every_worker(workers_server):
 def test_a_load_during_traffic_reaches_every_worker(workers_server):
     url, proc, _, root, source = workers_server
     body, length = infer_body()
-    headers = {"content-type": "application/octet-stream", "Inference-Header-Content-Length": str(length)}
+    headers = {**AUTH, "content-type": "application/octet-stream", "Inference-Header-Content-Length": str(length)}
     infer = url + "/v2/models/digits-cnn/infer"
 
     def version_of(answer: httpx.Response) -> str:
@@ -223,7 +227,7 @@ def test_a_load_during_traffic_reaches_every_worker(workers_server):
     thread.start()
     try:
         time.sleep(0.5)
-        answer = httpx.post(url + "/v2/repository/models/digits-cnn/load", json={}, timeout=120)
+        answer = httpx.post(url + "/v2/repository/models/digits-cnn/load", json={}, headers=AUTH, timeout=120)
         assert answer.status_code == 200, answer.text
         assert answer.json()["versions"] == ["2"]
         # answered only once every worker serves it: no connection, to whichever worker, sees v1 again
