@@ -1,7 +1,12 @@
-"""`edgestack serve --engine ray`: the served models on Ray Serve, one deployment per model.
+"""`edgestack serve --engine ray`: the served models on Ray Serve.
 
-    client --HTTP--> Ray Serve proxy --> router (1+ replicas) --handle--> <model> (N replicas or autoscaled)
+    every model the same settings (default):  client --HTTP--> HAProxy --> "models" (N replicas: endpoints + runners)
+    per-model replicas / CPUs / autoscaling:   client --HTTP--> HAProxy --> router --handle--> <model> (N replicas)
 
+- One hop by default: when every model has the same replicas, CPUs and autoscaling, one
+  deployment (`Router` with local runners) holds every model and is the ingress; on a local Ray,
+  Ray's HAProxy ingress (EDGESTACK_RAY_INGRESS=haproxy) forwards HTTP straight to its replicas'
+  own HTTP servers (Serve's direct ingress), with no Python proxy in between (issue 22).
 - Each model is a deployment (`ModelReplica`) whose replicas hold the same runner as the BentoML
   server (serving/runner.py and its family subclass): the artifact verified on load, the same
   variant choice, input checks and adaptive batcher (serving/batching.py; Ray Serve's own
