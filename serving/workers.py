@@ -173,8 +173,8 @@ class InFlight:
         with locked(folder / "in-flight.lock"):
             if not path.exists() or path.stat().st_size < 8 * SLOTS:
                 path.write_bytes(bytes(8 * SLOTS))
-        self._lock = open(folder / "in-flight.lock", "a+b")
-        self._file = open(path, "r+b")
+        self._lock = open(folder / "in-flight.lock", "a+b")  # noqa: SIM115 - held for the worker's life
+        self._file = open(path, "r+b")  # noqa: SIM115 - mapped for the worker's life
         self._map = mmap.mmap(self._file.fileno(), 8 * SLOTS)
         self.counts = np.frombuffer(self._map, dtype=np.int64)
         with self._held():
@@ -388,7 +388,7 @@ class SharedModels(ModelRepository):
 
     @contextlib.asynccontextmanager
     async def _exclusive(self):
-        handle = open(self.control.folder / "control.lock", "a+b")
+        handle = open(self.control.folder / "control.lock", "a+b")  # noqa: SIM115, ASYNC230 - a lock file, no I/O
         try:
             await asyncio.to_thread(fcntl.flock, handle, fcntl.LOCK_EX)
             yield

@@ -14,8 +14,8 @@ import contextlib
 import json
 import shutil
 import signal
-import threading
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -89,13 +89,13 @@ def hold_on_every_worker(url: str, pid: int, count: int) -> list[HeldRequest]:
     for _ in range(40):
         before = in_flight(pid).copy()
         request = HeldRequest(url)
-        wait_for(lambda: in_flight(pid)[0] > before[0], what="the request to be admitted")
+        wait_for(lambda before=before: in_flight(pid)[0] > before[0], what="the request to be admitted")
         parts = in_flight(pid)[1:WORKERS + 1]
         if len(held) + 1 < count or all(parts > 0):
             held.append(request)
         else:  # the last one must land on a worker that holds none yet
             request.close()
-            wait_for(lambda: in_flight(pid)[0] == before[0], what="the closed request to leave")
+            wait_for(lambda before=before: in_flight(pid)[0] == before[0], what="the closed request to leave")
         if len(held) == count:
             assert all(in_flight(pid)[1:WORKERS + 1] > 0), in_flight(pid)[:WORKERS + 1]
             return held

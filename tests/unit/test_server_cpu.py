@@ -8,7 +8,13 @@ import time
 
 import pytest
 
-from benchmarks.loadgen import Block, ProcessTreeCPU, per_request_ms, process_cpu_seconds, summary
+from benchmarks.loadgen import (
+    Block,
+    ProcessTreeCPU,
+    per_request_ms,
+    process_cpu_seconds,
+    summary,
+)
 from benchmarks.protocols import goal_met
 from benchmarks.timing import ratio, shown
 
@@ -37,10 +43,9 @@ def test_a_worker_that_exited_stays_counted():
 
 
 def test_readings_never_go_down_and_see_less_than_one_tick():
-    proc = subprocess.Popen([sys.executable, "-c", "import sys\nfor line in sys.stdin:\n"
-                             "    import time; t = time.process_time()\n"
-                             "    while time.process_time() - t < 0.002: pass\n"
-                             "    print('done', flush=True)"],
+    burn = ("import sys\nfor line in sys.stdin:\n    import time; t = time.process_time()\n"
+            "    while time.process_time() - t < 0.002: pass\n    print('done', flush=True)")
+    proc = subprocess.Popen([sys.executable, "-c", burn],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         tree = ProcessTreeCPU(proc.pid)

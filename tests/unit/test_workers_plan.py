@@ -19,7 +19,7 @@ def settings(**values) -> Settings:
 
 
 def fake_threads(monkeypatch, table: dict[str, tuple[int, str]]):
-    import serving.workers as workers
+    from serving import workers
 
     monkeypatch.setattr(workers, "model_threads", lambda name, s, cores: table[name])
 
@@ -42,7 +42,7 @@ def test_settings_win_and_workers_times_threads_fits(monkeypatch):
 
 
 def test_a_model_that_cannot_be_read_needs_every_core(monkeypatch):
-    import serving.workers as workers
+    from serving import workers
 
     def broken(name, s, cores):
         raise FileNotFoundError(name)
@@ -102,7 +102,7 @@ def test_haproxy_listens_for_clients_only_where_asked(tmp_path):
     fake = tmp_path / "haproxy"
     fake.write_text('#!/bin/sh\necho "ran $*"\n')
     fake.chmod(0o755)
-    done = subprocess.run([str(HAPROXY_WRAPPER), "-db", "-f", str(config)], capture_output=True, text=True,
+    done = subprocess.run([str(HAPROXY_WRAPPER), "-db", "-f", str(config)], capture_output=True, text=True, check=True,
                           env={**os.environ, "REAL_HAPROXY": str(fake),
                                "RAY_SERVE_HAPROXY_STATS_PORT": "8404", "RAY_SERVE_HAPROXY_METRICS_PORT": "9101"})
     assert done.stdout.strip() == f"ran -db -f {config}"
