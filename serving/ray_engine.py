@@ -510,7 +510,12 @@ def serve_forever(names: list[str], host: str, port: int) -> int:
         # A local Ray binds its GCS, raylet, workers and agents to 127.0.0.1 only (Ray's own switch
         # for single-machine use) and takes HTTP through the chosen ingress. Ray and Serve read
         # these when first imported, in this process and in every Ray process, so: before that.
-        os.environ.update({"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", **ingress_environment(settings, haproxy_dir)})
+        # Serve kills an ingress (HAProxy's manager, or the Python proxy) that is not ready within
+        # 5 s or misses health checks of 10 s: on a busy box (this one, shared, has run at a load of
+        # 15 on 2 cores) that killed the ingress at start; a local Ray gives it a minute.
+        os.environ.update({"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "60",
+                           "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S": "60",
+                           **ingress_environment(settings, haproxy_dir)})
     import ray
     from ray import serve
 
