@@ -124,7 +124,10 @@ def test_a_key_file_fails_closed_through_its_life(digits_artifact, artifacts_roo
     and a missing key file turned every route, /livez included, into a 500."""
     key_file = tmp_path / "keys"
     key_file.write_text("# no key yet\n\n")
-    with serve(["digits-cnn"], {"EDGESTACK_API_KEYS_FILE": str(key_file)}, root=artifacts_root) as (url, _):
+    # One worker: "the last good keys" are each worker process's own (with several, a worker that
+    # never read the good file refuses, 503: closed, but not this test's sequence; serving/workers.py)
+    with serve(["digits-cnn"], {"EDGESTACK_API_KEYS_FILE": str(key_file), "EDGESTACK_WORKERS": "1"},
+               root=artifacts_root) as (url, _):
         response = httpx.post(url + "/models")
         assert response.status_code == 503 and "no key can be read" in response.json()["error"], response.text
         assert httpx.get(url + "/livez").status_code == 200
