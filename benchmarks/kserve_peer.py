@@ -33,6 +33,14 @@ class OnnxModel(kserve.Model):
         self.ready = True
         return self.ready
 
+    # KServe's --workers > 1 starts its REST processes by pickling the model: each loads its own session.
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "session"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.load()
+
     async def predict(self, payload: InferRequest, headers=None, response_headers=None) -> InferResponse:
         outputs = self.session.run(None, {self.input_name: payload.inputs[0].as_numpy()})
         answers = []
