@@ -73,7 +73,7 @@ def test_one_hop_same_endpoints_auth_and_errors(lean_ray):
     assert wrong.status_code == 400 and "error" in wrong.json()
     import tritonclient.http as tc
 
-    with tc.InferenceServerClient(url.removeprefix("http://"), headers=auth) as client:
+    with tc.InferenceServerClient(url.removeprefix("http://")) as client:
         tensor = tc.InferInput("images", [1, 1, 28, 28], "FP32")
         tensor.set_data_from_numpy(np.zeros((1, 1, 28, 28), np.float32))
         assert client.infer("digits-cnn", [tensor], headers=auth).as_numpy("logits").shape == (1, 10)
