@@ -498,7 +498,8 @@ def run_protocol_bench(args) -> dict:
         print(f"\nA/B: B = our server with {args.ab} (ratios B/A; < 1 is better for ms, > 1 for req/s):")
         for key, value in comparison["ab"].items():
             print(f"  {key:58s} {shown(value, 6)}")
-    print("\nv2 binary at concurrency 1 vs 1.5 x (in-process ORT p50 + fixed cost):")
+    if checks:
+        print("\nv2 binary at concurrency 1 vs 1.5 x (in-process ORT p50 + fixed cost):")
     for key, c in checks.items():
         print(f"  {key}: {c['v2_binary_p50_ms']:.3f} ms vs budget {c['budget_ms']:.3f} ms "
               f"(ORT {c['ort_p50_ms']:.3f} + fixed {c['fixed_p50_ms']:.3f}) -> {'within' if c['within'] else 'OVER'}; "
