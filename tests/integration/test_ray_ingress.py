@@ -26,12 +26,13 @@ KEY = "ray-ingress-test-key"
 
 
 @pytest.fixture(scope="module")
-def lean_ray(digits_artifact, tmp_path_factory):
+def lean_ray(digits_artifact, artifacts_root, tmp_path_factory):
     port = free_port()
     log = tmp_path_factory.mktemp("ray-ingress") / "serve.log"
     command = [sys.executable, "-m", "cli", "serve", "digits-cnn", "--engine", "ray", "--host", "127.0.0.1",
                "--port", str(port), "--num-cpus", "1"]
-    env = {"EDGESTACK_THREADS": "1", "EDGESTACK_API_KEYS": KEY, "EDGESTACK_TOKEN": KEY}
+    env = {"EDGESTACK_ARTIFACTS": str(artifacts_root), "EDGESTACK_THREADS": "1", "EDGESTACK_API_KEYS": KEY,
+           "EDGESTACK_TOKEN": KEY}
     with running_process(command, f"http://127.0.0.1:{port}/readyz", env=env, timeout=180, log_path=log,
                          what="edgestack serve --engine ray") as proc:
         yield f"http://127.0.0.1:{port}", proc

@@ -245,8 +245,9 @@ def test_a_load_during_traffic_reaches_every_worker(workers_server):
     assert json.loads(Path(f"/tmp/edgestack-server-{proc.pid}/served.json").read_text()) == {"digits-cnn": ["2"]}
 
 
-def test_sigterm_drains_every_worker(digits_artifact):
-    with serve(["digits-cnn"], {"EDGESTACK_WORKERS": str(WORKERS), "EDGESTACK_DRAIN_SECONDS": "20"}) as (url, proc):
+def test_sigterm_drains_every_worker(digits_artifact, artifacts_root):
+    with serve(["digits-cnn"], {"EDGESTACK_WORKERS": str(WORKERS), "EDGESTACK_DRAIN_SECONDS": "20"},
+               root=artifacts_root) as (url, proc):
         held = hold_on_every_worker(url, proc.pid, 2 * WORKERS)
         try:
             proc.send_signal(signal.SIGTERM)
