@@ -132,3 +132,9 @@ class ErrorShape:
                 raise
             log.exception("unhandled error in %s %s", scope.get("method"), scope.get("path"))
             await send_error(send, 500, "internal server error; the server log has the details")
+        else:
+            if not answered and held is None:
+                # The app ended without an answer: the client went away first (e.g. mid-body). Nobody
+                # reads this one, but without it BentoML's timeout middleware, which waits for a
+                # first message, keeps the request for its 60 s, and a SIGTERM drain with it.
+                await send_error(send, 400, "the client closed its connection before the answer")
