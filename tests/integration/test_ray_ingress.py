@@ -66,7 +66,8 @@ def test_one_hop_same_endpoints_auth_and_errors(lean_ray):
     port = int(url.rsplit(":", 1)[1])
     deadline, owners = time.monotonic() + 30, []
     while not owners and time.monotonic() < deadline:  # Ray restarts HAProxy when its config changes
-        owners = {p.name() for p in tree(proc) for c in listening(p) if c.laddr.port == port}
+        owners = {Path(command(p).split(" ", 1)[0]).name for p in tree(proc) for c in listening(p)
+                  if c.laddr.port == port}
         time.sleep(0.2)
     assert owners == {"haproxy"}, owners  # HTTP reaches HAProxy, not Ray's Python proxy
     body = {"model": "digits-cnn", "pixels": [[0] * 28] * 28}
