@@ -1,12 +1,13 @@
 """`edgestack serve --engine ray`: the served models on Ray Serve.
 
-    every model the same settings (default):  client --HTTP--> HAProxy --> "models" (N replicas: endpoints + runners)
-    per-model replicas / CPUs / autoscaling:   client --HTTP--> HAProxy --> router --handle--> <model> (N replicas)
+    every model the same settings (default):  client --HTTP--> proxy --> "models" (N replicas: endpoints + runners)
+    per-model replicas / CPUs / autoscaling:   client --HTTP--> proxy --> router --handle--> <model> (N replicas)
+    (proxy: Ray's Python HTTP proxy, or HAProxy with EDGESTACK_RAY_INGRESS=haproxy)
 
 - One hop by default: when every model has the same replicas, CPUs and autoscaling, one
-  deployment (`Router` with local runners) holds every model and is the ingress; on a local Ray,
-  Ray's HAProxy ingress (EDGESTACK_RAY_INGRESS=haproxy) forwards HTTP straight to its replicas'
-  own HTTP servers (Serve's direct ingress), with no Python proxy in between (issue 22).
+  deployment (`Router` with local runners) holds every model and is the ingress; with
+  EDGESTACK_RAY_INGRESS=haproxy a local Ray's HAProxy ingress forwards HTTP straight to its
+  replicas' own HTTP servers (Serve's direct ingress), with no Python proxy in between (issue 22).
 - Each model is a deployment (`ModelReplica`) whose replicas hold the same runner as the BentoML
   server (serving/runner.py and its family subclass): the artifact verified on load, the same
   variant choice, input checks and adaptive batcher (serving/batching.py; Ray Serve's own
@@ -35,6 +36,7 @@ import json
 import logging
 import math
 import os
+import random
 import shutil
 import signal
 import tempfile
@@ -486,7 +488,13 @@ def ingress_environment(settings: Settings, haproxy: Path, port_of=None) -> dict
     from edgestack.serverproc import free_port
 
     port_of = port_of or free_port
-    return {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+    # Serve's direct-ingress replicas take ports from fixed ranges (30000-31000 HTTP, 40000-41000
+    # gRPC); two local Rays on one machine then hand out the same ports. A range of 100 of our own.
+    base = 100 * random.randrange(10)
+    return {"RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(30000 + base),
+            "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(30099 + base),
+            "RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT": str(40000 + base),
+            "RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT": str(40099 + base),"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
             "RAY_SERVE_HAPROXY_BINARY_PATH": str(HAPROXY_WRAPPER), "REAL_HAPROXY": get_haproxy_binary(),
             "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(haproxy / "haproxy.cfg"),
             "RAY_SERVE_HAPROXY_SOCKET_PATH": str(haproxy / "admin.sock"),

@@ -33,7 +33,7 @@ def lean_ray(digits_artifact, artifacts_root, tmp_path_factory):
     command = [sys.executable, "-m", "cli", "serve", "digits-cnn", "--engine", "ray", "--host", "127.0.0.1",
                "--port", str(port), "--num-cpus", "1"]
     env = {"EDGESTACK_ARTIFACTS": str(artifacts_root), "EDGESTACK_THREADS": "1", "EDGESTACK_API_KEYS": KEY,
-           "EDGESTACK_TOKEN": KEY}
+           "EDGESTACK_TOKEN": KEY, "EDGESTACK_RAY_INGRESS": "haproxy"}
     with running_process(command, f"http://127.0.0.1:{port}/readyz", env=env, timeout=180, log_path=log,
                          what="edgestack serve --engine ray") as proc:
         yield f"http://127.0.0.1:{port}", proc
