@@ -98,3 +98,29 @@ def test_bench_bundle_measures_a_bundle_in_a_clean_venv(digits_artifact, artifac
     assert row["cold_start_ms_median"] > 0 and row["peak_rss_mib_median"] > 0
     for fmt in ("ort", "onnx"):
         assert 0 < row["batch1"][fmt]["p50_ms"] <= row["batch1"][fmt]["p99_ms"]
+
+
+def test_overload_benchmark_counts_every_request_and_shedding_off_never_sheds(digits_artifact, artifacts_env, tmp_path):
+    """`python -m benchmarks.overload` (h2load against three servers: shedding on, on with a 100 ms
+    deadline, off), one second per run: every request sent is counted as answered or refused, nothing
+    else happens (no 500, no timeout), and with shedding off nothing is refused."""
+    import shutil
+
+    from tests.conftest import prerequisite
+
+    prerequisite(None if shutil.which("h2load") else "h2load is missing: `make data` installs it "
+                 "(as root: apt-get install nghttp2-client)")
+    done = run("-m", "benchmarks.overload", "digits-cnn", "--seconds", "1", "--factor", "2", "--connections", "8",
+               "--threads", "1", "--out", str(tmp_path))
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    result = result_json(tmp_path, "digits-cnn-overload-*.json")
+    rows = {row["run"]: row for row in result["rows"]}
+    assert list(rows) == ["closed loop c16 (sustainable)", "2x: shedding on (500 ms queue)",
+                          "2x: shedding on + 100 ms deadline", "2x: shedding off (unbounded)"]
+    assert result["sustainable_rps"] > 0 and rows["closed loop c16 (sustainable)"]["accepted_200"] > 0
+    for row in rows.values():
+        assert row["sent"] == row["accepted_200"] + row["shed_503"] + row["other"] and row["other"] == 0, row
+    assert rows["2x: shedding off (unbounded)"]["shed_503"] == 0
+    for label in list(rows)[1:]:
+        assert rows[label]["offered_rps"] == pytest.approx(2 * result["sustainable_rps"], rel=0.01)
+        assert f"{label}: {rows[label]['accepted_200']} accepted, {rows[label]['shed_503']} shed" in done.stdout

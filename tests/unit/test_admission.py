@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import time
 
 import pytest
@@ -135,3 +137,53 @@ def test_more_requests_in_flight_than_the_limit_get_503_but_probes_are_answered(
     work, probes = asyncio.run(run())
     assert sorted(status for status, _, _ in work) == [200] * 4 + [503] * 2
     assert [status for status, _, _ in probes] == [200] * len(PROBES)  # a load balancer still sees the truth
+
+
+def test_sigterm_drains_the_requests_in_flight_then_hands_the_signal_on(monkeypatch, caplog):
+    """DrainState.install: SIGTERM starts the drain (new work 503, probes 503), the previous SIGTERM
+    handler (uvicorn's, in the server) runs only once the request in flight has finished (it takes
+    longer than the drain's short linger); a second SIGTERM while draining goes to it at once."""
+    monkeypatch.setenv("EDGESTACK_DRAIN_SECONDS", "30")
+    state = DrainState()
+    handed = []  # (signal, requests still in flight when the previous handler ran)
+    previous = signal.signal(signal.SIGTERM, lambda sig, frame: handed.append((sig, state.in_flight)))
+
+    async def run():
+        admission = Admission(single_worker_app(1.5), state)
+        state.install()
+        work = asyncio.create_task(call(admission))
+        await until(lambda: state.in_flight == 1)
+        os.kill(os.getpid(), signal.SIGTERM)
+        await until(lambda: state.draining)
+        refused, probe = await call(admission), await call(admission, "/readyz")
+        answered = await work
+        await until(lambda: handed)
+        return answered, refused, probe
+
+    try:
+        with caplog.at_level("WARNING", logger="edgestack.serving"):
+            answered, refused, probe = asyncio.run(run())
+        assert handed == [(signal.SIGTERM, 0)]  # handed on after the request, not during it
+        assert answered[0] == 200 and refused[0] == 503 and probe[0] == 503
+        assert (state.accepted, state.completed, state.refused) == (1, 1, 1)
+        assert "draining; 1 request(s) in flight" in caplog.text
+        assert "1 accepted, 1 completed, 0 still running, 1 refused while draining" in caplog.text
+        os.kill(os.getpid(), signal.SIGTERM)  # a second SIGTERM: straight to the previous handler
+        assert [sig for sig, _ in handed] == [signal.SIGTERM, signal.SIGTERM]
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_a_drain_gives_up_after_its_grace_period(monkeypatch):
+    monkeypatch.setenv("EDGESTACK_DRAIN_SECONDS", "0.2")
+    handed = []
+
+    async def run():
+        state = DrainState()
+        state.in_flight = 1  # a request that never finishes
+        started = time.monotonic()
+        await state.finish(lambda: handed.append(time.monotonic() - started))
+        return state
+
+    state = asyncio.run(run())
+    assert len(handed) == 1 and handed[0] >= 0.2 and state.in_flight == 1
