@@ -1,0 +1,373 @@
+"""The numpy-only family processing every consumer shares (edgestack/families/common.py, tune.py,
+text.py): softmax and top-k, the tune sampler and its character loop, the text checks, the
+tokenizer feeds and the answers. Real ONNX Runtime sessions on tiny graphs written here (a
+next-character table for the tune generator, a bag-of-tokens scorer for the classifier) and a
+real `tokenizers` tokenizer stand in for trained models, so every rule is checked in the unit
+lane, where a planted bug is caught in seconds (scripts/mutation.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from edgestack.families import common, text, tune
+from edgestack.families.common import InputError
+
+
+def session(graph: onnx.GraphProto) -> ort.InferenceSession:
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+# ------------------------------------------------------------------ common
+
+def test_softmax_rows_sum_to_one_stay_finite_and_keep_their_order():
+    logits = np.array([[1.0, 2.0, 3.0], [1000.0, 1000.0, -1000.0], [0.0, 0.0, 0.0]])
+    p = common.softmax(logits)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0)
+    np.testing.assert_allclose(p[0], np.exp([1, 2, 3]) / np.exp([1, 2, 3]).sum())
+    np.testing.assert_allclose(p[1], [0.5, 0.5, 0.0], atol=1e-12)  # no overflow at 1000
+    np.testing.assert_allclose(p[2], [1 / 3] * 3)
+    assert common.softmax(np.array([[5.0, 1.0]]))[0].argmax() == 0
+
+
+@pytest.mark.parametrize("value, ok", [(1, True), (3, True), (np.int64(2), True), (0, False), (4, False),
+                                       (-1, False), (True, False), (2.0, False), ("2", False), (None, False)])
+def test_top_k_must_be_a_whole_number_within_the_labels(value, ok):
+    labels = ["a", "b", "c"]
+    if ok:
+        assert common.check_top_k(value, labels) == int(value) and type(common.check_top_k(value, labels)) is int
+    else:
+        with pytest.raises(InputError, match=r"top_k must be between 1 and 3, got") as caught:
+            common.check_top_k(value, labels)
+        assert caught.value.status == 400
+
+
+def test_top_k_lists_the_likeliest_first_and_ties_in_label_order():
+    row = np.array([0.1, 0.4, 0.1, 0.4])
+    labels = ["w", "x", "y", "z"]
+    assert common.top_k(row, labels, 3) == [{"label": "x", "index": 1, "probability": pytest.approx(0.4)},
+                                            {"label": "z", "index": 3, "probability": pytest.approx(0.4)},
+                                            {"label": "w", "index": 0, "probability": pytest.approx(0.1)}]
+    assert common.top_k(row, labels, 1, with_index=False) == [{"label": "x", "probability": pytest.approx(0.4)}]
+    assert all(isinstance(e["probability"], float) and isinstance(e["index"], int) for e in common.top_k(row, labels, 4))
+
+
+def test_input_errors_carry_their_status_and_the_file_checksum_is_sha256(tmp_path):
+    assert InputError("x").status == 400 and InputError("y", 413).status == 413 and str(InputError("z")) == "z"
+    data = np.random.default_rng(0).bytes(3 * (1 << 20) + 17)  # several read chunks and a remainder
+    (tmp_path / "f").write_bytes(data)
+    assert common.sha256_file(tmp_path / "f") == hashlib.sha256(data).hexdigest()
+
+
+# ------------------------------------------------------------------ tune: the sampling parameters
+
+VOCAB = {ch: i for i, ch in enumerate("X:1\nab|")}
+
+
+def check(**kw):
+    limits = {k: kw.pop(k) for k in ("max_prompt_chars", "max_new_chars") if k in kw}
+    return tune.check_sampling(**kw, vocabulary=VOCAB, default_prompt="X:1\n", **limits)
+
+
+def test_sampling_defaults_and_a_chosen_seed_are_kept():
+    params = check(seed=7)
+    assert params == tune.SamplingParams("X:1\n", tune.DEFAULT_MAX_LENGTH, 1.0, 0, 1.0, 7)
+    assert check(max_new_chars=300).max_length == 300 and check(max_new_chars=5000).max_length == 1000
+    assert check(prompt="ab", max_length=1, temperature=5, top_k=7, top_p=1, seed=0) == \
+        tune.SamplingParams("ab", 1, 5.0, 7, 1.0, 0)
+    assert isinstance(check(temperature=2).temperature, float) and isinstance(check(top_p=1).top_p, float)
+    seeds = {check().seed for _ in range(20)}  # no seed: a random one, returned to repeat the tune
+    assert len(seeds) > 1 and all(0 <= s < 2**31 for s in seeds)
+    assert check(seed=2**63 - 1).seed == 2**63 - 1
+
+
+@pytest.mark.parametrize("kw, words, status", [
+    ({"prompt": 5}, "prompt must be text, got int", 400),
+    ({"prompt": "ab" * 3, "max_prompt_chars": 5}, "prompt has 6 characters; the limit is 5", 413),
+    ({"prompt": "X:1\nZé"}, "outside the model's vocabulary: 'Z', 'é' (it knows 7 characters", 400),
+    ({"max_length": 0}, "max_length must be a whole number >= 1, got 0", 400),
+    ({"max_length": 11, "max_new_chars": 10}, "max_length must be between 1 and 10 (EDGESTACK_MAX_NEW_CHARS), got 11",
+     400),
+    ({"max_length": 2.0}, "max_length must be a whole number, got 2.0", 400),
+    ({"max_length": True}, "max_length must be a whole number, got True", 400),
+    ({"temperature": 0}, "temperature must be a number in (0, 5], got 0", 400),
+    ({"temperature": 5.01}, "temperature must be a number in (0, 5]", 400),
+    ({"temperature": float("nan")}, "temperature must be a number", 400),
+    ({"temperature": True}, "temperature must be a number", 400),
+    ({"temperature": "1"}, "temperature must be a number", 400),
+    ({"top_k": -1}, "top_k must be a whole number from 0 (off) to 7, got -1", 400),
+    ({"top_k": 8}, "top_k must be a whole number from 0 (off) to 7", 400),
+    ({"top_k": 1.0}, "top_k must be a whole number", 400),
+    ({"top_k": False}, "top_k must be a whole number", 400),
+    ({"top_p": 0}, "top_p must be in (0, 1], got 0", 400),
+    ({"top_p": 1.01}, "top_p must be in (0, 1]", 400),
+    ({"top_p": float("inf")}, "top_p must be in (0, 1]", 400),
+    ({"top_p": True}, "top_p must be in (0, 1]", 400),
+    ({"seed": -1}, "seed must be a whole number from 0 to 2**63-1, got -1", 400),
+    ({"seed": 2**63}, "seed must be a whole number from 0 to 2**63-1", 400),
+    ({"seed": 1.5}, "seed must be a whole number", 400),
+    ({"seed": True}, "seed must be a whole number", 400),
+])
+def test_every_sampling_mistake_names_its_parameter_and_range(kw, words, status):
+    with pytest.raises(InputError) as caught:
+        check(**kw)
+    assert words in str(caught.value) and caught.value.status == status
+
+
+def test_the_limits_allow_their_own_value():
+    assert check(prompt="ab" * 3, max_prompt_chars=6).prompt == "ababab"
+    assert check(max_length=10, max_new_chars=10).max_length == 10
+
+
+# ------------------------------------------------------------------ tune: the sampler
+
+def test_sampling_follows_the_softmax_of_the_logits_over_the_temperature():
+    logits = np.log(np.array([0.1, 0.2, 0.3, 0.4]))
+    rng = np.random.default_rng(0)
+    draws = np.bincount([tune.sample_index(logits, rng, 1.0, 0, 1.0) for _ in range(20000)], minlength=4) / 20000
+    np.testing.assert_allclose(draws, [0.1, 0.2, 0.3, 0.4], atol=0.015)
+    hot = np.bincount([tune.sample_index(logits, rng, 5.0, 0, 1.0) for _ in range(20000)], minlength=4) / 20000
+    want = np.exp(logits / 5) / np.exp(logits / 5).sum()  # flatter
+    np.testing.assert_allclose(hot, want, atol=0.015)
+    cold = {tune.sample_index(logits, rng, 0.01, 0, 1.0) for _ in range(200)}
+    assert cold == {3}
+
+
+def test_top_k_and_top_p_cut_the_candidates():
+    logits = np.log(np.array([0.05, 0.15, 0.3, 0.5]))
+    rng = np.random.default_rng(1)
+    assert {tune.sample_index(logits, rng, 1.0, 1, 1.0) for _ in range(100)} == {3}        # greedy
+    assert {tune.sample_index(logits, rng, 1.0, 2, 1.0) for _ in range(300)} == {2, 3}     # the two likeliest
+    assert {tune.sample_index(logits, rng, 1.0, 4, 1.0) for _ in range(500)} == {0, 1, 2, 3}  # k = all: off
+    # the nucleus: the smallest set whose mass reaches top_p (0.5 alone reaches 0.45; 0.5 + 0.3 reach 0.7)
+    assert {tune.sample_index(logits, rng, 1.0, 0, 0.45) for _ in range(100)} == {3}
+    assert {tune.sample_index(logits, rng, 1.0, 0, 0.7) for _ in range(300)} == {2, 3}
+    assert {tune.sample_index(logits, rng, 1.0, 0, 0.81) for _ in range(500)} == {1, 2, 3}
+    shares = np.bincount([tune.sample_index(logits, rng, 1.0, 0, 0.7) for _ in range(20000)], minlength=4) / 20000
+    np.testing.assert_allclose(shares, [0, 0, 0.3 / 0.8, 0.5 / 0.8], atol=0.015)  # renormalised within the nucleus
+    shares = np.bincount([tune.sample_index(logits, rng, 1.0, 2, 1.0) for _ in range(20000)], minlength=4) / 20000
+    np.testing.assert_allclose(shares, [0, 0, 0.3 / 0.8, 0.5 / 0.8], atol=0.015)
+
+
+def test_the_same_seed_draws_the_same_and_a_draw_is_always_a_valid_index():
+    logits = np.random.default_rng(3).standard_normal(50)
+    a = [tune.sample_index(logits, np.random.default_rng(9), 0.8, 10, 0.9) for _ in range(5)]
+    b = [tune.sample_index(logits, np.random.default_rng(9), 0.8, 10, 0.9) for _ in range(5)]
+    assert a == b and all(isinstance(i, int) for i in a)
+
+    class Top:  # a generator whose next number is the largest it can give
+        def random(self):
+            return np.nextafter(1.0, 0.0)
+
+    assert tune.sample_index(np.array([0.0, 0.0, 50.0]), Top(), 1.0, 0, 1.0) == 2  # the top of the range: the last
+
+
+def test_the_prompt_is_read_after_an_end_of_tune():
+    ids = tune.prompt_ids("ab", VOCAB, "\n\n")
+    assert ids.dtype == np.int64 and ids.shape == (1, 4) and ids.tolist() == [[3, 3, 4, 5]]
+
+
+# ------------------------------------------------------------------ tune: the character loop
+
+CHARS = list("X:1\nab|")
+
+
+def chain(successors: dict[str, str]):
+    """read_prompt/step functions whose next character is always successors[last character]."""
+    def logits_after(ch: str) -> np.ndarray:
+        out = np.full(len(CHARS), -50.0)
+        out[CHARS.index(successors[ch])] = 50.0
+        return out
+
+    calls = []
+
+    def read_prompt(text_: str):
+        calls.append(("prompt", text_))
+        return logits_after(text_[-1]), np.zeros(1), np.zeros(1)
+
+    def step(token: int, h, c):
+        calls.append(("step", token))
+        return logits_after(CHARS[token]), h + 1, c
+
+    return read_prompt, step, calls
+
+
+def test_pieces_stop_at_max_length_at_the_end_of_a_tune_or_when_told():
+    read_prompt, step, calls = chain({"\n": "a", "a": "b", "b": "|", "|": "a"})
+    params = tune.SamplingParams("X:1\n", 5, 1.0, 0, 1.0, 1)
+    assert list(tune.pieces(params, read_prompt, step, CHARS, "\n\n")) == list("ab|ab")
+    assert calls[0] == ("prompt", "X:1\n") and [c for c, _ in calls].count("step") == 5
+    # a tune ends at a blank line: its first newline is sent, the second (the blank line) is not
+    read_prompt, step, _ = chain({"a": "b", "b": "\n", "\n": "\n"})
+    params = tune.SamplingParams("X:1\na", 50, 1.0, 0, 1.0, 1)
+    generated = "".join(tune.pieces(params, read_prompt, step, CHARS, "\n\n"))
+    assert generated == "b\n" and tune.result(params, generated)["tune"] == "X:1\nab"
+    stop = threading.Event()
+    read_prompt, step, _ = chain({"\n": "a", "a": "b", "b": "|", "|": "a"})
+    out = []
+    for piece in tune.pieces(tune.SamplingParams("X:1\n", 100, 1.0, 0, 1.0, 1), read_prompt, step, CHARS, "\n\n", stop):
+        out.append(piece)
+        if len(out) == 3:
+            stop.set()
+    assert out == list("ab|")
+
+
+def test_a_result_says_how_the_tune_stopped_and_how_to_have_it_again():
+    params = tune.SamplingParams("X:1\n", 4, 0.9, 3, 0.8, 11)
+    full = tune.result(params, "ab|a")
+    assert full == {"tune": "X:1\nab|a", "generated_chars": 4, "stop_reason": "max_length", "seed": 11,
+                    "params": {"max_length": 4, "temperature": 0.9, "top_k": 3, "top_p": 0.8, "seed": 11}}
+    short = tune.result(params, "ab\n")
+    assert short["stop_reason"] == "end_of_tune" and short["tune"] == "X:1\nab" and short["generated_chars"] == 3
+
+
+def test_graph_files_name_the_step_and_prompt_graphs():
+    manifest = {"variants": {"int8": {"file": "step.int8.onnx", "prompt_file": "prompt.int8.onnx"}}}
+    assert tune.graph_files(manifest, "int8") == {"step": "step.int8.onnx", "prompt": "prompt.int8.onnx"}
+
+
+def next_character_graphs(successors: dict[str, str], hidden: int = 3):
+    """(step, prompt) ORT sessions of a 'model' whose logits favour successors[character]."""
+    table = np.full((len(CHARS), len(CHARS)), -20.0, np.float32)
+    for ch, nxt in successors.items():
+        table[CHARS.index(ch), CHARS.index(nxt)] = 20.0
+    weights = numpy_helper.from_array(table, "table")
+    one = numpy_helper.from_array(np.ones((1, 1, hidden), np.float32), "one")
+    state = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, "b", hidden]) for n in ("h", "c")]
+    outs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, "b", hidden]) for n in ("h_out", "c_out")]
+    step = helper.make_graph(
+        [helper.make_node("Gather", ["table", "token"], ["logits"]), helper.make_node("Add", ["h", "one"], ["h_out"]),
+         helper.make_node("Identity", ["c"], ["c_out"])], "step",
+        [helper.make_tensor_value_info("token", TensorProto.INT64, ["b"]), *state],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["b", len(CHARS)]), *outs], [weights, one])
+    prompt = helper.make_graph(
+        [helper.make_node("Gather", ["table", "tokens"], ["logits"]), helper.make_node("Identity", ["h"], ["h_out"]),
+         helper.make_node("Identity", ["c"], ["c_out"])], "prompt",
+        [helper.make_tensor_value_info("tokens", TensorProto.INT64, [1, "t"]), *state],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, "t", len(CHARS)]), *outs], [weights])
+    return session(step), session(prompt)
+
+
+def test_the_generator_runs_the_prompt_graph_once_then_the_step_graph_per_character():
+    step, prompt = next_character_graphs({"X": ":", ":": "1", "1": "\n", "\n": "a", "a": "b", "b": "|", "|": "a"})
+    generator = tune.Generator(step, prompt, CHARS, {"hidden_size": 3, "end_of_tune": "\n\n", "default_prompt": "X:1\n"})
+    h, c = generator.zero_state(2)
+    assert h.shape == c.shape == (1, 2, 3) and h.dtype == np.float32 and not h.any() and h is not c
+    logits, h, c = generator.read_prompt("X:1\na")
+    assert logits.shape == (len(CHARS),) and CHARS[int(logits.argmax())] == "b"  # the last character's logits
+    logits, h2, _ = generator.step(CHARS.index("b"), h, c)
+    assert CHARS[int(logits.argmax())] == "|" and (h2 == h + 1).all()
+    out = generator.generate(seed=4, max_length=6, top_k=1)
+    assert out["tune"] == "X:1\nab|ab|" and out["stop_reason"] == "max_length" and out["seed"] == 4
+    assert generator.generate("ab", seed=4, max_length=2, top_k=1)["tune"] == "ab|a"
+    with pytest.raises(InputError, match="vocabulary"):
+        generator.generate("Q", seed=1)
+    assert generator.check(max_length=3, max_new_chars=3).max_length == 3
+
+
+# ------------------------------------------------------------------ text
+
+@pytest.mark.parametrize("items, kw, words, status", [
+    ("a text", {}, "`texts` must be a list of strings, got str", 400),
+    ([], {}, "`texts` is an empty list: send at least one text", 400),
+    (["a", "b", "c"], {"max_items": 2}, "3 texts in one request; the limit is 2", 413),
+    (["ok", 3], {}, "texts[1] is int, not a string", 400),
+    (["ok", " \t\n"], {}, "texts[1] is empty (or only whitespace)", 400),
+    (["ok", "abcdef"], {"max_chars": 5}, "texts[1] has 6 characters; the limit is 5 (EDGESTACK_MAX_TEXT_CHARS)", 413),
+    ([""], {"what": "text"}, "text is empty", 400),
+    ([5], {"what": "text"}, "text is int, not a string", 400),
+])
+def test_text_mistakes_say_which_text_and_what(items, kw, words, status):
+    with pytest.raises(InputError) as caught:
+        text.check_texts(items, **kw)
+    assert words in str(caught.value) and caught.value.status == status
+
+
+def test_texts_within_the_limits_are_passed_on():
+    items = ["one", "two"]
+    assert text.check_texts(items, max_items=2, max_chars=3) is items
+
+
+def tokenizer_json(with_pad: bool = True) -> str:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = {w: i for i, w in enumerate((["[PAD]"] if with_pad else []) + ["[UNK]", "a", "good", "bad", "film", "very"])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    return tok.to_str()
+
+
+def test_the_encoder_pads_to_the_longest_text_and_reports_truncation(tmp_path):
+    encoder = text.Encoder(tokenizer_json(), 4)
+    ids, mask, lengths, truncated = encoder(["good film", "very very very bad film", "bad"])
+    assert ids.dtype == mask.dtype == np.int64 and ids.shape == (3, 4)  # the longest, cut to max length 4
+    assert ids.tolist() == [[3, 5, 0, 0], [6, 6, 6, 4], [4, 0, 0, 0]] and encoder.pad_id == 0
+    assert mask.tolist() == [[1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0]]
+    assert lengths.tolist() == [2, 4, 1] and truncated.tolist() == [False, True, False]
+    short = text.Encoder(tokenizer_json(), 8)(["good film"])
+    assert short[0].shape == (1, 2)  # never padded to max length
+    (tmp_path / "tokenizer.json").write_text(tokenizer_json())  # a path works as well as the JSON text
+    assert text.Encoder(tmp_path / "tokenizer.json", 4)(["good film"])[0].tolist() == [[3, 5]]
+    without = text.Encoder(tokenizer_json(with_pad=False), 4)  # no [PAD] token: pads with id 0
+    assert without.pad_id == 0 and without(["good film", "bad"])[0].tolist() == [[2, 4], [3, 0]]
+
+
+def bag_of_tokens_classifier(with_type_ids: bool = False) -> ort.InferenceSession:
+    """logits[n] = sum over the unmasked tokens of a score per id: ('bad' -> class 0, 'good' -> 1)."""
+    table = np.zeros((7, 2), np.float32)
+    table[4] = [3.0, 0.0]   # bad
+    table[3] = [0.0, 3.0]   # good
+    nodes = [helper.make_node("Gather", ["table", "input_ids"], ["scores"]),
+             helper.make_node("Cast", ["attention_mask"], ["maskf"], to=TensorProto.FLOAT),
+             helper.make_node("Unsqueeze", ["maskf", "axis"], ["mask3"]),
+             helper.make_node("Mul", ["scores", "mask3"], ["kept"]),
+             helper.make_node("ReduceSum", ["kept", "one"], ["logits"], keepdims=0)]
+    inputs = [helper.make_tensor_value_info(n, TensorProto.INT64, ["n", "t"]) for n in ("input_ids", "attention_mask")]
+    if with_type_ids:
+        inputs.append(helper.make_tensor_value_info("token_type_ids", TensorProto.INT64, ["n", "t"]))
+        nodes.append(helper.make_node("Identity", ["token_type_ids"], ["types"]))
+    graph = helper.make_graph(nodes, "bag", inputs, [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 2])],
+                              [numpy_helper.from_array(table, "table"), numpy_helper.from_array(np.array([2], np.int64), "axis"),
+                               numpy_helper.from_array(np.array([1], np.int64), "one")])
+    if with_type_ids:
+        graph.output.append(helper.make_tensor_value_info("types", TensorProto.INT64, ["n", "t"]))
+    return session(graph)
+
+
+def test_the_classifier_feeds_the_graph_and_answers_probabilities():
+    encoder = text.Encoder(tokenizer_json(), 4)
+    classifier = text.Classifier(bag_of_tokens_classifier(), encoder, ["rotten", "fresh"])
+    probs, lengths, truncated = classifier.run(["good film", "bad bad", "very very very good good"])
+    assert probs.dtype == np.float64
+    np.testing.assert_allclose(probs, common.softmax(np.array([[0.0, 3.0], [6.0, 0.0], [0.0, 3.0]])), rtol=1e-6)
+    assert lengths.tolist() == [2, 2, 4] and truncated.tolist() == [False, False, True]  # the second "good" cut off
+    with_types = text.Classifier(bag_of_tokens_classifier(with_type_ids=True), encoder, ["rotten", "fresh"])
+    assert with_types.input_names == ["input_ids", "attention_mask", "token_type_ids"]
+    np.testing.assert_allclose(with_types.run(["good film"])[0], probs[:1], rtol=1e-6)
+
+
+def test_a_graph_with_inputs_a_text_model_does_not_have_is_refused():
+    graph = helper.make_graph([helper.make_node("Identity", ["pixels"], ["out"])], "g",
+                              [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1])])
+    with pytest.raises(ValueError, match=r"unexpected text model inputs \['pixels'\]"):
+        text.Classifier(session(graph), text.Encoder(tokenizer_json(), 4), ["a", "b"])
+
+
+def test_answers_give_label_score_every_probability_and_the_top_k():
+    probs = np.array([[0.2, 0.8], [0.9, 0.1]])
+    out = text.answers(probs, np.array([3, 7]), np.array([False, True]), ["rotten", "fresh"], k=1)
+    assert out[0] == {"label": "fresh", "score": pytest.approx(0.8), "probabilities": {"rotten": pytest.approx(0.2),
+                      "fresh": pytest.approx(0.8)}, "top_k": [{"label": "fresh", "probability": pytest.approx(0.8)}],
+                      "tokens": 3, "truncated": False}
+    assert out[1]["label"] == "rotten" and out[1]["tokens"] == 7 and out[1]["truncated"] is True
+    assert "top_k" not in text.answers(probs, [1, 1], [False, False], ["rotten", "fresh"])[0]
+    assert all(type(a["tokens"]) is int and type(a["score"]) is float for a in out)
