@@ -371,3 +371,64 @@ def test_answers_give_label_score_every_probability_and_the_top_k():
     assert out[1]["label"] == "rotten" and out[1]["tokens"] == 7 and out[1]["truncated"] is True
     assert "top_k" not in text.answers(probs, [1, 1], [False, False], ["rotten", "fresh"])[0]
     assert all(type(a["tokens"]) is int and type(a["score"]) is float for a in out)
+
+
+# ------------------------------------------------------------------ image: what every image consumer shares
+
+def test_idx_files_are_known_by_their_names():
+    from edgestack.families import image
+
+    for name in ("t10k-images-idx3-ubyte", "train-labels-idx1-ubyte.gz", "x.idx", "y.idx.gz"):
+        assert image.is_idx(name), name
+    for name in ("digits.png", "idx.txt", "ubyte.npy", "my-images.gz"):
+        assert not image.is_idx(name), name
+
+
+def test_the_model_size_and_the_answers_of_an_image_classifier():
+    from edgestack.families import image
+
+    assert image.model_size({"height": 28, "width": 32}) == (28, 32, 1)
+    assert image.model_size({"height": 8, "width": 8, "channels": 3}) == (8, 8, 3)
+    assert image.model_size({"height": 8, "width": 8, "channels": None}) == (8, 8, 1)
+    p = image.probabilities(np.array([[0.0, 2.0, 1.0]], np.float32))
+    assert p.dtype == np.float64 and p[0].argmax() == 1 and p.sum() == pytest.approx(1.0)
+    out = image.classify(np.array([[0.1, 0.7, 0.2], [0.5, 0.2, 0.3]]), ["a", "b", "c"], k=2)
+    assert [r["label"] for r in out] == ["b", "a"] and [e["label"] for e in out[1]["top_k"]] == ["a", "c"]
+    assert out[0]["top_k"][0] == {"label": "b", "index": 1, "probability": pytest.approx(0.7)}
+    assert len(image.classify(np.array([[0.1, 0.7, 0.2]]), ["a", "b", "c"])[0]["top_k"]) == 3  # default k 3
+    with pytest.raises(InputError, match="top_k must be between 1 and 3"):
+        image.classify(np.array([[0.1, 0.7, 0.2]]), ["a", "b", "c"], k=4)
+    line = image.format_result({"input": "d.png", "label": "7", "top_k": [{"label": "7", "probability": 0.91234},
+                                                                         {"label": "1", "probability": 0.05}]})
+    assert line == "d.png: 7   (7 0.912, 1 0.050)"
+    assert image.format_result({"input": "x.png", "error": "not an image"}) == "x.png: error: not an image"
+
+
+def test_read_inputs_takes_arrays_idx_files_and_images_and_names_each_failure(tmp_path):
+    from PIL import Image
+
+    from edgestack.families import image
+
+    pixels = (np.arange(3 * 8 * 8) % 256).astype(np.uint8).reshape(3, 8, 8)
+    np.save(tmp_path / "many.npy", pixels)
+    np.save(tmp_path / "one.npy", pixels[:1])
+    idx = tmp_path / "t-idx3-ubyte"
+    idx.write_bytes(bytes([0, 0, 8, 3]) + b"".join(int(d).to_bytes(4, "big") for d in (2, 8, 8)) + pixels[:2].tobytes())
+    Image.fromarray(pixels[0]).save(tmp_path / "a.png")
+    (tmp_path / "broken.png").write_bytes(b"not an image at all")
+    np.save(tmp_path / "wrong.npy", np.zeros((2, 5, 5), np.uint8))
+    paths = [str(tmp_path / n) for n in ("many.npy", "one.npy", "t-idx3-ubyte", "a.png", "broken.png", "wrong.npy",
+                                         "missing.png")]
+    names, images, errors = image.read_inputs(paths, 8, 8, dark_background=False)
+    assert names == [f"{paths[0]}[0]", f"{paths[0]}[1]", f"{paths[0]}[2]", paths[1], f"{paths[2]}[0]",
+                     f"{paths[2]}[1]", paths[3], paths[4], paths[5], paths[6]]
+    assert [i is None for i in images] == [False] * 7 + [True] * 3
+    assert np.array_equal(images[0], pixels[0]) and np.array_equal(images[4], pixels[0])
+    assert images[6].dtype == np.float32 and np.array_equal(images[6], pixels[0])  # the PNG, light on dark as it is
+    assert set(errors) == {paths[4], paths[5], paths[6]}
+    assert "not an image" in errors[paths[4]] and "8, 8" in errors[paths[5]].replace("[", "").replace("]", "")
+    # a scan of dark ink on light paper: the model's dark background asks for it inverted
+    Image.fromarray(255 - pixels[0]).save(tmp_path / "scan.png")
+    scan = str(tmp_path / "scan.png")
+    assert np.array_equal(image.read_inputs([scan], 8, 8, dark_background=True)[1][0], pixels[0])
+    assert np.array_equal(image.read_inputs([scan], 8, 8, dark_background=False)[1][0], 255 - pixels[0])
