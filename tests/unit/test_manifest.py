@@ -348,3 +348,35 @@ def test_an_artifact_built_from_a_dict_is_checked_too(tmp_path):
     assert art.meta.family == "image"
     with pytest.raises(ArtifactError, match="name: Field required"):
         artifact.Artifact(tmp_path, {k: v for k, v in image_manifest().items() if k != "name"})
+
+
+# -- the smaller pieces, one rule each (scripts/mutation.py found them unchecked) ---------------
+
+def test_to_dict_passes_pydantics_options_on():
+    meta = schema.parse(image_manifest())
+    assert "labels" not in meta.to_dict(exclude={"labels"}) and "labels" in meta.to_dict()
+    assert meta.variants["fp32"].to_dict(include={"file"}) == {"file": "model.fp32.onnx"}
+
+
+def test_a_variants_scores_are_its_measured_test_and_val_numbers_only():
+    variant = schema.parse(tune_manifest()).variants["fp32"]
+    assert variant.scores() == {"val_bits_per_char": 1.5, "test_bits_per_char": 1.49, "val_chars": 7178,
+                                "test_chars": 7498}  # not step_tokens_per_s, not op_types
+    image = schema.parse(image_manifest()).variants["int8"]
+    assert image.scores() == {"test_accuracy": 0.984, "test_size": 500, "val_accuracy": 0.98}
+
+
+def test_one_problem_is_where_and_what_and_more_are_counted():
+    def message(data) -> str:
+        with pytest.raises(ArtifactError) as info:
+            schema.parse(data, "m.json")
+        return str(info.value)
+
+    data = image_manifest()
+    del data["name"]
+    assert message(data) == "m.json is not a valid manifest: name: Field required"
+    del data["task"]
+    assert message(data) == "m.json is not a valid manifest: name: Field required (and 1 more problem)"
+    data = image_manifest()
+    data["labels"] = []  # the whole manifest is what is wrong: no field to name
+    assert message(data) == "m.json is not a valid manifest: manifest: a image manifest needs labels"
