@@ -146,7 +146,9 @@ def test_sigterm_drains_the_requests_in_flight_then_hands_the_signal_on(monkeypa
     monkeypatch.setenv("EDGESTACK_DRAIN_SECONDS", "30")
     state = DrainState()
     handed = []  # (signal, requests still in flight when the previous handler ran)
-    previous = signal.signal(signal.SIGTERM, lambda sig, frame: handed.append((sig, state.in_flight)))
+    frames = []
+    previous = signal.signal(signal.SIGTERM, lambda sig, frame: (handed.append((sig, state.in_flight)),
+                                                                  frames.append(frame)))
 
     async def run():
         admission = Admission(single_worker_app(1.5), state)
@@ -170,6 +172,7 @@ def test_sigterm_drains_the_requests_in_flight_then_hands_the_signal_on(monkeypa
         assert "1 accepted, 1 completed, 0 still running, 1 refused while draining" in caplog.text
         os.kill(os.getpid(), signal.SIGTERM)  # a second SIGTERM: straight to the previous handler
         assert [sig for sig, _ in handed] == [signal.SIGTERM, signal.SIGTERM]
+        assert all(frame is not None for frame in frames)  # the handler gets the signal's frame, as Python gives it
     finally:
         signal.signal(signal.SIGTERM, previous)
 
@@ -187,3 +190,31 @@ def test_a_drain_gives_up_after_its_grace_period(monkeypatch):
 
     state = asyncio.run(run())
     assert len(handed) == 1 and handed[0] >= 0.2 and state.in_flight == 1
+
+
+def test_route_load_measures_standing_delay_above_the_floor():
+    from serving.admission import RouteLoad
+
+    load = RouteLoad()
+    assert load.queueing() == 0.0 and load.floor is None  # nothing measured: no queue assumed
+    load.done(0.1)
+    assert (load.sojourn, load.floor, load.queueing()) == (0.1, 0.1, 0.0)
+    load.done(0.3)  # slower: the mean moves a tenth of the way, the floor a thousandth
+    assert load.sojourn == pytest.approx(0.12) and load.floor == pytest.approx(0.1002)
+    assert load.queueing() == pytest.approx(0.12 - 0.1002)
+    load.done(0.05)  # faster than the floor: the floor drops to it at once
+    assert load.floor == 0.05 and load.sojourn == pytest.approx(0.9 * 0.12 + 0.005)
+    assert load.queueing() == pytest.approx(load.sojourn - 0.05)
+    quick = RouteLoad()
+    quick.done(0.2)
+    quick.floor = 0.5  # a mean under the floor is no queue, never a negative one
+    assert quick.queueing() == 0.0
+
+
+def test_a_first_burst_is_never_shed_before_anything_was_measured(budget_100ms):
+    async def run():
+        admission = Admission(single_worker_app(0.05), DrainState())
+        return await asyncio.gather(*(call(admission) for _ in range(8))), admission.state
+
+    answers, state = asyncio.run(run())
+    assert [status for status, _, _ in answers] == [200] * 8 and state.shed == 0
