@@ -432,3 +432,144 @@ def test_read_inputs_takes_arrays_idx_files_and_images_and_names_each_failure(tm
     scan = str(tmp_path / "scan.png")
     assert np.array_equal(image.read_inputs([scan], 8, 8, dark_background=True)[1][0], pixels[0])
     assert np.array_equal(image.read_inputs([scan], 8, 8, dark_background=False)[1][0], 255 - pixels[0])
+
+
+# ------------------------------------------------------------------ image: pixel arrays and layouts
+
+@pytest.mark.parametrize("values, n", [
+    (np.zeros((4, 5)), 1), (np.zeros((2, 4, 5)), 2), (np.zeros((3, 1, 4, 5)), 3), ([[0] * 5] * 4, 1)])
+def test_pixel_arrays_of_the_models_size_in_each_layout(values, n):
+    from edgestack.families import image
+
+    out = image.check_pixels(values, 4, 5)
+    assert out.shape == (n, 4, 5) and out.dtype == np.float32
+
+
+@pytest.mark.parametrize("values, words, status", [
+    (None, "no input: send `pixels` (0..255 intensities) or upload images", 400),
+    ([[0, 1], [2]], "`pixels` must be a rectangular nested list of numbers (ragged rows or non-numeric values found)",
+     400),
+    ([["a"] * 5] * 4, "rectangular nested list of numbers", 400),
+    (np.zeros((4, 6)), "`pixels` must have shape [4, 5], [N, 4, 5] or [N, 1, 4, 5]; got [4, 6]", 400),
+    (np.zeros((2, 2, 4, 5)), "got [2, 2, 4, 5]", 400),
+    (np.zeros((0, 4, 5)), "`pixels` holds no images (or no pixels)", 400),
+    (np.full((4, 5), np.nan), "`pixels` contains NaN or infinity", 400),
+    (np.full((4, 5), np.inf), "contains NaN or infinity", 400),
+    (np.full((4, 5), 255.5), "`pixels` must be intensities in 0..255; got range [255.5, 255.5]", 400),
+    (np.full((4, 5), -0.5), "got range [-0.5, -0.5]", 400),
+])
+def test_pixel_array_mistakes_say_what_is_wrong(values, words, status):
+    from edgestack.families import image
+
+    with pytest.raises(InputError) as caught:
+        image.check_pixels(values, 4, 5)
+    assert words in str(caught.value) and caught.value.status == status
+
+
+def test_the_range_ends_are_allowed_and_rgb_arrays_come_in_three_layouts():
+    from edgestack.families import image
+
+    edges = np.zeros((4, 5))
+    edges[0, 0], edges[1, 1] = 0, 255
+    assert image.check_pixels(edges, 4, 5, what="x").max() == 255
+    rgb = np.arange(2 * 4 * 5 * 3, dtype=np.float64).reshape(2, 4, 5, 3) % 256
+    for values in (rgb, rgb.transpose(0, 3, 1, 2), rgb[0]):
+        out = image.check_pixels(values, 4, 5, channels=3)
+        assert out.shape[1:] == (4, 5, 3) and out.dtype == np.float32 and np.array_equal(out[0], rgb[0])
+    with pytest.raises(InputError, match=r"must have shape \[4, 5, 3\], \[N, 4, 5, 3\] or \[N, 3, 4, 5\] \(RGB\); "
+                                         r"got \[4, 5\]"):
+        image.check_pixels(np.zeros((4, 5)), 4, 5, channels=3)
+    with pytest.raises(InputError, match="1 \\(grey\\) or 3"):
+        image.check_pixels(np.zeros((4, 5)), 4, 5, channels=4)
+
+
+def test_drawings_may_have_any_size_with_a_layout_and_are_laid_out():
+    from edgestack.families import image
+
+    drawing = np.zeros((60, 40))
+    drawing[10:50, 15:25] = 255
+    with pytest.raises(InputError, match=r"must have shape \[28, 28\]"):  # no layout: the model's size only
+        image.check_drawings(drawing, 28, 28, None)
+    assert image.check_drawings(np.zeros((28, 28)), 28, 28, None).shape == (1, 28, 28)
+    out = image.check_drawings([drawing, drawing], 28, 28, "mnist")
+    assert out.shape == (2, 28, 28) and out.dtype == np.float32
+    assert np.array_equal(out[0], image.mnist_style(drawing.astype(np.uint8)))
+    with pytest.raises(InputError, match="`layout` applies to grey models only"):
+        image.check_drawings(drawing, 28, 28, "mnist", channels=3)
+    with pytest.raises(InputError, match=r"must have shape \[H, W\] or \[N, H, W\]; got \[1, 1, 2, 3, 4\]"):
+        image.check_drawings(np.zeros((1, 1, 2, 3, 4)), 28, 28, "mnist")
+    assert image.check_drawings(np.zeros((1, 1, 9, 9)), 28, 28, "mnist").shape == (1, 28, 28)  # [N, 1, H, W] too
+    side = np.zeros((1, image.MAX_DRAWING_SIDE, 3))
+    assert image.check_drawings(side, 28, 28, "mnist").shape == (1, 28, 28)
+    with pytest.raises(InputError) as caught:
+        image.check_drawings(np.zeros((1, 3, image.MAX_DRAWING_SIDE + 1)), 28, 28, "mnist")
+    assert caught.value.status == 413 and f"at most {image.MAX_DRAWING_SIDE} pixels per side" in str(caught.value)
+
+
+def test_layouts_are_named_and_applied_in_one_place():
+    from edgestack.families import image
+
+    assert image.check_layout(None) is None and image.check_layout("mnist") == "mnist"
+    with pytest.raises(InputError, match=r"`layout` must be one of \['mnist'\] or left out; got 'squash'"):
+        image.check_layout("squash")
+    plain = image.lay_out(np.array([[-3.0, 300.0], [12.4, 12.6]]), None, 2, 2)
+    assert plain.dtype == np.uint8 and plain.tolist() == [[0, 255], [12, 12]]
+    with pytest.raises(InputError, match="layout 'mnist' needs a square model input; this model takes 32x28"):
+        image.lay_out(np.zeros((5, 5)), "mnist", 28, 32)
+    digit = np.zeros((100, 100), np.uint8)
+    digit[10:90, 40:60] = 255
+    small = image.lay_out(digit, "mnist", 14, 14)  # the box scales with the frame: 10 of 14
+    rows = np.flatnonzero(small.max(1) > 25)
+    assert small.shape == (14, 14) and rows[-1] - rows[0] + 1 == 10
+
+
+def test_resampling_matches_pillows_antialiased_bilinear():
+    from PIL import Image as PILImage
+
+    from edgestack.families import image
+
+    rng = np.random.default_rng(5)
+    picture = rng.random((37, 53)) * 255
+    for size in ((20, 11), (9, 17), (74, 106), (37, 53)):
+        ours = image.resample(picture, *size)
+        theirs = np.asarray(PILImage.fromarray(picture.astype(np.float32), "F").resize(size[::-1],
+                                                                                       PILImage.Resampling.BILINEAR))
+        assert ours.shape == size
+        np.testing.assert_allclose(ours, theirs, atol=1e-3)
+
+
+def test_mnist_style_crops_scales_and_centres_by_mass():
+    from edgestack.families import image
+
+    canvas = np.zeros((200, 300), np.uint8)
+    canvas[20:120, 230:260] = 255                     # 100 x 30 of ink, top right
+    canvas[150, 10] = 20                              # a speck under 10% of the brightest: not ink
+    out = image.mnist_style(canvas)
+    rows, cols = np.flatnonzero(out.max(1) > 0), np.flatnonzero(out.max(0) > 0)
+    assert out.dtype == np.uint8 and out.shape == (28, 28)
+    assert rows[-1] - rows[0] + 1 == 20 and cols[-1] - cols[0] + 1 == 6   # longer side 20, aspect kept
+    ys, xs = np.mgrid[0:28, 0:28]
+    assert abs((ys * out).sum() / out.sum() - 13.5) <= 0.5 and abs((xs * out).sum() / out.sum() - 13.5) <= 0.5
+    assert not image.mnist_style(np.zeros((10, 10), np.uint8)).any()   # no ink: an empty frame
+    wide = np.zeros((50, 50), np.uint8)
+    wide[24, :] = 200                                                  # a line: 20 long, at least 1 high
+    laid = image.mnist_style(wide, box=20, size=28)
+    assert np.flatnonzero(laid.max(0) > 0).size == 20 and np.flatnonzero(laid.max(1) > 0).size >= 1
+    big = image.mnist_style(canvas, box=40, size=56)
+    assert big.shape == (56, 56) and np.flatnonzero(big.max(1) > 0).size == 40
+    faint = np.zeros((30, 30), np.uint8)
+    faint[5:25, 10:20] = 3                                             # dim ink is still the brightest there is
+    assert image.mnist_style(faint).any()
+
+
+def test_model_input_is_scaled_standardised_and_in_the_graphs_layout():
+    from edgestack.families import image
+
+    pre = {"scale": 1 / 255, "mean": 0.5, "std": 0.25}
+    grey = np.array([[[0.0, 255.0], [127.5, 51.0]]])
+    x = image.to_model_input(grey, pre)
+    assert x.shape == (1, 1, 2, 2) and x.dtype == np.float32 and x.flags["C_CONTIGUOUS"]
+    np.testing.assert_allclose(x[0, 0], [[-2.0, 2.0], [0.0, -1.2]], rtol=1e-6)
+    rgb = np.arange(2 * 2 * 3, dtype=np.float32).reshape(1, 2, 2, 3)
+    y = image.to_model_input(rgb, {"scale": 1.0, "mean": 0.0, "std": 1.0})
+    assert y.shape == (1, 3, 2, 2) and y.flags["C_CONTIGUOUS"] and np.array_equal(y[0, 1], rgb[0, :, :, 1])
