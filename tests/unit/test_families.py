@@ -573,3 +573,89 @@ def test_model_input_is_scaled_standardised_and_in_the_graphs_layout():
     rgb = np.arange(2 * 2 * 3, dtype=np.float32).reshape(1, 2, 2, 3)
     y = image.to_model_input(rgb, {"scale": 1.0, "mean": 0.0, "std": 1.0})
     assert y.shape == (1, 3, 2, 2) and y.flags["C_CONTIGUOUS"] and np.array_equal(y[0, 1], rgb[0, :, :, 1])
+
+
+# ------------------------------------------------------------------ generic: imported graphs' own tensors
+
+def test_generic_example_feeds_have_the_declared_types_and_values():
+    from edgestack.families import generic
+
+    specs = [{"name": "x", "dtype": "float64", "shape": [-1, 3]}, {"name": "i", "dtype": "int32", "shape": [2, -1]},
+             {"name": "b", "dtype": "bool", "shape": [-1, 2]}, {"name": "t", "dtype": "string", "shape": [-1]}]
+    feeds = generic.example_feeds(specs, batch=4, seed=1)
+    assert list(feeds) == ["x", "i", "b", "t"]
+    assert feeds["x"].shape == (4, 3) and feeds["x"].dtype == np.float64 and 0 < np.abs(feeds["x"]).max() < 1
+    assert feeds["i"].shape == (2, 4) and feeds["i"].dtype == np.int32 and feeds["i"].min() >= 0 and feeds["i"].max() <= 9
+    assert feeds["b"].tolist() == [[True, False], [True, False], [True, False], [True, False]]
+    assert feeds["t"].tolist() == ["edgestack"] * 4 and feeds["t"].dtype == object
+    again = generic.example_feeds(specs, batch=4, seed=1)
+    assert np.array_equal(again["x"], feeds["x"]) and not np.array_equal(generic.example_feeds(specs, 4, 2)["x"], feeds["x"])
+    assert generic.example_feeds(specs)["x"].shape == (2, 3)  # batch 2 by default
+    assert generic.dtype_of("bytes") == object and generic.dtype_of("float16") == np.float16
+
+
+def test_generic_checks_name_the_input_and_keep_the_declared_order():
+    from edgestack.families import generic
+
+    specs = [{"name": "a", "dtype": "float32", "shape": [-1, 2]}, {"name": "t", "dtype": "bytes", "shape": [-1]}]
+    checked = generic.check_feeds(specs, {"t": np.array(["x", "y"]), "a": np.zeros((2, 2), np.float16)}, batched=True)
+    assert list(checked) == ["a", "t"] and checked["a"].dtype == np.float32 and checked["t"].dtype == object
+    with pytest.raises(InputError, match=r"^m takes inputs \['a', 't'\]; missing \['t'\]$"):
+        generic.check_feeds(specs, {"a": np.zeros((2, 2))}, batched=True, model="m")
+    with pytest.raises(InputError, match=r"^the model takes inputs \['a', 't'\]; unexpected \['u'\]$"):
+        generic.check_feeds(specs, {"a": 0, "t": 0, "u": 0}, batched=True)
+    with pytest.raises(InputError, match=r"^input 't' of m is text \(BYTES\), got float64$"):
+        generic.check_feeds(specs, {"a": np.zeros((2, 2)), "t": np.zeros(2)}, batched=True, model="m")
+    with pytest.raises(InputError, match=r"^input 'a' of m is float32, got <U1$"):
+        generic.check_feeds(specs, {"a": np.array([["x", "y"]] * 2), "t": np.array(["a", "b"])}, batched=True, model="m")
+    with pytest.raises(InputError, match=r"must have shape \[-1, 2\] \(-1 = any\), got \[2\]"):
+        generic.check_feeds(specs, {"a": np.zeros(2), "t": np.array(["a", "b"])}, batched=True)
+    with pytest.raises(InputError, match=r"^the inputs of m are empty \(batch of 0\)$"):
+        generic.check_feeds(specs, {"a": np.zeros((0, 2)), "t": np.array([], dtype=object)}, batched=True, model="m")
+    with pytest.raises(InputError, match=r"'a' has 2, 't' has 3"):
+        generic.check_feeds(specs, {"a": np.zeros((2, 2)), "t": np.array(["a", "b", "c"])}, batched=True)
+    fixed = [{"name": "a", "dtype": "float32", "shape": [1, 2]}]  # not batched: no batch rules, no limit
+    assert generic.check_feeds(fixed, {"a": np.zeros((1, 2))}, batched=False, max_items=0)["a"].shape == (1, 2)
+    assert generic.check_feeds(specs, {"a": np.zeros((3, 2)), "t": np.array(["a"] * 3)}, batched=True,
+                               max_items=3)["a"].shape == (3, 2)  # the limit itself is allowed
+
+
+def test_generic_packing_rules_and_tensor_files(tmp_path):
+    from edgestack.families import generic
+
+    assert generic.packable([{"name": "a", "dtype": "float32", "shape": [-1, 2]}])
+    assert not generic.packable([{"name": "t", "dtype": "bytes", "shape": [-1]}])
+    assert not generic.packable([{"name": "a", "dtype": "float32", "shape": [-1, 2]},
+                                 {"name": "s", "dtype": "int64", "shape": [-1, -1]}])
+    assert generic.packable([{"name": "a", "dtype": "float32", "shape": [-1, 0]}])
+    assert generic.supports_batching([{"shape": [-1, 2]}], [{"shape": [-1]}])
+    assert not generic.supports_batching([{"shape": [1, 2]}], [{"shape": [-1]}])
+    assert not generic.supports_batching([{"shape": []}], [{"shape": [-1]}])
+    specs = [{"name": "a", "dtype": "float32", "shape": [-1, 2]}, {"name": "b", "dtype": "int64", "shape": [-1]}]
+    np.savez(tmp_path / "two.npz", a=np.zeros((3, 2), np.float32), b=np.arange(3))
+    got = generic.read_tensor_file(str(tmp_path / "two.npz"), specs)
+    assert sorted(got) == ["a", "b"] and got["b"].tolist() == [0, 1, 2]
+    with pytest.raises(InputError, match=r"missing.npz: no such file$"):
+        generic.read_tensor_file(tmp_path / "missing.npz", specs)
+    (tmp_path / "x.csv").write_text("1,2")
+    with pytest.raises(InputError, match=r"^x.csv: give a .npy file \(one input\) or a .npz file \(one array per input\)$"):
+        generic.read_tensor_file(tmp_path / "x.csv", specs)
+    np.save(tmp_path / "one.npy", np.zeros(3))
+    with pytest.raises(InputError, match=r"^one.npy: a .npy file holds one array, but the model takes 2 inputs "
+                                         r"\['a', 'b'\]: give a .npz file with one array per input$"):
+        generic.read_tensor_file(tmp_path / "one.npy", specs)
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object))
+    with pytest.raises(InputError, match="^objects.npy is not a readable numpy file"):
+        generic.read_tensor_file(tmp_path / "objects.npy", specs[:1])
+
+
+def test_generic_answers_are_plain_json_rows():
+    from edgestack.families import generic
+
+    outputs = {"label": np.array([b"cat", b"\xff"], dtype=object), "p": np.array([[0.25, 0.75], [1.0, 0.0]], np.float32),
+               "s": np.array(["x", "y"]), "n": np.array([3, 4], np.int64), "raw": np.array([b"ab", b"cd"])}
+    assert generic.as_lists(outputs, 0) == {"label": "cat", "p": [0.25, 0.75], "s": "x", "n": 3, "raw": "ab"}
+    second = generic.as_lists(outputs, 1)
+    assert second["label"] == "\ufffd" and second["p"] == [1.0, 0.0] and type(second["n"]) is int
+    nested = generic.as_lists({"t": np.array([[b"a", 5]], dtype=object)}, 0)
+    assert nested == {"t": ["a", "5"]}
