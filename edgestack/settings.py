@@ -131,6 +131,11 @@ class Settings(BaseSettings):
         True, description="1: v2 inference requests skip the framework's routers (serving/fastpath.py; same "
                           "answers, less CPU per request); 0: through them like every other route",
         json_schema_extra=_shown("1"))
+    listen_per_worker: bool = Field(
+        True, description="1: with several workers, each listens on a socket of its own (SO_REUSEPORT) and the "
+                          "kernel spreads connections over them; 0: all accept on BentoML's one shared socket, where "
+                          "one worker may take every connection a client opens at once (serving/workers.py)",
+        json_schema_extra=_shown("1"))
     gc_freeze: bool = Field(
         True, description="1: after warm-up, move everything loaded so far out of the garbage collector's "
                           "reach (gc.freeze), so no full collection walks it during a request",

@@ -23,6 +23,7 @@ import functools
 import gc
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,16 @@ from serving.playground import Playground
 from serving.repository import ModelRepository
 from serving.routes import SYSTEM_PATHS, RouteLabels, label_metrics_by_route
 from serving.runner import ModelRunner, RunnerOptions, make_runner
-from serving.workers import Control, InFlight, SharedModels, plan, run_dir, worker_index
+from serving.workers import (
+    Control,
+    InFlight,
+    SharedModels,
+    listening_fd,
+    own_listening_socket,
+    plan,
+    run_dir,
+    worker_index,
+)
 
 log = logging.getLogger("edgestack.serving")
 
@@ -150,6 +160,9 @@ class EdgeStack:
         if settings.gc_freeze:  # what is loaded now lives as long as the server: no collection walks it again
             gc.collect()
             gc.freeze()
+        if isinstance(RUNNERS, SharedModels) and settings.listen_per_worker:
+            # last, just before uvicorn listens: a socket of this worker's own (serving/workers.py)
+            own_listening_socket(listening_fd(sys.argv))
 
     @bentoml.on_shutdown
     async def stop_grpc(self) -> None:

@@ -1,7 +1,8 @@
 """Every core serves: several server worker processes behind one port, and what they share.
 
-BentoML starts `workers` identical processes (its circus arbiter; one listening socket that
-every worker accepts on), each with its own event loop, models, sessions and batchers. One
+BentoML starts `workers` identical processes (its circus arbiter), each with its own event
+loop, models, sessions and batchers, and each listening on a socket of its own
+(`own_listening_socket`: SO_REUSEPORT, instead of BentoML's one shared socket). One
 Python event loop tops out at about one core of front-end work (HTTP parsing, routing,
 middleware: ~0.5 ms of CPU per small request), so a server with one worker leaves the other
 cores to ONNX Runtime alone; small models want more loops, not more intra-op threads.
@@ -22,8 +23,8 @@ cores to ONNX Runtime alone; small models want more loops, not more intra-op thr
   its own queue), Server-Sent-Event streams (a stream lives on the worker that accepted it),
   graceful drain (the arbiter passes SIGTERM to every worker; each drains its own requests,
   serving/admission.py). /metrics is one view: BentoML runs Prometheus in multiprocess mode
-  (PROMETHEUS_MULTIPROC_DIR), every worker's counters summed. The v2 gRPC port is bound by
-  every worker with SO_REUSEPORT: the kernel spreads connections over them.
+  (PROMETHEUS_MULTIPROC_DIR), every worker's counters summed. The HTTP and v2 gRPC ports are
+  bound by every worker with SO_REUSEPORT: the kernel spreads connections over them.
 """
 
 from __future__ import annotations
@@ -439,3 +440,53 @@ class SharedModels(ModelRepository):
                 if self.versions(name) != versions:
                     log.warning("%s: serving version(s) %s as the other workers do", name, ", ".join(versions))
                     self._swap(name, self._prepare(name, versions))
+
+
+# ---------------------------------------------------------------------- one listening socket per worker
+
+def listening_fd(argv: list[str]) -> int | None:
+    """The listening socket BentoML's arbiter hands this worker (`--fd N` on its command line), if any."""
+    for i, arg in enumerate(argv[:-1]):
+        if arg == "--fd" and argv[i + 1].isdigit():
+            return int(argv[i + 1])
+    return None
+
+
+def own_listening_socket(fd: int | None) -> bool:
+    """Put a listening socket of this worker's own on the server's port in place of the
+    arbiter's shared one (at the same fd number, which uvicorn then listens on): every worker's
+    socket has SO_REUSEPORT and the kernel spreads new connections over them by their address.
+
+    Why: on one shared socket, whichever worker wakes first accepts every connection that is
+    waiting (uvloop accepts until none is left), so a client that opens its connections at once
+    (h2load, a connection pool, a proxy) lands on one worker while the others idle: that server
+    has one core, not all. Measured (2026-12-05, fashion-cnn int8, v2 binary batch 32, 16
+    connections, 2 workers): 16 of 16 connections on one worker in one run, 11 / 5 in another.
+
+    The shared socket gets SO_REUSEPORT as well (so that the workers' sockets may bind beside it)
+    and stops listening (shutdown), so that no connection waits on it for a worker that no longer
+    polls it; it stays bound, so the port stays taken: another server started on it fails as
+    before. Call it last before uvicorn listens (a connection already waiting on the shared
+    socket is reset). False, nothing changed: no such fd, or not a TCP socket (a Unix socket)."""
+    import socket
+
+    if fd is None:
+        return False
+    shared = socket.socket(fileno=os.dup(fd))
+    try:
+        if shared.type != socket.SOCK_STREAM or shared.family not in (socket.AF_INET, socket.AF_INET6):
+            return False
+        shared.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        with socket.socket(shared.family, socket.SOCK_STREAM) as own:
+            own.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            own.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            own.bind(shared.getsockname())
+            own.listen()  # uvicorn listens again with its backlog
+            with contextlib.suppress(OSError):  # ENOTCONN: not listening any more (another worker was first)
+                shared.shutdown(socket.SHUT_RDWR)
+            os.dup2(own.fileno(), fd)  # inheritable, as the arbiter's was
+        log.info("worker (pid %d): a listening socket of its own on port %d (SO_REUSEPORT)", os.getpid(),
+                 shared.getsockname()[1])
+        return True
+    finally:
+        shared.close()

@@ -2,9 +2,9 @@
 server as a whole does, whichever worker a connection lands on.
 
 A real `edgestack serve` with EDGESTACK_WORKERS=2 on the small digits model. Which worker
-takes a connection is the kernel's choice (every worker accepts on the same socket; gRPC
-uses SO_REUSEPORT), so each test opens fresh connections until both workers have taken
-some, and checks that they did (the shared in-flight file and the statistics say which
+takes a connection is the kernel's choice (every worker listens on a socket of its own with
+SO_REUSEPORT, HTTP and gRPC), so each test opens fresh connections until both workers have
+taken some, and checks that they did (the shared in-flight file and the statistics say which
 worker holds what) instead of assuming it.
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import signal
 import socket
@@ -186,6 +187,51 @@ def test_statistics_and_metrics_count_every_worker(workers_server):
     assert success == sent == sum(grown.values())
     assert after["inference_count"] - before["inference_count"] == sent
     assert success_counter(url) - counter_before == sent
+
+
+def listening_sockets(pid: int, port: int) -> set[int]:
+    """The inodes of the sockets process `pid` listens on at `port`."""
+    import psutil
+
+    return {os.stat(f"/proc/{pid}/fd/{c.fd}").st_ino for c in psutil.Process(pid).net_connections("tcp")
+            if c.status == psutil.CONN_LISTEN and c.laddr.port == port}
+
+
+def test_each_worker_listens_on_a_socket_of_its_own(workers_server):
+    """Not BentoML's one shared socket, where the worker that wakes first takes every connection
+    a client opens at once: one socket per worker (SO_REUSEPORT), and the arbiter's copy of the
+    shared one listens no more, so no connection waits there for a worker that never accepts it."""
+    import psutil
+
+    url, proc, *_ = workers_server
+    port = int(url.rsplit(":", 1)[1])
+    workers = [p for p in psutil.Process(proc.pid).children() if "_bentoml_impl.worker.service" in " ".join(p.cmdline())]
+    sockets = [listening_sockets(p.pid, port) for p in workers]
+    assert len(workers) == WORKERS and all(len(s) == 1 for s in sockets), sockets
+    assert len(set.union(*sockets)) == WORKERS, sockets  # different sockets, not one shared
+    assert listening_sockets(proc.pid, port) == set()  # the arbiter's: bound, not listening
+
+
+def test_connections_opened_at_once_reach_every_worker(workers_server):
+    """16 connections opened at once (as h2load or a connection pool opens them), then one request
+    on each: both workers answer some (with one shared socket, all 16 often went to one)."""
+    url, *_ = workers_server
+    host, port = url.removeprefix("http://").split(":")
+    body, length = infer_body()
+    head = (f"POST /v2/models/digits-cnn/infer HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {KEY}\r\n"
+            f"Content-Type: application/octet-stream\r\nInference-Header-Content-Length: {length}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    before = by_worker(stats(url))
+    connections = [socket.create_connection((host, int(port)), timeout=30) for _ in range(16)]
+    try:
+        for sock in connections:  # one at a time: the module's server lets LIMIT requests in at once
+            sock.sendall(head + body)
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+    finally:
+        for sock in connections:
+            sock.close()
+    grown = {w: n - before.get(w, 0) for w, n in by_worker(stats(url)).items()}
+    assert sum(grown.values()) == 16 and len(grown) == WORKERS and all(n > 0 for n in grown.values()), grown
 
 
 def test_grpc_is_served_by_every_worker(workers_server):

@@ -50,6 +50,7 @@ DEFAULTS = {
     "EDGESTACK_WORKERS": 0,                 # 0: from the cores and the models' thread choice (issue 22)
     "EDGESTACK_GRPC_PORT": 0,
     "EDGESTACK_V2_FAST_PATH": True,         # v2 infer past the routers (serving/fastpath.py, issue 22)               # 0: no gRPC endpoint (v2 gRPC, issue 13)
+    "EDGESTACK_LISTEN_PER_WORKER": True,    # one listening socket per worker (serving/workers.py, issue 22)
     "EDGESTACK_MAX_QUEUE_MS": 500.0,
     "EDGESTACK_MAX_QUEUE_ROWS": 0,          # 0: from EDGESTACK_MAX_QUEUE_MS
     "EDGESTACK_MAX_IN_FLIGHT": 512,
