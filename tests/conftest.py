@@ -82,8 +82,10 @@ def serve(models: list[str], env_extra: dict | None = None, timeout: float = 90.
     The artifacts folder is `root`, else env_extra's EDGESTACK_ARTIFACTS (one of them is required:
     a test never serves whatever the caller's environment points at). The server's output goes
     to `log`, else to a file of its own beside the artifacts folder: `process.log_path`.
+    One worker process unless env_extra asks for more (EDGESTACK_WORKERS): by default a server
+    starts cores-many, each loading every model, which doubles the start on 2 cores.
     """
-    env = {"EDGESTACK_THREADS": "1", **(env_extra or {})}
+    env = {"EDGESTACK_THREADS": "1", "EDGESTACK_WORKERS": "1", **(env_extra or {})}
     if root is not None:
         env[ARTIFACTS] = str(root)
     if ARTIFACTS not in env:
