@@ -93,10 +93,11 @@ def test_texts(art: artifact.Artifact, count: int) -> list[str]:
 
 def model_inputs(art: artifact.Artifact, batch: int) -> dict[str, np.ndarray]:
     """The model's v2 input tensor for `batch` real test items: images as the model takes them,
-    or texts as a BYTES tensor."""
+    or texts as a BYTES tensor [batch, 1] (what Triton takes for a batched [batch] tensor; our
+    server takes it too)."""
     name = art.meta.inputs[0].name
     if art.task == "text-classification":
-        return {name: np.array(test_texts(art, batch), dtype=object)}
+        return {name: np.array(test_texts(art, batch), dtype=object).reshape(-1, 1)}
     from edgestack.families.image import to_model_input
 
     return {name: to_model_input(test_pixels(art, batch), art.meta.preprocessing.to_dict())}
@@ -191,13 +192,19 @@ def measure(cases: dict[int, dict[str, Target]], requests: int, fixed: dict[str,
 def start_triton(model: str, variant: str, threads: int, tmp: Path, instances: int = 1):
     """The real tritonserver of `make triton` on a Python-backend repository of `model` (the
     same artifact, variant and threads as our server; `instances` model instances, each its own
-    stub process, as our server has worker processes); yields (URL, gRPC host:port, process)."""
+    stub process, as our server has worker processes), with Triton's dynamic batcher set as our
+    server's adaptive batcher is (the same most rows per ORT call, EDGESTACK_MAX_BATCH, and the
+    same wait for company, EDGESTACK_MAX_WAIT_MS: 0 by default), each merged set run as one ORT
+    call (serving/triton_model.py); yields (URL, gRPC host:port, process)."""
     from edgestack.serverproc import running_triton
     from export.triton import export_repository
+    from serving.runner import RunnerOptions
 
+    ours = RunnerOptions.from_env()
     repo = tmp / "triton-repo"
     export_repository(repo, [model], backend="python", target="cpu", variant=variant, threads=threads,
-                      cpu_instances=instances)
+                      cpu_instances=instances, max_batch_size=ours.max_batch,
+                      queue_delay_us=int(ours.max_wait_ms * 1000))
     grpc_port = free_port()
     with running_triton(repo, log_path=tmp / "tritonserver.log", timeout=180, grpc_port=grpc_port) as (url, proc):
         yield url, f"127.0.0.1:{grpc_port}", proc

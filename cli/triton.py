@@ -16,9 +16,12 @@ def cmd_export_triton(args: argparse.Namespace) -> int:
     repo = Path(args.repo)
     options = dict(target=args.target or ("cpu" if args.backend == "python" else "both"),
                    cpu_instances=args.cpu_instances, threads=args.threads, keep_versions=args.keep_versions)
-    if args.backend == "onnxruntime":
-        options.update(max_batch_size=args.max_batch, queue_delay_us=args.queue_delay_us,
-                       gpu_instances=args.gpu_instances)
+    # dynamic batching: on by default for onnxruntime (64 rows, 2 ms), opt-in for python (--max-batch N)
+    python = args.backend == "python"
+    options.update(max_batch_size=args.max_batch if args.max_batch is not None else 0 if python else 64,
+                   queue_delay_us=args.queue_delay_us if args.queue_delay_us is not None else 0 if python else 2000)
+    if not python:
+        options.update(gpu_instances=args.gpu_instances)
     written = export_repository(repo, names, all_versions=args.all_versions, variant=args.variant,
                                 backend=args.backend, **options)
     for model_dir in written:
@@ -56,9 +59,13 @@ def add_parsers(sub) -> None:
     p.add_argument("--target", choices=TARGETS,
                    help="instance groups: both (GPU + CPU; the host needs a GPU; the default for onnxruntime), "
                         "gpu, or cpu (CPU-only Triton; the only one for python)")
-    p.add_argument("--max-batch", type=int, default=64, help="max_batch_size for models with a batch dimension")
-    p.add_argument("--queue-delay-us", type=int, default=2000,
-                   help="dynamic batching: longest wait for a fuller batch, microseconds (default 2000 = our 2 ms)")
+    p.add_argument("--max-batch", type=int,
+                   help="max_batch_size for models with a batch dimension: Triton's dynamic batching merges requests "
+                        "up to this many rows (default 64; python: 0 = off, each request runs as it came; with N > 0 "
+                        "model.py runs each merged set as one ORT call, and a text model's texts are sent as [n, 1])")
+    p.add_argument("--queue-delay-us", type=int,
+                   help="dynamic batching: longest wait for a fuller batch, microseconds (default 2000 = 2 ms; "
+                        "python: 0, as our server's batcher)")
     p.add_argument("--cpu-instances", type=int, default=1, help="model instances on CPU")
     p.add_argument("--gpu-instances", type=int, default=1, help="model instances per GPU")
     p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads per instance (Triton's default if unset; "

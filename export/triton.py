@@ -24,7 +24,8 @@ front (README, "Triton model repositories"). Needs onnx (the `train` extra); no 
 the tritonserver of the nvidia-pytriton wheel ships; `make triton`), with the artifact's own
 inputs and outputs (text models take BYTES text, as on our server's v2 route):
 
-    <repo>/<model>/config.pbtxt                backend "python", max_batch_size 0, KIND_CPU
+    <repo>/<model>/config.pbtxt                backend "python", KIND_CPU; max_batch_size 0, or with
+                                               --max-batch N Triton's dynamic batching (one ORT call per merged set)
     <repo>/<model>/<version>/model.py          serving/triton_model.py: edgestack's runner
     <repo>/<model>/<version>/artifact/         the artifact folder (checksums verified at load)
 """
@@ -130,19 +131,32 @@ def model_config(name: str, onnx_path: Path, manifest: dict, *, max_batch_size: 
 
 
 def python_model_config(name: str, manifest: dict, *, variant: str = "fp32", target: str = "cpu",
-                        cpu_instances: int = 1, threads: int | None = None, keep_versions: int = 1) -> dict:
+                        cpu_instances: int = 1, threads: int | None = None, keep_versions: int = 1,
+                        max_batch_size: int = 0, queue_delay_us: int = 0) -> dict:
     """The config of a Python-backend model running edgestack's own runner on the artifact.
 
-    The tensors are the manifest's (text models: BYTES text, tokenized by the runner), with
-    their full shapes and max_batch_size 0: the runner takes any batch the client sends, and
-    Triton passes each request through as it came. model.py reads `variant` and `threads`.
+    The tensors are the manifest's (text models: BYTES text, tokenized by the runner). model.py
+    reads `variant` and `threads`. max_batch_size 0 (the default): full shapes, no batching,
+    the runner takes any batch the client sends and Triton passes each request through as it
+    came. max_batch_size > 0, for a model whose every tensor has a leading batch dimension:
+    Triton's dynamic batcher merges requests up to that many rows (waiting at most
+    `queue_delay_us` for company; 0 = as our server's batcher: never), without preferred sizes
+    (Triton then sends the largest batch it can), and model.py runs each merged set as one ORT
+    call. Dims then leave out the batch dimension; a [batch] tensor (a text model's texts) is
+    dims [1] with an empty reshape, which clients send as [n, 1] (Triton's rule for such tensors;
+    our server takes [n] and [n, 1] alike).
     """
     if target != "cpu":
         raise UsageError(f"the python backend runs edgestack's runner on CPU: use --target cpu, not {target!r}")
+    if max_batch_size < 0 or queue_delay_us < 0:
+        raise UsageError(f"max_batch_size and queue_delay_us must be >= 0, got {max_batch_size} and {queue_delay_us}")
     inputs, outputs = manifest_io(manifest)
-    config = base_config(name, manifest, inputs, outputs, batched=False, keep_versions=keep_versions,
+    batched = max_batch_size > 0 and supports_batching(manifest["inputs"], manifest["outputs"])
+    config = base_config(name, manifest, inputs, outputs, batched=batched, keep_versions=keep_versions,
                          labels_file=None)
-    config.update(backend="python", max_batch_size=0)
+    config.update(backend="python", max_batch_size=max_batch_size if batched else 0)
+    if batched:
+        config["dynamic_batching"] = {"max_queue_delay_microseconds": queue_delay_us}
     config["instance_group"].append({"name": f"{name}-cpu", "kind": "KIND_CPU", "count": cpu_instances})
     config["parameters"]["variant"] = {"string_value": variant}
     if threads:

@@ -17,6 +17,16 @@ of bytes and are decoded to str exactly as our v2 route does (edgestack.v2protoc
 mistake (serving.errors.InputError) becomes an error response with Triton's INVALID_ARG code
 (HTTP 400 with the runner's message); anything else an INTERNAL one (500).
 
+Dynamic batching (config `max_batch_size` > 0 with `dynamic_batching`; export/triton.py
+python_model_config): Triton's batcher hands `execute` every request it merged, up to
+max_batch_size rows together. They go to the runner all at once, and its adaptive batcher
+(serving/batching.py, the same code as in our server) checks each request, runs them as one ORT
+call and splits the answers; a request that fails its checks gets its own error, the others
+their answers. The runner's batch bound is Triton's max_batch_size, its queue unbounded (Triton
+queues), and every batch runs on the stub's own thread (no hop to a worker thread: the stub's
+event loop has nothing else to do meanwhile). Without batching (max_batch_size 0) each request
+runs alone, as it came.
+
 Config parameters (export/triton.py python_model_config): `variant` (which ONNX variant the
 runner opens) and `threads` (ONNX Runtime intra-op threads; all cores if absent).
 """
@@ -42,8 +52,11 @@ class TritonPythonModel:
         params = {k: v.get("string_value") for k, v in (config.get("parameters") or {}).items()}
         # verifies every checksum: a half-copied or edited artifact is refused, the model fails to load
         art = artifact.load(Path(args["model_repository"]) / args["model_version"] / "artifact", folder_is_version=False)
+        batch = int(config.get("max_batch_size") or 0)
         options = RunnerOptions(device="cpu", variant=params.get("variant") or None,
-                                threads=int(params.get("threads") or 0) or None)
+                                threads=int(params.get("threads") or 0) or None,
+                                # dynamic batching: one ORT call for all Triton hands over (see above)
+                                max_batch=batch or RunnerOptions.max_batch, max_queue_ms=0.0, inline_ms=float("inf"))
         # the artifact's own family: an imported model has no spec in the repository Triton runs from
         self.runner = registry.load_object(registry.family(art.meta.family).runner)(art, options)
         self.runner.warm_up()  # as our server does before it says ready
@@ -52,18 +65,21 @@ class TritonPythonModel:
         self.loop = asyncio.new_event_loop()  # runner.infer is async; its batcher lives on this loop
 
     def execute(self, requests: list) -> list:
-        # One request at a time, as Triton hands them over (max_batch_size 0, no dynamic batching):
-        # requests are never merged, so every answer is the model's answer to that request alone.
-        return [self.answer(request) for request in requests]
+        # Every request Triton hands over at once (dynamic batching: several; otherwise one) goes to
+        # the runner together; its batcher merges them into one ORT call and splits the answers.
+        return self.loop.run_until_complete(self.answer_all(requests))
 
-    def answer(self, request):
+    async def answer_all(self, requests: list) -> list:
+        return await asyncio.gather(*(self.answer(request) for request in requests))
+
+    async def answer(self, request):
         try:
             feeds = {}
             for tensor in request.inputs():
                 name = tensor.name()
                 array = tensor.as_numpy()
                 feeds[name] = v2.as_text(array, name) if name in self.text_inputs else array
-            outputs = self.loop.run_until_complete(self.runner.infer(feeds))
+            outputs = await self.runner.infer(feeds)
             return pb_utils.InferenceResponse(output_tensors=[
                 pb_utils.Tensor(name, np.ascontiguousarray(outputs[name], dtype=dtype))
                 for name, dtype in self.output_types.items()])

@@ -27,6 +27,9 @@ from tests.integration.test_v2 import MODELS, v2_artifacts  # noqa: F401  (a ses
 
 pytestmark = pytest.mark.slow
 
+BATCHED = "digits-cnn"     # exported with dynamic batching (max_batch_size 64)
+QUEUE_DELAY_US = 100_000   # its batcher waits up to 0.1 s for company
+
 
 @pytest.fixture(autouse=True, scope="module")
 def _triton_installed():
@@ -37,7 +40,13 @@ def _triton_installed():
 def triton_url(v2_artifacts, tmp_path_factory):
     root, _ = v2_artifacts
     repo = tmp_path_factory.mktemp("triton-python-repo")
-    triton.export_repository(repo, MODELS, root=root, backend="python", target="cpu", threads=1)
+    # digits-cnn with Triton's dynamic batching (a short wait, so that concurrent requests surely merge);
+    # the others as they come (a batched text model takes its texts as [n, 1], v2-check sends [n])
+    others = [m for m in MODELS if m != BATCHED]
+    if others:
+        triton.export_repository(repo, others, root=root, backend="python", target="cpu", threads=1)
+    triton.export_repository(repo, [BATCHED], root=root, backend="python", target="cpu", threads=1,
+                             max_batch_size=64, queue_delay_us=QUEUE_DELAY_US)
     started = time.perf_counter()
     with serverproc.running_triton(repo, log_path=root / "tritonserver.log", timeout=180) as (url, _):
         print(f"\ntritonserver with {len(MODELS)} python-backend models ready in {time.perf_counter() - started:.1f} s")
@@ -100,3 +109,36 @@ def test_malformed_requests_get_a_4xx_and_triton_keeps_serving(triton_url, v2_ar
             assert client.is_model_ready(model)
         feeds = {digits: np.zeros((2, 1, 28, 28), np.float32)}
         assert client.infer("digits-cnn", v2check.triton_inputs(tc, feeds, True)).as_numpy("logits").shape == (2, 10)
+
+
+def test_dynamic_batching_merges_requests_into_one_call_and_splits_the_answers(triton_url, v2_artifacts):
+    """Eight concurrent requests of different images: Triton's dynamic batcher hands several to one
+    execute() of serving/triton_model.py, which runs them as one ORT call (Triton's statistics
+    count an execution of more rows than any request has) and gives each request its own rows."""
+    import asyncio
+
+    from tritonclient.http import aio
+
+    from tests.reference import plain_reference
+
+    art = v2_artifacts[1][BATCHED]
+    name = art.meta.inputs[0].name
+    rng = np.random.default_rng(7)
+    images = [rng.random((2, 1, 28, 28), dtype=np.float32) for _ in range(8)]
+
+    async def send_all():
+        async with aio.InferenceServerClient(host(triton_url)) as client:
+            async def one(x):
+                item = aio.InferInput(name, list(x.shape), "FP32")
+                item.set_data_from_numpy(x)
+                return (await client.infer(BATCHED, [item])).as_numpy("logits")
+            return await asyncio.gather(*(one(x) for x in images))
+
+    answers = asyncio.run(send_all())
+    for x, answer in zip(images, answers):
+        expected = plain_reference(art, "fp32", {name: x})["logits"]
+        np.testing.assert_allclose(answer, expected, rtol=1e-4, atol=1e-4)
+    with tc.InferenceServerClient(host(triton_url)) as client:
+        (stats,) = client.get_inference_statistics(BATCHED)["model_stats"]
+    sizes = {int(b["batch_size"]) for b in stats["batch_stats"]}
+    assert max(sizes) > 2, sizes  # at least two requests of 2 rows ran as one execution
