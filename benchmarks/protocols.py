@@ -250,7 +250,7 @@ def peer_comparison(rows: list[dict], peers: list[str]) -> dict:
     """Batch 1: each of ours (REST binary, gRPC) over each peer contender, and the issue's goals
     against the best peer (c1 p50 <= 0.8x, p99 <= 1.5x; c16/c64 throughput >= 1.5x with p99 <= the peer's)."""
     by = {(r["protocol"], r["concurrency"]): r for r in rows if r["batch"] == 1}
-    theirs = [name for peer in peers for name in PEERS[peer]]
+    theirs = [name for peer in peers for name in PEERS[peer]] if by else []  # --batches without 1: none
     ratios = {}
     for ours in ("v2-binary", "v2-grpc"):
         for peer in theirs:
