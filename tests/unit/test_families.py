@@ -659,3 +659,115 @@ def test_generic_answers_are_plain_json_rows():
     assert second["label"] == "\ufffd" and second["p"] == [1.0, 0.0] and type(second["n"]) is int
     nested = generic.as_lists({"t": np.array([[b"a", 5]], dtype=object)}, 0)
     assert nested == {"t": ["a", "5"]}
+
+
+def test_top_k_ties_keep_label_order_among_many():
+    row = np.full(300, 1 / 300)
+    row[[250, 7]] = 0.5  # two winners, tied
+    best = common.top_k(row, [str(i) for i in range(300)], 12)
+    assert [e["index"] for e in best] == [7, 250, 0, 1, 2, 3, 4, 5, 6, 8, 9, 10]
+
+
+def test_drawing_and_pixel_errors_name_what_was_sent():
+    from edgestack.families import image
+
+    with pytest.raises(InputError, match=r"^images\[2\] must have shape \[28, 28\], \[N, 28, 28\] or \[N, 1, 28, 28\]"):
+        image.check_drawings(np.zeros((3, 3)), 28, 28, None, what="images[2]")
+    with pytest.raises(InputError, match=r"^drawing must have shape \[H, W\] or \[N, H, W\]"):
+        image.check_drawings(np.zeros((1, 1, 1, 2, 2)), 28, 28, "mnist", what="drawing")
+    with pytest.raises(InputError, match=r"^`layout` applies to grey models only; this model takes RGB images$"):
+        image.check_drawings(np.zeros((2, 2)), 8, 8, "mnist", channels=3)
+    rgb = np.zeros((1, 8, 8, 3))
+    assert image.check_drawings(rgb, 8, 8, None, channels=3).shape == (1, 8, 8, 3)  # no layout: RGB passes
+    with pytest.raises(InputError, match=r"^photo holds no images"):
+        image.check_pixels(np.zeros((0, 8, 8, 3)), 8, 8, what="photo", channels=3)
+    with pytest.raises(InputError, match=r"^photo must have shape \[8, 8, 3\]"):
+        image.check_pixels(np.zeros((1, 8, 8, 4)), 8, 8, what="photo", channels=3)
+    with pytest.raises(InputError, match=r"got \[2, 3000\]$") as caught:
+        image.check_pixels(np.zeros((1, 2, 3000)), None, None)
+    assert caught.value.status == 413
+    square = np.zeros((2, 3, 3, 3))  # [N, 3, H, W] and [N, H, W, 3] at once: read as [N, H, W, 3]
+    square[:, :, :, 0] = 7
+    assert (image.check_pixels(square, 3, 3, channels=3)[..., 0] == 7).all()
+    nchw = np.zeros((1, 3, 4, 5))
+    nchw[:, 1] = 9
+    assert (image.check_pixels(nchw, 4, 5, channels=3)[..., 1] == 9).all()
+
+
+def test_mnist_style_edges_of_the_rules():
+    from edgestack.families import image
+
+    tall = np.zeros((60, 60), np.uint8)
+    tall[5:55, 29] = 255  # one pixel wide: at least 1 wide after scaling
+    out = image.mnist_style(tall)
+    assert np.flatnonzero(out.max(0) > 0).size >= 1 and np.flatnonzero(out.max(1) > 0).size == 20
+    crop_check = np.zeros((40, 40), np.uint8)
+    crop_check[10:30, 12] = 255
+    crop_check[10:30, 27] = 255  # two bars: the crop must span both, first column to last
+    laid = image.mnist_style(crop_check)
+    cols = np.flatnonzero(laid.max(0) > 60)
+    assert cols[-1] - cols[0] + 1 >= 14  # 16 columns of 20 rows scaled to 20 rows: about 16 wide
+    threshold = np.zeros((20, 20))
+    threshold[2:18, 5] = 100.0
+    threshold[2:18, 15] = 10.0  # exactly 10% of the brightest: not ink, so the crop stops at column 5
+    only = image.mnist_style(threshold)
+    assert np.flatnonzero(only.max(0) > 0).size == 1
+    faint = np.zeros((40, 40))
+    faint[5:15, 5:8] = 1.5  # a faint stroke (under 1 is treated as 1: the threshold is 0.1 of at least 1)
+    speck = faint.copy()
+    speck[35, 35] = 0.18  # over 0.1 of max(1.5, 1): ink, so the crop reaches it
+    assert not np.array_equal(image.mnist_style(speck), image.mnist_style(faint))
+    hot = np.zeros((20, 20))
+    hot[0:20, 0:2] = 1000.0  # brighter than 255: clipped, not wrapped
+    assert image.mnist_style(hot).max() == 255
+    for heavy, edge in ((27, 0), (0, 27)):  # the mass at one side of its crop: the frame's edge, never past it
+        lopsided = np.zeros((28, 28), np.uint8)
+        lopsided[:, heavy] = 255
+        lopsided[14, 27 - heavy] = 255  # one pixel at the other side widens the crop to all 28 columns
+        out = image.mnist_style(lopsided)
+        cols = np.flatnonzero(out.max(0) > 0)
+        assert (cols[0] if edge == 0 else cols[-1]) == edge and cols[-1] - cols[0] + 1 == 20
+        out = image.mnist_style(lopsided.T)  # the same for rows
+        rows = np.flatnonzero(out.max(1) > 0)
+        assert (rows[0] if edge == 0 else rows[-1]) == edge
+
+
+def test_read_inputs_pass_the_channels_and_layout_on(tmp_path):
+    from PIL import Image as PILImage
+
+    from edgestack.families import image
+
+    rgb = np.random.default_rng(2).integers(0, 100, (2, 8, 8, 3), dtype=np.uint8)
+    np.save(tmp_path / "two.npy", rgb)
+    PILImage.fromarray(rgb[0]).save(tmp_path / "c.png")
+    names, images_, errors = image.read_inputs([str(tmp_path / "two.npy"), str(tmp_path / "c.png")], 8, 8, channels=3)
+    assert not errors and images_[0].shape == (8, 8, 3) and np.array_equal(images_[2], rgb[0])
+    np.save(tmp_path / "pickle.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    idx = tmp_path / "bad-idx3-ubyte"
+    idx.write_bytes(bytes([0, 0, 8, 3]) + b"".join(int(d).to_bytes(4, "big") for d in (1, 5, 5)) + bytes(25))
+    _, _, errors = image.read_inputs([str(tmp_path / "pickle.npy"), str(idx)], 8, 8)
+    assert "pickle.npy" in next(iter(errors)) and "allow_pickle" in errors[str(tmp_path / "pickle.npy")]
+    assert errors[str(idx)].startswith(f"{idx} must have shape [8, 8]")  # named by its file
+    drawing = np.zeros((50, 30), np.uint8)
+    drawing[5:45, 10:20] = 255
+    PILImage.fromarray(drawing).save(tmp_path / "d.png")
+    laid = image.read_inputs([str(tmp_path / "d.png")], 28, 28, layout="mnist")[1][0]
+    assert np.array_equal(laid, image.mnist_style(drawing))
+    _, _, errors = image.read_inputs([str(tmp_path / "x.png")], 8, 8)
+    assert list(errors) == [str(tmp_path / "x.png")]
+    np.save(tmp_path / "single.npy", np.zeros((1, 8, 8)))
+    np.save(tmp_path / "pair.npy", np.zeros((2, 8, 8)))
+    names, _, _ = image.read_inputs([str(tmp_path / "single.npy"), str(tmp_path / "pair.npy")], 8, 8)
+    assert names == [str(tmp_path / "single.npy"), f"{tmp_path / 'pair.npy'}[0]", f"{tmp_path / 'pair.npy'}[1]"]
+    PILImage.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "tiny.png")
+    _, _, errors = image.read_inputs([str(tmp_path / "tiny.png")], 8, 8, layout="squash")
+    assert "layout" in errors[str(tmp_path / "tiny.png")] and str(tmp_path / "tiny.png") in errors
+
+
+def test_model_input_keeps_float32_for_integer_pixels():
+    from edgestack.families import image
+
+    x = image.to_model_input(np.array([[[255, 0]]], np.uint8), {"scale": 1 / 255, "mean": 0.0, "std": 1.0})
+    assert x.dtype == np.float32 and x.tolist() == [[[[1.0, 0.0]]]]
+    y = image.to_model_input(np.zeros((1, 2, 2, 3), np.float64), {"scale": 1.0, "mean": 0.0, "std": 1.0})
+    assert y.dtype == np.float32

@@ -257,3 +257,122 @@ def test_with_pillow_other_formats_are_resized_and_damage_or_bombs_refused():
         with pytest.raises(InputError) as caught:
             image.decode_image(bomb.getvalue(), 28, 28, what="x")
     assert caught.value.status == 413 and str(caught.value).startswith("x is 4100x4100 = 16,810,000 pixels")
+
+
+# ------------------------------------------------------------------ what mutation testing found still unchecked
+
+def test_luma_rounds_exactly_as_pillow_over_a_million_pixels():
+    rgb = np.random.default_rng(11).integers(0, 256, (1000, 1000, 3), dtype=np.uint8)
+    ours = image.luma(rgb)
+    assert ours.dtype == np.uint8
+    np.testing.assert_array_equal(ours, np.asarray(Image.fromarray(rgb).convert("L")))
+
+
+def test_png_chunks_are_read_in_any_order_and_nothing_after_iend():
+    pixels = PIXELS[..., :1]
+    good = encode(pixels, 0, [0])
+    ihdr_end = 8 + 25
+    text = chunk(b"tEXt", b"Software\x00a camera")
+    before = good[:ihdr_end] + text + chunk(b"pHYs", b"\0" * 9) + good[ihdr_end:]  # ancillary chunks before IDAT
+    np.testing.assert_array_equal(image.decode_png(before), pixels[..., 0])
+    after = good + chunk(b"IDAT", b"junk after the end")  # whatever follows IEND is not part of the image
+    np.testing.assert_array_equal(image.decode_png(after), pixels[..., 0])
+    with pytest.raises(ValueError, match=r"^truncated PNG \(a chunk ends early\)$"):  # IDAT's header, no body
+        image.decode_png(good[:ihdr_end + 8])
+
+
+def test_a_header_declaring_a_huge_width_or_height_is_refused_not_misread():
+    for width, height in ((2**24 + 5, 5), (7, 2**24 + 5)):
+        data = image.PNG_SIGNATURE + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)) + \
+            chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+        with pytest.raises(InputError) as caught:
+            image.decode_png(data)
+        assert caught.value.status == 413 and f"{width}x{height}" in str(caught.value)
+
+
+def test_a_png_inflating_far_beyond_its_header_is_not_inflated():
+    import tracemalloc
+
+    bomb = zlib.compress(b"\0" * (200 << 20), 9)  # 200 MB of zeros in about 200 KB
+    data = (image.PNG_SIGNATURE + chunk(b"IHDR", struct.pack(">IIBBBBB", 7, 5, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", bomb) + chunk(b"IEND", b""))
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match="wrong size"):
+            image.decode_png(data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20 << 20, f"{peak / 2**20:.0f} MiB"  # the header's 40 bytes and a little, not 200 MB
+
+
+def test_average_and_paeth_filters_on_a_larger_colour_image():
+    big = np.random.default_rng(3).integers(0, 256, (24, 31, 4), dtype=np.uint8)
+    for filters in ([3], [4], [3, 4], [4, 3, 1, 2]):
+        data = encode(big, 6, filters)
+        np.testing.assert_array_equal(image.decode_png(data, rgb=True), pillow(data, "RGB"))
+
+
+def test_pnm_edge_values_and_types():
+    assert image.decode_pnm(b"P5 2 1 1\n\x00\x01").tolist() == [[0, 255]]  # maxval 1 is 8 bits or less
+    with pytest.raises(ValueError, match="^PGM/PPM with maxval 256: only 8-bit"):
+        image.decode_pnm(b"P5 2 1 256\n\x00\x01")
+    trailing = image.decode_pnm(b"P5 2 1 255\n\x07\x09" + b"\n")  # a trailing newline is not part of the pixels
+    assert trailing.tolist() == [[7, 9]] and trailing.dtype == np.uint8
+    assert image.decode_pnm(b"P2 2 1 255\n7 9").dtype == np.uint8
+    assert image.decode_pnm(b"P6 1 1 255\n\x10\x20\x30", rgb=True).dtype == np.uint8
+
+
+def test_pillows_limits_are_set_once_and_bombs_become_errors(monkeypatch):
+    import warnings
+
+    from PIL import Image as PILImage
+
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 1000)
+    with warnings.catch_warnings():
+        warnings.resetwarnings()
+        assert image._pillow() is PILImage and PILImage.MAX_IMAGE_PIXELS == image.MAX_IMAGE_PIXELS
+        assert any(action == "error" and category is PILImage.DecompressionBombWarning
+                   for action, _, category, _, _ in warnings.filters)
+
+
+def test_decode_image_names_what_it_read_and_passes_its_options_on(monkeypatch):
+    with pytest.raises(InputError, match=r"^image is empty \(0 bytes\)$"):
+        image.decode_image(b"", 5, 7)
+    bomb = io.BytesIO()
+    Image.new("1", (4100, 4100)).save(bomb, "PNG")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with pytest.raises(InputError, match=r"^x has more pixels than allowed; the limit is 16,777,216 \(4096x4096\): "
+                                             r"scale it down first$"):
+            image.decode_image(bomb.getvalue(), 28, 28, what="x")
+    # resized whole with LANCZOS, exactly as Pillow does it
+    picture = (np.add.outer(np.arange(20), np.arange(30)) * 3).astype(np.uint8)
+    expected = np.asarray(Image.fromarray(picture).resize((15, 10), Image.Resampling.LANCZOS))
+    got = image.decode_image(png_bytes(picture), 10, 15, dark_background=False)
+    assert got.dtype == np.uint8 and np.array_equal(got, expected)
+    # a JPEG: decoded in draft mode at the smallest scale still at least the target, then resized
+    jpeg = io.BytesIO()
+    Image.fromarray(np.repeat(np.repeat(picture, 8, 0), 8, 1)).save(jpeg, "JPEG", quality=95)
+    with Image.open(io.BytesIO(jpeg.getvalue())) as img:
+        img.draft("L", (15, 10))
+        want = np.asarray(img.convert("L").resize((15, 10), Image.Resampling.LANCZOS))
+    np.testing.assert_array_equal(image.decode_image(jpeg.getvalue(), 10, 15, dark_background=False), want)
+    # a drawing laid out (layout mnist) keeps every decoded pixel: no draft, no resize before the layout
+    drawing = np.zeros((160, 120), np.uint8)
+    drawing[20:140, 50:70] = 255
+    jpeg = io.BytesIO()
+    Image.fromarray(drawing).save(jpeg, "JPEG", quality=95)
+    full = np.asarray(Image.open(io.BytesIO(jpeg.getvalue())).convert("L"))
+    np.testing.assert_array_equal(image.decode_image(jpeg.getvalue(), 28, 28, layout="mnist"), image.mnist_style(full))
+    # without Pillow: every PNM kind, grey or RGB as asked
+    monkeypatch.setattr(image, "_pillow", lambda: None)
+    rgb = PIXELS[..., :3] // 2
+    for data in (b"P6 7 5 255\n" + rgb.tobytes(), b"P3 7 5 255\n" + " ".join(map(str, rgb.reshape(-1))).encode()):
+        np.testing.assert_array_equal(image.decode_image(data, 5, 7, channels=3), rgb)
+        assert image.decode_image(data, 5, 7).shape == (5, 7)
+    grey = rgb[..., 0]
+    for data in (b"P5 7 5 255\n" + grey.tobytes(), b"P2 7 5 255\n" + " ".join(map(str, grey.reshape(-1))).encode()):
+        np.testing.assert_array_equal(image.decode_image(data, 5, 7), grey)
+    with pytest.raises(InputError, match=r"^scan.pgm: truncated PGM/PPM$"):
+        image.decode_image(b"P5 7 5 255\n\0", 5, 7, what="scan.pgm")
