@@ -132,11 +132,11 @@ def test_the_limits_allow_their_own_value():
 def test_sampling_follows_the_softmax_of_the_logits_over_the_temperature():
     logits = np.log(np.array([0.1, 0.2, 0.3, 0.4]))
     rng = np.random.default_rng(0)
-    draws = np.bincount([tune.sample_index(logits, rng, 1.0, 0, 1.0) for _ in range(20000)], minlength=4) / 20000
-    np.testing.assert_allclose(draws, [0.1, 0.2, 0.3, 0.4], atol=0.015)
-    hot = np.bincount([tune.sample_index(logits, rng, 5.0, 0, 1.0) for _ in range(20000)], minlength=4) / 20000
+    draws = np.bincount([tune.sample_index(logits, rng, 1.0, 0, 1.0) for _ in range(6000)], minlength=4) / 6000
+    np.testing.assert_allclose(draws, [0.1, 0.2, 0.3, 0.4], atol=0.03)
+    hot = np.bincount([tune.sample_index(logits, rng, 5.0, 0, 1.0) for _ in range(6000)], minlength=4) / 6000
     want = np.exp(logits / 5) / np.exp(logits / 5).sum()  # flatter
-    np.testing.assert_allclose(hot, want, atol=0.015)
+    np.testing.assert_allclose(hot, want, atol=0.03)
     cold = {tune.sample_index(logits, rng, 0.01, 0, 1.0) for _ in range(200)}
     assert cold == {3}
 
@@ -151,10 +151,10 @@ def test_top_k_and_top_p_cut_the_candidates():
     assert {tune.sample_index(logits, rng, 1.0, 0, 0.45) for _ in range(100)} == {3}
     assert {tune.sample_index(logits, rng, 1.0, 0, 0.7) for _ in range(300)} == {2, 3}
     assert {tune.sample_index(logits, rng, 1.0, 0, 0.81) for _ in range(500)} == {1, 2, 3}
-    shares = np.bincount([tune.sample_index(logits, rng, 1.0, 0, 0.7) for _ in range(20000)], minlength=4) / 20000
-    np.testing.assert_allclose(shares, [0, 0, 0.3 / 0.8, 0.5 / 0.8], atol=0.015)  # renormalised within the nucleus
-    shares = np.bincount([tune.sample_index(logits, rng, 1.0, 2, 1.0) for _ in range(20000)], minlength=4) / 20000
-    np.testing.assert_allclose(shares, [0, 0, 0.3 / 0.8, 0.5 / 0.8], atol=0.015)
+    shares = np.bincount([tune.sample_index(logits, rng, 1.0, 0, 0.7) for _ in range(6000)], minlength=4) / 6000
+    np.testing.assert_allclose(shares, [0, 0, 0.3 / 0.8, 0.5 / 0.8], atol=0.03)  # renormalised within the nucleus
+    shares = np.bincount([tune.sample_index(logits, rng, 1.0, 2, 1.0) for _ in range(6000)], minlength=4) / 6000
+    np.testing.assert_allclose(shares, [0, 0, 0.3 / 0.8, 0.5 / 0.8], atol=0.03)
 
 
 def test_the_same_seed_draws_the_same_and_a_draw_is_always_a_valid_index():
