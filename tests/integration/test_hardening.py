@@ -341,7 +341,8 @@ def test_statistics_count_requests_in_tritons_shape_and_on_metrics(versioned):
 
 def test_sigterm_under_load_finishes_every_accepted_request_then_exits(digits_artifact, artifacts_root):
     """Concurrency 32 on /classify (8 images each); SIGTERM once 32 answers came. Every request the
-    server let in completes; the rest are refused with 503 (never cut off); readiness turns 503."""
+    server let in completes (its own count: accepted == completed, none running); the rest are
+    refused with 503, or find the server gone; readiness turns 503."""
     # shedding off: this test is about the drain, and a slow shared CI box must not shed
     with serve(["digits-cnn"], {"EDGESTACK_DRAIN_SECONDS": "20", "EDGESTACK_MAX_QUEUE_MS": "0"},
                root=artifacts_root) as (url, proc):
@@ -391,7 +392,12 @@ def test_sigterm_under_load_finishes_every_accepted_request_then_exits(digits_ar
         exit_seconds = time.monotonic() - signalled
         log = proc.log_path.read_text()  # this server's own log
     ok, refused = outcomes.count(200), outcomes.count(503)
-    assert ok >= 32 and refused == 32 and ok + refused == len(outcomes), outcomes[-40:]
+    # every worker ends on a 503 (refused while draining) or, when its next request comes after the
+    # drain's linger (a loaded box), on a connection the exited server no longer takes; never on
+    # another status. That no *accepted* request was cut is the server's count below.
+    unreached = [o for o in outcomes if isinstance(o, str)]
+    assert ok >= 32 and refused + len(unreached) == 32 and ok + refused + len(unreached) == len(outcomes), outcomes[-40:]
+    assert set(unreached) <= {"ConnectError", "RemoteProtocolError", "ReadError"}, unreached
     assert readiness == 503
     assert exit_seconds < 20
     drained = re.search(r"drained in [\d.]+ s: (\d+) accepted, (\d+) completed, (\d+) still running", log)
