@@ -380,3 +380,50 @@ def test_one_problem_is_where_and_what_and_more_are_counted():
     data = image_manifest()
     data["labels"] = []  # the whole manifest is what is wrong: no field to name
     assert message(data) == "m.json is not a valid manifest: manifest: a image manifest needs labels"
+
+
+@pytest.mark.parametrize("bad", ["", "/etc/passwd", "a\\b.onnx", "a\0b", "C:x.onnx", "a//b", "./a", "a/./b", "../x",
+                                 "a/..", "a/"])
+def test_each_kind_of_path_outside_the_folder_is_refused_on_its_own(bad):
+    with pytest.raises(ValueError) as caught:
+        schema.check_relative(bad, "files")
+    assert str(caught.value) == f"files: {bad[:120]!r} is not a relative path inside the artifact folder"
+
+
+def test_good_paths_pass_and_a_long_one_is_quoted_cut_at_120():
+    for good in ("model.onnx", "checkpoint/model.safetensors", "a.b/c-d_e.json", ".hidden"):
+        assert schema.check_relative(good, "files") == good
+    with pytest.raises(ValueError, match=r"^files: '" + "a" * 120 + r"' is not"):
+        schema.check_relative("a" * 200 + "/..", "files")
+
+
+def test_the_files_a_runner_reads_are_named_by_their_fields():
+    assert schema.parse(text_manifest()).model_files() == [("variants.fp32.file", "model.fp32.onnx"),
+                                                             ("preprocessing.tokenizer", "tokenizer.json")]
+    assert schema.parse(tune_manifest()).model_files() == [("variants.fp32.file", "step.fp32.onnx"),
+                                                             ("variants.fp32.prompt_file", "prompt.fp32.onnx"),
+                                                             ("vocabulary.file", "vocab.json")]
+
+
+def test_where_a_manifest_came_from_is_named_by_default_and_when_given():
+    for call in (schema.migrate, schema.parse):
+        with pytest.raises(ArtifactError, match=r"^manifest: a manifest is a JSON object, got list$"):
+            call([1])
+        with pytest.raises(ArtifactError, match=r"^x.json: a manifest is a JSON object, got str$"):
+            call("text", "x.json")
+    with pytest.raises(ArtifactError, match=r"^manifest is not a valid manifest: name: Field required"):
+        data = image_manifest()
+        del data["name"]
+        schema.parse(data)
+    with pytest.raises(ArtifactError, match=r"^manifest is not a valid manifest"):
+        data = image_manifest()
+        del data["name"]
+        schema.validate(data)
+
+
+def test_a_v1_family_that_is_not_text_is_kept_as_it_is_for_the_model_to_refuse():
+    migrated = schema.migrate({**image_manifest(), "schema_version": 1, "family": 7})
+    assert migrated["family"] == 7 and migrated["schema_version"] == 2
+    assert schema.migrate({**image_manifest(), "schema_version": 1, "family": ["cnn"]})["family"] == ["cnn"]
+    with pytest.raises(ArtifactError, match="family"):
+        schema.parse({**image_manifest(), "schema_version": 1, "family": 7})
