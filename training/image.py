@@ -280,6 +280,7 @@ def train(cfg: Config, out_dir: Path, *, progress: bool = True) -> dict:
     arch = image_nets.resolve_arch(cfg.arch, shape, cfg.dataset in PACKAGED)
     name = cfg.dataset if cfg.dataset in PACKAGED else Path(cfg.data_dir).name
     train_split = data.train.head(cfg.train_limit)
+    scans = len(train_split)
     printed = ([], [], [])
     if cfg.printed_digits:  # in proportion to the scans used (train_limit: quick runs stay quick)
         printed = printed_digits(max(1, round(cfg.printed_digits * len(train_split) / len(data.train))), cfg.seed)
@@ -292,7 +293,8 @@ def train(cfg: Config, out_dir: Path, *, progress: bool = True) -> dict:
     weight = torch.from_numpy(class_weights(train_split.labels, len(data.labels))) if cfg.class_weights else None
     if progress:
         skipped = f", {len(data.skipped)} unreadable files skipped" if data.skipped else ""
-        print(f"{name}: {len(train_split)} training images (of {len(data.train)}), {len(data.val)} validation, "
+        extra = f" + {len(train_split) - scans} printed digits" if len(train_split) > scans else ""
+        print(f"{name}: {len(train_split)} training images ({scans} of {len(data.train)}{extra}), {len(data.val)} validation, "
               f"{len(data.test)} test, {len(data.labels)} classes, input {'x'.join(map(str, shape))}, arch {arch}"
               f"{' (backbone frozen: features computed once)' if frozen else ''}{skipped}", flush=True)
     if frozen:  # transfer learning: the backbone's features once, then only the head learns
