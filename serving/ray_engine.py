@@ -473,9 +473,10 @@ HAPROXY_WRAPPER = Path(__file__).resolve().parent / "bin" / "haproxy-loopback"
 
 
 # Serve's direct-ingress replicas (HAProxy mode) take their HTTP and gRPC ports from fixed ranges
-# (30000-31000, 40000-41000) and bind them with SO_REUSEPORT: two local Rays on one machine then
-# share a port without an error, and the kernel hands one server's requests to the other (seen:
-# a request to one server got the other's 401). So each local Ray claims a block of its own.
+# (30000-31000, 40000-41000), each Ray's port manager unaware of any other Ray on the machine: a
+# port one server's HAProxy still routes to (its replica stopped) can be the other server's replica
+# a moment later (seen: a request to one server got the other's 401). So each local Ray claims a
+# block of its own.
 PORT_BLOCKS = 10            # local Rays on one machine at once (blocks of 100 in Serve's own ranges)
 PORT_BLOCK = 100
 HTTP_PORTS, GRPC_PORTS = 30000, 40000
@@ -483,8 +484,7 @@ HTTP_PORTS, GRPC_PORTS = 30000, 40000
 
 def listening_ports() -> set[int]:
     """The TCP ports something on this machine listens on (any address). Not a bind probe: a port
-    that is only some connection's local end (common in 40000-40999, inside Linux's ephemeral range,
-    and Ray itself holds hundreds of connections) fails a bind but takes nothing from a listener."""
+    that is only some connection's local end fails a bind but is no replica's."""
     return {c.laddr.port for c in psutil.net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN}
 
 
@@ -492,8 +492,11 @@ def claim_port_block(folder: Path | None = None):
     """A block of direct-ingress ports no other local Ray on this machine uses: (HTTP base, gRPC base,
     the open lock file). The block is this process's while the file stays open (an exclusive flock on
     <tmp>/edgestack-ray-ports-<uid>/<n>.lock; the kernel releases it when the process ends, however
-    it ends); a block any of whose ports something listens on (a Ray whose server was killed, another
-    program) is skipped."""
+    it ends); a block any of whose HTTP ports something listens on (the replica of a Ray whose server
+    was killed, another program) is skipped. Only the HTTP side is looked at: Serve starts a
+    replica's direct-ingress gRPC server only for gRPC options, which edgestack never gives, and
+    40000-40999 lies in Linux's ephemeral range, where every Ray process listens on random ports
+    (three of one Ray's fell in it here): looking there skipped free blocks."""
     import fcntl
 
     folder = folder or Path(tempfile.gettempdir()) / f"edgestack-ray-ports-{os.getuid()}"
@@ -507,7 +510,7 @@ def claim_port_block(folder: Path | None = None):
             handle.close()
             continue
         http, grpc = HTTP_PORTS + PORT_BLOCK * block, GRPC_PORTS + PORT_BLOCK * block
-        if not taken & {*range(http, http + PORT_BLOCK), *range(grpc, grpc + PORT_BLOCK)}:
+        if not taken & set(range(http, http + PORT_BLOCK)):
             return http, grpc, handle
         handle.close()
     raise UsageError(f"--engine ray: all {PORT_BLOCKS} blocks of direct-ingress ports (30000-30999, 40000-40999) "
