@@ -106,3 +106,22 @@ def test_keys_reach_no_ray_process_and_ray_listens_on_loopback(lean_ray):
     # Only Ray's own inter-deployment gRPC server of each replica ("[::]:0" in Ray 2.60's replica.py)
     assert all(name.startswith("ray::ServeReplica") for name, _, _ in open_to_all), open_to_all
     assert len(open_to_all) <= 1, open_to_all
+
+
+def test_replicas_listen_in_the_port_block_this_server_holds(lean_ray):
+    """serve_forever claims a block of direct-ingress ports (serving/ray_engine.py claim_port_block)
+    and hands it to Serve: the replica's own HTTP port lies in one block, whose lock this server
+    holds (another local Ray cannot take it) for as long as it runs."""
+    import fcntl
+    import os
+    import tempfile
+
+    from serving.ray_engine import HTTP_PORTS, PORT_BLOCK, PORT_BLOCKS
+
+    _, proc = lean_ray
+    ports = {c.laddr.port for p in tree(proc) if command(p).startswith("ray::ServeReplica") for c in listening(p)}
+    blocks = {(port - HTTP_PORTS) // PORT_BLOCK for port in ports if 0 <= port - HTTP_PORTS < PORT_BLOCKS * PORT_BLOCK}
+    assert len(blocks) == 1, sorted(ports)
+    lock = Path(tempfile.gettempdir()) / f"edgestack-ray-ports-{os.getuid()}" / f"{blocks.pop()}.lock"
+    with open(lock, "a+") as other, pytest.raises(BlockingIOError):
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # (were it free, closing the file frees it again)
