@@ -35,8 +35,8 @@ def touch(url: str, name: str) -> None:
 def measure(models: list[str], workers: int) -> dict:
     with running_server(models, env={env_name("workers"): str(workers)}, timeout=600) as (url, proc):
         for name in models:
-            for _ in range(2 * workers):  # fresh connections: every worker gets some
-                touch(url, name)
+            for _ in range(8 * workers):  # fresh connections, spread by the kernel: every worker gets
+                touch(url, name)            # some (all on one worker: 2^-15 for two workers)
         time.sleep(1.0)
         root = psutil.Process(proc.pid)
         rows = []
