@@ -4,8 +4,13 @@
 (int8 .ort graphs + edge_runner) runs under an emulated arm64 CPU (qemu-aarch64, a Debian
 arm64 root, the aarch64 onnxruntime/numpy/tokenizers wheels) on real test inputs, and its
 answers are compared with the same bundle's answers on this x86 machine, by the bundle's own
-golden comparison (bundle/edge_runner/health.py): every label the same, every probability
-within PROBABILITY_TOLERANCE, folk-lstm's greedy tunes character for character.
+golden comparison (bundle/edge_runner/health.py), judged by the model's gate (`arm64_gate`,
+the one place for it): statically quantized models (the CNNs) and folk-lstm: every label the
+same, every probability within PROBABILITY_TOLERANCE, greedy tunes character for character;
+dynamically quantized classifiers (the MiniLM transformers), whose int8 answers move with the
+float rounding of the CPU (and with the batch), by what matters: labels that differ bounded by
+the model's int8 gate, probabilities within the int8 graph's own distance from the fp32 graph on
+the same inputs (measured on x86 each run; never below PROBABILITY_TOLERANCE).
 
 `scripts/avx2-check.sh` -> `python -m benchmarks.device_check avx2`: each model's int8
 variant scored on its whole test split on an emulated AVX2-only x86 (qemu-x86_64 -cpu
@@ -97,6 +102,56 @@ def bundle_with_golden(name: str, out: Path, root: Path | None, **options):
 
 # ------------------------------------------------------------------ arm64
 
+def arm64_gate(task: str, quantization: dict | None, rows: int, int8_error: float | None = None) -> dict:
+    """How arm64's answers are judged against x86's: the one place for it (printed with the table).
+
+    - "same int8": statically quantized graphs (QDQ, calibrated scales) and generators: both CPUs
+      do the same integer arithmetic (measured: CNN probabilities equal to 1e-17, the int8 LSTM
+      to 1e-8), so every label equal and every probability within PROBABILITY_TOLERANCE.
+    - "int8 vs fp32": dynamically quantized classifiers (activations quantized at run time: the
+      MiniLM transformers). A float difference of one unit in the last place (layer norm, GELU,
+      softmax are rounded differently by each CPU's kernels) moves an activation across a rounding
+      step of the next DynamicQuantizeLinear, and the changed integer spreads through the
+      following layers; the integer MatMuls themselves are exact on both CPUs (docs/bundles.md).
+      Both answers are equally valid roundings of the fp32 model, so they are held to it: labels
+      that differ at most the int8 gate's share of the inputs (the accuracy on the slice moves by
+      at most that), probabilities within `int8_error`, the x86 int8 graph's own largest distance
+      from the fp32 graph on the same inputs and batches, never below PROBABILITY_TOLERANCE."""
+    q = quantization or {}
+    if q.get("format") == "dynamic" and task != "text-generation":
+        if int8_error is None:
+            raise ValueError("a dynamically quantized classifier's gate needs its int8 error against fp32")
+        budget = float(q.get("budget") or 0.0)
+        return {"rule": "int8 vs fp32", "labels_may_differ": int(budget * rows + 1e-9),
+                "probability_tolerance": max(PROBABILITY_TOLERANCE, float(int8_error)),
+                "int8_vs_fp32": float(int8_error), "int8_budget": budget}
+    return {"rule": "same int8", "labels_may_differ": 0, "probability_tolerance": PROBABILITY_TOLERANCE}
+
+
+def judge(report: dict, gate: dict) -> list[str]:
+    """The problems of an emulated run's health report (bundle/edge_runner/health.py compare, which
+    holds every label and PROBABILITY_TOLERANCE) under the model's gate: its own label and
+    probability findings are replaced by the gate's; every other problem (a missing output, a
+    shape, a tune that differs) stays."""
+    problems = [p for p in report["problems"] if not p.startswith("probabilities: ")]
+    differ = report["rows"] - report["labels_agree"]
+    if differ > gate["labels_may_differ"]:
+        problems.append(f"{differ} of {report['rows']} labels differ (at most {gate['labels_may_differ']})")
+    if report["max_probability_difference"] > gate["probability_tolerance"]:
+        problems.append(f"a probability differs by {report['max_probability_difference']:.4f} "
+                        f"(tolerance {gate['probability_tolerance']:.4f}, {gate['rule']})")
+    return problems
+
+
+def int8_error(name: str, root: Path | None, inputs: dict, int8_answers: dict) -> float:
+    """The largest distance of the int8 bundle's probabilities from the fp32 graph's on the same inputs
+    and batches, on this machine (the fp32 graph bundled by the same code, answered by the same runner)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = make_bundle(name, Path(tmp), variant="fp32", root=root, archive=False, progress=False)
+        reference = golden_answers(fp32.path, inputs)
+    return float(np.max(np.abs(int8_answers["probabilities"].astype(np.float64) - reference["probabilities"])))
+
+
 def arm64_row(name: str, root: Path | None, out: Path, onnxruntime: str | None, cpu: str | None = None,
               runtimes: tuple[str, ...] | None = None) -> dict:
     """runtimes: also measure the oldest onnxruntime (x86-64 wheels) that answers the bundle right."""
@@ -104,36 +159,52 @@ def arm64_row(name: str, root: Path | None, out: Path, onnxruntime: str | None, 
     built = bundle_with_golden(name, out, root, runtimes=list(runtimes) if runtimes else None)
     inputs = test_inputs(art, ARM64_INPUTS[art.task])
     check = out / f"{built.path.name}.arm64-check.npz"
-    write_golden(check, inputs, golden_answers(built.path, inputs))  # this x86 machine's answers
+    expected = golden_answers(built.path, inputs)  # this x86 machine's answers
+    write_golden(check, inputs, expected)
+    quantization = art.manifest.get("quantization")
+    dynamic = (quantization or {}).get("format") == "dynamic" and art.task != "text-generation"
+    gate = arm64_gate(art.task, quantization, len(next(iter(inputs.values()))),
+                      int8_error(name, root, inputs, expected) if dynamic else None)
     prefix, env = emulate.arm64_python(onnxruntime, tokenizers=art.task == "text-classification", cpu=cpu)
     if onnxruntime:  # asked for a version on purpose: whether it answers right, whatever the manifest's minimum
         env["EDGE_RUNNER_ANY_RUNTIME"] = "1"
     started = time.time()
     run = subprocess.run([*prefix, "-m", "edge_runner", "--health", str(check), "--json", "--threads", "2"],
-                         cwd=built.path, env=env, capture_output=True, text=True, timeout=1800)
+                         check=False, cwd=built.path, env=env, capture_output=True, text=True, timeout=1800)
     row = {"model": name, "version": built.manifest["version"], "inputs": len(next(iter(inputs.values()))),
            "bundle": str(built.path), "emulated_seconds": round(time.time() - started, 1),
            "cpu": prefix[prefix.index("-cpu") + 1], "bundle_bytes": sum(
                p.stat().st_size for p in built.path.rglob("*") if p.is_file()),
            "archive_bytes": built.archive.stat().st_size if built.archive else None,
-           "min_onnxruntime": built.manifest["runtime"]["min_onnxruntime"] if runtimes else None}
+           "min_onnxruntime": built.manifest["runtime"]["min_onnxruntime"] if runtimes else None, "gate": gate}
     if run.returncode not in (0, 1) or not run.stdout.startswith("{"):
         return {**row, "ok": False, "error": (run.stderr.strip().splitlines() or [f"exit {run.returncode}"])[-1]}
     report = json.loads(run.stdout)
-    return {**row, **{k: report[k] for k in ("ok", "rows", "labels_agree", "max_probability_difference", "strings",
-                                             "strings_equal", "problems", "onnxruntime", "machine")}}
+    problems = judge(report, gate)
+    return {**row, **{k: report[k] for k in ("rows", "labels_agree", "max_probability_difference", "strings",
+                                             "strings_equal", "onnxruntime", "machine")},
+            "ok": not problems, "problems": problems, "health_problems": report["problems"]}
+
+
+def gate_text(gate: dict) -> str:
+    if gate["rule"] == "same int8":
+        return f"{gate['probability_tolerance']:g}, every label (same int8)"
+    return (f"{gate['probability_tolerance']:.3f} (x86 int8 vs fp32), {gate['labels_may_differ']} label(s) may differ "
+            f"(int8 gate {100 * gate['int8_budget']:g} pts)")
 
 
 def arm64_table(rows: list[dict]) -> str:
-    lines = [("| model | inputs | labels agree | max probability difference | greedy tunes equal | onnxruntime "
-              "(arm64) | oldest onnxruntime (measured) | result |"), "|---|---|---|---|---|---|---|---|"]
+    lines = [("| model | inputs | labels agree | max probability difference | gate: probability tolerance, labels | "
+              "greedy tunes equal | onnxruntime (arm64) | oldest onnxruntime (measured) | result |"),
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        gate = gate_text(r["gate"]) if "gate" in r else "-"
         if "error" in r:
-            lines.append(f"| {r['model']} | {r['inputs']} | - | - | - | - | - | FAILED: {r['error']} |")
+            lines.append(f"| {r['model']} | {r['inputs']} | - | - | {gate} | - | - | - | FAILED: {r['error']} |")
             continue
         tunes = f"{r['strings_equal']}/{r['strings']}" if r["strings"] else "-"
         lines.append(f"| {r['model']} v{r['version']} | {r['inputs']} | {r['labels_agree']}/{r['rows']} | "
-                     f"{r['max_probability_difference']:.2e} | {tunes} | {r['onnxruntime']} ({r['machine']}, "
+                     f"{r['max_probability_difference']:.2e} | {gate} | {tunes} | {r['onnxruntime']} ({r['machine']}, "
                      f"{r['cpu']}) | {r.get('min_onnxruntime') or '-'} | "
                      f"{'pass' if r['ok'] else 'FAIL: ' + '; '.join(r['problems'])} |")
     return "\n".join(lines)
@@ -278,8 +349,12 @@ def avx2_table(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.device_check",
-                                     description="Edge bundles on emulated CPUs: arm64 (answers vs x86) and "
-                                                 "AVX2-only x86 (int8 test score vs native, within its gate).")
+                                     description="Edge bundles on emulated CPUs: arm64 (answers vs x86, judged "
+                                                 "by each model's gate: static int8 every label and probabilities "
+                                                 f"within {PROBABILITY_TOLERANCE}; dynamic int8 classifiers labels "
+                                                 "within the int8 gate, probabilities within the int8 graph's own "
+                                                 "distance from fp32) and AVX2-only x86 (int8 test score vs native, "
+                                                 "within its gate).")
     parser.add_argument("check", choices=["arm64", "avx2"])
     parser.add_argument("models", nargs="*", help=f"served names (default: {', '.join(DEFAULT_MODELS)})")
     parser.add_argument("--artifacts", type=Path, help="artifact root (default: $EDGESTACK_ARTIFACTS or ./artifacts)")
