@@ -102,12 +102,18 @@ def bundle_with_golden(name: str, out: Path, root: Path | None, **options):
 
 # ------------------------------------------------------------------ arm64
 
+def held_to_fp32(task: str, quantization: dict | None) -> bool:
+    """A dynamically quantized classifier (the MiniLM transformers): see arm64_gate."""
+    return (quantization or {}).get("format") == "dynamic" and task in ("image-classification", "text-classification")
+
+
 def arm64_gate(task: str, quantization: dict | None, rows: int, int8_error: float | None = None) -> dict:
     """How arm64's answers are judged against x86's: the one place for it (printed with the table).
 
-    - "same int8": statically quantized graphs (QDQ, calibrated scales) and generators: both CPUs
-      do the same integer arithmetic (measured: CNN probabilities equal to 1e-17, the int8 LSTM
-      to 1e-8), so every label equal and every probability within PROBABILITY_TOLERANCE.
+    - "same int8": statically quantized graphs (QDQ, calibrated scales), generators and imported
+      graphs: both CPUs do the same integer arithmetic (measured: CNN probabilities equal to 1e-17,
+      the int8 LSTM to 1e-8), so every label equal and every probability within
+      PROBABILITY_TOLERANCE.
     - "int8 vs fp32": dynamically quantized classifiers (activations quantized at run time: the
       MiniLM transformers). A float difference of one unit in the last place (layer norm, GELU,
       softmax are rounded differently by each CPU's kernels) moves an activation across a rounding
@@ -118,7 +124,7 @@ def arm64_gate(task: str, quantization: dict | None, rows: int, int8_error: floa
       at most that), probabilities within `int8_error`, the x86 int8 graph's own largest distance
       from the fp32 graph on the same inputs and batches, never below PROBABILITY_TOLERANCE."""
     q = quantization or {}
-    if q.get("format") == "dynamic" and task != "text-generation":
+    if held_to_fp32(task, q):
         if int8_error is None:
             raise ValueError("a dynamically quantized classifier's gate needs its int8 error against fp32")
         budget = float(q.get("budget") or 0.0)
@@ -162,9 +168,8 @@ def arm64_row(name: str, root: Path | None, out: Path, onnxruntime: str | None, 
     expected = golden_answers(built.path, inputs)  # this x86 machine's answers
     write_golden(check, inputs, expected)
     quantization = art.manifest.get("quantization")
-    dynamic = (quantization or {}).get("format") == "dynamic" and art.task != "text-generation"
     gate = arm64_gate(art.task, quantization, len(next(iter(inputs.values()))),
-                      int8_error(name, root, inputs, expected) if dynamic else None)
+                      int8_error(name, root, inputs, expected) if held_to_fp32(art.task, quantization) else None)
     prefix, env = emulate.arm64_python(onnxruntime, tokenizers=art.task == "text-classification", cpu=cpu)
     if onnxruntime:  # asked for a version on purpose: whether it answers right, whatever the manifest's minimum
         env["EDGE_RUNNER_ANY_RUNTIME"] = "1"

@@ -23,7 +23,8 @@ def test_static_int8_and_generators_keep_every_label_and_the_fixed_tolerance():
     for task, q in (("image-classification", STATIC), ("text-generation", {"format": "dynamic", "budget": 0.02})):
         gate = arm64_gate(task, q, 200)
         assert gate == {"rule": "same int8", "labels_may_differ": 0, "probability_tolerance": PROBABILITY_TOLERANCE}
-    assert arm64_gate("image-classification", None, 200)["rule"] == "same int8"  # an imported graph: no entry
+    assert arm64_gate("image-classification", None, 200)["rule"] == "same int8"  # no quantization entry
+    assert arm64_gate("imported", {"format": "dynamic", "budget": 0.01}, 2)["rule"] == "same int8"  # no probabilities
 
 
 def test_a_dynamic_int8_classifier_is_held_to_its_own_distance_from_fp32_and_its_int8_gate():
