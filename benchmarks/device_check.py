@@ -266,6 +266,19 @@ def score(art: artifact.Artifact, session: emulate.RemoteSession, split: dict, l
     return bits_per_char(step, ids), np.concatenate(outputs)
 
 
+def spread_slice(split: dict, labels: np.ndarray, limit: int | None) -> tuple[dict, np.ndarray]:
+    """`limit` items of a test split, evenly spread over it (first and last included, in order), each
+    input array and the labels picked by the same indices, so both CPUs score the same items and
+    each keeps its label; limit None/0 or not below the split's size: the whole split."""
+    whole = len(labels)
+    if not limit or limit >= whole:
+        return split, labels
+    if limit < 0:
+        raise UsageError(f"--text-limit must be 0 (all) or positive, not {limit}")
+    picks = np.linspace(0, whole - 1, limit).astype(int)  # distinct: the step is at least 1
+    return {k: v[picks] for k, v in split.items()}, labels[picks]
+
+
 def avx2_row(name: str, root: Path | None, record: bool, threads: int, text_limit: int | None = TEXT_LIMIT) -> dict:
     """text_limit: transformer text classifiers are scored on that many test texts, evenly spread over
     the split (emulated AVX2 runs a MiniLM some 500 times slower than native); None: all."""
@@ -275,9 +288,8 @@ def avx2_row(name: str, root: Path | None, record: bool, threads: int, text_limi
         return {"model": name, "ok": False, "error": "no int8 variant (or no int8 gate) in the artifact"}
     split, labels = test_split(art)
     whole = len(next(iter(split.values())))
-    if art.task == "text-classification" and text_limit and whole > text_limit:
-        picks = np.linspace(0, whole - 1, text_limit).astype(int)
-        split, labels = {k: v[picks] for k, v in split.items()}, labels[picks]
+    if art.task == "text-classification":
+        split, labels = spread_slice(split, labels, text_limit)
     graph = int8_graph(art)
     scores, outputs, seconds, probes = {}, {}, {}, {}
     with tempfile.TemporaryDirectory() as tmp:
