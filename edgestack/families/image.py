@@ -175,6 +175,8 @@ def decode_pnm(data: bytes, rgb: bool = False) -> np.ndarray:
         values = np.array(data[pos:].split()[:count], dtype=np.int64)
         if len(values) != count:
             raise ValueError("truncated PGM/PPM")
+    if count and (values.min() < 0 or values.max() > maxval):  # else they would wrap around modulo 256
+        raise ValueError(f"PGM/PPM values must be 0..{maxval} (its maxval)")
     if maxval != 255:
         values = np.round(values.astype(np.float64) * 255 / maxval)
     pixels = values.astype(np.uint8).reshape(height, width, channels)
