@@ -209,9 +209,10 @@ class Settings(BaseSettings):
         256, ge=-1, description="Ray Serve: most requests waiting per model at each caller; beyond it a "
                                 "request gets 503 (-1: no limit)")
     ray_ingress: Literal["haproxy", "proxy"] = Field(
-        "haproxy", description="Ray Serve: what takes HTTP on a local Ray: haproxy (Ray's HAProxy ingress, straight "
-                               "to the replica that holds the models: about 1/6 of the CPU per request of Ray's proxy) "
-                               "or proxy (Ray's Python HTTP proxy); a joined cluster keeps its own")
+        "proxy", description="Ray Serve: what takes HTTP on a local Ray: proxy (Ray's Python HTTP proxy) or "
+                             "haproxy (Ray's HAProxy ingress, straight to the replica that holds the models: about "
+                             "1/6 of the CPU per request of Ray's proxy, but a burst may wait in HAProxy instead of "
+                             "getting 503; docs/engines.md); a joined cluster keeps its own")
     ray_router_replicas: PositiveInt = Field(
         1, description="Ray Serve: replicas of the router (HTTP endpoints, v2 protocol) in front of the models")
 

@@ -71,7 +71,7 @@ DEFAULTS = {
     "EDGESTACK_RAY_NUM_CPUS": ["1"],
     "EDGESTACK_RAY_MAX_ONGOING": 32,
     "EDGESTACK_RAY_MAX_QUEUED": 256,
-    "EDGESTACK_RAY_INGRESS": "haproxy",     # proxy: Ray's Python proxy (issue 22 item 3)
+    "EDGESTACK_RAY_INGRESS": "proxy",       # haproxy: opt-in, its back-pressure is not reliable yet (issue 22 item 3)
     "EDGESTACK_RAY_ROUTER_REPLICAS": 1,
     # issue 20: safe by default (edgestack serve used to bind 0.0.0.0 with model control always on)
     "EDGESTACK_HOST": "127.0.0.1",
