@@ -93,9 +93,9 @@ $(SAMPLES_STAMP):
 # Unit tests first (no built model, no server; a minute), then the integration tests (real models
 # built from data slices, real servers, a real Triton). In a new random order every run (pytest-randomly;
 # the seed is printed last); a skip not named in pyproject's expected_skips fails the run, and the skip
-# count is printed (docs/testing.md).
+# count is printed (docs/testing.md), and the 15 slowest tests with their times (where the budget goes).
 test: venv wheelhouse data samples triton kserve-venv playground browser emulators
-	$(BIN)/python -m pytest -q tests/unit tests/integration
+	$(BIN)/python -m pytest -q --durations=15 tests/unit tests/integration
 
 # Wheels for the tests' clean venvs (edge bundles run with onnxruntime + numpy only): downloaded here,
 # once, at this venv's versions, so no test installs from the network (tests/clean_venv.py).
