@@ -207,15 +207,13 @@ def test_each_worker_listens_on_a_socket_of_its_own(workers_server):
     port = int(url.rsplit(":", 1)[1])
     # /readyz answers once one worker serves; the other may still be loading its models and bind
     # its socket a moment later (seen when this test ran first: the second worker had none yet)
-    deadline = time.monotonic() + 60
-    while True:
+    def own_sockets():
         workers = [p for p in psutil.Process(proc.pid).children()
                    if "_bentoml_impl.worker.service" in " ".join(p.cmdline())]
         sockets = [listening_sockets(p.pid, port) for p in workers]
-        if (len(workers) == WORKERS and all(len(s) == 1 for s in sockets)) or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
-    assert len(workers) == WORKERS and all(len(s) == 1 for s in sockets), sockets
+        return sockets if len(workers) == WORKERS and all(len(s) == 1 for s in sockets) else None
+
+    sockets = wait_for(own_sockets, 60, f"a listening socket of its own in each of {WORKERS} workers")
     assert len(set.union(*sockets)) == WORKERS, sockets  # different sockets, not one shared
     assert listening_sockets(proc.pid, port) == set()  # the arbiter's: bound, not listening
 
