@@ -609,14 +609,16 @@ def serve_forever(names: list[str], host: str, port: int) -> int:
         previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
         previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda *_: hangups.set())
         ray_seconds = time.perf_counter() - started
+        # The plan is printed before serve.run: Ray's proxy can answer /readyz a moment before
+        # serve.run returns, and whoever waits for readiness must find the plan in the log.
+        for p in plans:
+            scale = f"autoscale {p.autoscale[0]}:{p.autoscale[1]}" if p.autoscale else f"{p.replicas} replica(s)"
+            print(f"[{p.name}] v{p.version}: {scale}, {p.num_cpus:g} CPU each", flush=True)
         serve.start(http_options={"host": host, "port": port}, logging_config=QUIET)
         serve.run(application(plans, settings, options), name=APP, route_prefix="/", logging_config=QUIET)
         ready = time.perf_counter() - started
         print(f"ray: {'joined ' + address if address else 'local Ray in ' + str(temp_dir)}; "
               f"ray.init {ray_seconds:.1f} s, ready after {ready:.1f} s", flush=True)
-        for p in plans:
-            scale = f"autoscale {p.autoscale[0]}:{p.autoscale[1]}" if p.autoscale else f"{p.replicas} replica(s)"
-            print(f"[{p.name}] v{p.version}: {scale}, {p.num_cpus:g} CPU each", flush=True)
         print(f"serving on http://{host}:{port} (Ray Serve)", flush=True)
         while True:
             if hangups.wait(1.0):
