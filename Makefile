@@ -94,8 +94,12 @@ $(SAMPLES_STAMP):
 # built from data slices, real servers, a real Triton). In a new random order every run (pytest-randomly;
 # the seed is printed last); a skip not named in pyproject's expected_skips fails the run, and the skip
 # count is printed (docs/testing.md), and the 15 slowest tests with their times (where the budget goes).
+# Two pytest-xdist workers, one test file each at a time (--dist loadfile: a module's fixtures are
+# made once): half the suite's time is spent waiting on servers, Ray and subprocesses, so two
+# files at once take ~7 minutes on 2 cores instead of ~10.5 (docs/testing.md).
+TEST_WORKERS ?= 2
 test: venv wheelhouse data samples triton kserve-venv playground browser emulators
-	$(BIN)/python -m pytest -q --durations=15 tests/unit tests/integration
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15 tests/unit tests/integration
 
 # Wheels for the tests' clean venvs (edge bundles run with onnxruntime + numpy only): downloaded here,
 # once, at this venv's versions, so no test installs from the network (tests/clean_venv.py).

@@ -178,6 +178,7 @@ def pytest_addoption(parser):
 
 def pytest_configure(config):
     config.stash[SKIPS] = {"expected": [], "unexpected": []}
+    config.pluginmanager.register(SkipCounter(config), "edgestack-skip-counter")
 
 
 def _expected(config, nodeid: str) -> bool:
@@ -190,31 +191,45 @@ def _reason(report) -> str:
     return longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
 
 
+# Under pytest-xdist (`make test` runs two workers) a test's report is made in a worker and logged
+# again in the controller, which prints the summary: the worker marks the report (user_properties
+# travel with it), and the count is taken where reports are logged, in whichever process prints.
+SKIP_PROPERTY = "edgestack_skip"
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
     if not report.skipped or hasattr(report, "wasxfail"):
         return
-    skips = item.config.stash[SKIPS]
     if _expected(item.config, item.nodeid):
-        skips["expected"].append(item.nodeid)
+        report.user_properties.append((SKIP_PROPERTY, "expected"))
         return
     reason = _reason(report)
-    skips["unexpected"].append(f"{item.nodeid}: {reason}")
+    report.user_properties.append((SKIP_PROPERTY, f"unexpected: {item.nodeid}: {reason}"))
     report.outcome = "failed"
     report.longrepr = (f"unexpected skip: {reason}\n(a missing prerequisite is an error here; install it, or, if "
                        f"this skip is right on some machines, name the test in pyproject.toml's expected_skips)")
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_make_collect_report(collector):
-    outcome = yield
-    report = outcome.get_result()
-    if report.skipped:  # a module-level importorskip/skip: the whole file would vanish from the run
-        skips = collector.config.stash[SKIPS]
-        skips["unexpected"].append(f"{report.nodeid}: {_reason(report)}")
-        skips["at_collection"] = True
+class SkipCounter:
+    """Counts skips where reports are logged (the controller under xdist, else the only process)."""
+
+    def __init__(self, config):
+        self.skips = config.stash[SKIPS]
+
+    def pytest_runtest_logreport(self, report):
+        for key, value in report.user_properties:
+            if key == SKIP_PROPERTY and value == "expected":
+                self.skips["expected"].append(report.nodeid)
+            elif key == SKIP_PROPERTY:
+                self.skips["unexpected"].append(value.removeprefix("unexpected: "))
+
+    def pytest_collectreport(self, report):
+        if report.skipped:  # a module-level importorskip/skip: the whole file would vanish from the run
+            self.skips["unexpected"].append(f"{report.nodeid}: {_reason(report)}")
+            self.skips["at_collection"] = True
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -108,25 +108,31 @@ def run(pytester, *args: str):
     return pytester.runpytest_inprocess("-p", "no:randomly", "-p", "no:cacheprovider", *args)
 
 
-def test_an_unexpected_skip_fails_with_its_reason_and_is_counted(pytester):
+# `make test` runs two xdist workers: a skip happens in a worker and is counted by the controller
+WORKERS = pytest.mark.parametrize("workers", [(), ("-n", "2")], ids=["one process", "two xdist workers"])
+
+
+@WORKERS
+def test_an_unexpected_skip_fails_with_its_reason_and_is_counted(pytester, workers):
     pytester.makepyfile(test_x=SKIPPING)
-    result = run(pytester)
+    result = run(pytester, *workers)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*unexpected skip: Skipped: no widget here: apt-get install widget*",
                                  "skips: 1 (0 expected, 1 unexpected)"])
     # named in expected_skips, the same skip is allowed (and still counted)
     pytester.makeini("[pytest]\nexpected_skips =\n    test_x.py::test_missing_tool # a widget-less box\n")
-    result = run(pytester)
+    result = run(pytester, *workers)
     assert result.ret == pytest.ExitCode.OK
     result.assert_outcomes(passed=1, skipped=1)
     result.stdout.fnmatch_lines(["skips: 1 (1 expected, 0 unexpected)"])
 
 
-def test_a_module_level_skip_fails_the_run(pytester):
+@WORKERS
+def test_a_module_level_skip_fails_the_run(pytester, workers):
     pytester.makepyfile(test_gone="import pytest\npytest.importorskip('no_such_module_here')\n",
                         test_ok="def test_ok():\n    pass\n")
-    result = run(pytester)
+    result = run(pytester, *workers)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines(["*unexpected skip: test_gone.py: Skipped: could not import 'no_such_module_here'*"])
 
