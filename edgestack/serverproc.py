@@ -26,12 +26,39 @@ import psutil
 from edgestack.settings import get_settings
 
 
+# free_port() hands out ports from 20000-29999: below Linux's ephemeral range (32768-60999 by
+# default), where the kernel picks the port of every bind(0) and outgoing connection (a local Ray
+# alone listens on dozens there: a port found free that way was taken by Ray's own processes before
+# Serve's proxy bound it, "Failed to bind to address"), above Ray's worker ports (10002-19999), and
+# below Serve's direct-ingress blocks (30000-30999). Each port is claimed with a lock file held for
+# this process's life, so two processes (pytest-xdist workers, two benchmarks) never get the same one.
+FREE_PORTS = range(20000, 30000)
+_claimed_ports: dict[int, int] = {}  # port -> descriptor of its lock file (closed when the process ends)
+
+
 def free_port() -> int:
-    """A port nothing listens on now (another process may take it before the server binds it:
-    running_process checks that the server that answers is its own)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nothing listens on now, claimed for this process (no other caller of free_port on
+    the machine gets it while this process lives). Something else may still take it before the
+    server binds it: running_process checks that the server that answers is its own."""
+    import fcntl
+    import random
+
+    folder = Path(tempfile.gettempdir()) / f"edgestack-ports-{os.getuid()}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    for port in random.sample(FREE_PORTS, 500):
+        if port in _claimed_ports:
+            continue
+        fd = os.open(folder / f"{port}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            with socket.socket() as s:
+                s.bind(("", port))  # all addresses: a listener on any of them makes the port taken
+        except OSError:  # BlockingIOError: another process claimed it; EADDRINUSE: something uses it
+            os.close(fd)
+            continue
+        _claimed_ports[port] = fd
+        return port
+    raise RuntimeError(f"no free port in {FREE_PORTS.start}-{FREE_PORTS.stop - 1} after 500 tries")
 
 
 # Every process a running_process starts, and everything they start, carries this variable with a

@@ -82,6 +82,20 @@ def test_a_stop_ends_the_whole_run_orphans_included(tmp_path):
     assert serverproc.run_processes(proc.run_token) == []
 
 
+def test_free_ports_are_outside_the_kernels_range_and_never_given_to_two_processes():
+    """pytest-xdist runs two workers, each starting servers and Rays: a port free_port gives one
+    process is never another's while the first lives, and none comes from the range the kernel
+    hands to bind(0) and outgoing connections (where a local Ray's own processes listen)."""
+    low, high = (int(n) for n in open("/proc/sys/net/ipv4/ip_local_port_range").read().split())
+    mine = {free_port() for _ in range(50)}
+    other = subprocess.run([sys.executable, "-c", "from edgestack.serverproc import free_port\n"
+                            "print(*(free_port() for _ in range(200)))"],
+                           capture_output=True, text=True, check=True, timeout=60).stdout.split()
+    theirs = {int(p) for p in other}
+    assert len(mine) == 50 and len(theirs) == 200 and not mine & theirs
+    assert all(not low <= p <= high and p > 19999 for p in mine | theirs)
+
+
 def test_a_failing_test_still_stops_the_server(tmp_path):
     port = free_port()
     with pytest.raises(ZeroDivisionError):
