@@ -25,7 +25,6 @@ import psutil
 
 from edgestack.settings import get_settings
 
-
 # free_port() hands out ports from 20000-29999: below Linux's ephemeral range (32768-60999 by
 # default), where the kernel picks the port of every bind(0) and outgoing connection (a local Ray
 # alone listens on dozens there: a port found free that way was taken by Ray's own processes before

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -86,10 +87,10 @@ def test_free_ports_are_outside_the_kernels_range_and_never_given_to_two_process
     """pytest-xdist runs two workers, each starting servers and Rays: a port free_port gives one
     process is never another's while the first lives, and none comes from the range the kernel
     hands to bind(0) and outgoing connections (where a local Ray's own processes listen)."""
-    low, high = (int(n) for n in open("/proc/sys/net/ipv4/ip_local_port_range").read().split())
+    low, high = (int(n) for n in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
     mine = {free_port() for _ in range(50)}
-    other = subprocess.run([sys.executable, "-c", "from edgestack.serverproc import free_port\n"
-                            "print(*(free_port() for _ in range(200)))"],
+    claim = "from edgestack.serverproc import free_port\nprint(*(free_port() for _ in range(200)))"
+    other = subprocess.run([sys.executable, "-c", claim],
                            capture_output=True, text=True, check=True, timeout=60).stdout.split()
     theirs = {int(p) for p in other}
     assert len(mine) == 50 and len(theirs) == 200 and not mine & theirs
